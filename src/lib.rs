@@ -1,2 +1,6 @@
 //! liengate: a gateway that lenders run to watch the cars they financed.
+//!
+//! See ARCHITECTURE.md for the map of this crate.
 pub use liengate_protocols as protocols;
+
+pub mod cli;
