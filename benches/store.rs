@@ -214,8 +214,34 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-/// Single writer committing batches of `batch` records for `window`.
-fn bench_commit(e: &dyn Engine, batch: usize, fsync: bool, window: Duration) {
+/// Throughput and latency of one measured case.
+#[derive(Clone, Copy, Default)]
+struct Stats {
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// Median of each figure over the rounds, so that one round disturbed by other work on the
+/// machine does not decide the comparison.
+fn median(mut v: Vec<Stats>) -> Stats {
+    let mid = |xs: &mut Vec<f64>| {
+        xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        xs[xs.len() / 2]
+    };
+    let mut a: Vec<f64> = v.iter().map(|s| s.per_sec).collect();
+    let mut b: Vec<f64> = v.iter().map(|s| s.p50_us).collect();
+    let mut c: Vec<f64> = v.iter().map(|s| s.p99_us).collect();
+    v.clear();
+    Stats {
+        per_sec: mid(&mut a),
+        p50_us: mid(&mut b),
+        p99_us: mid(&mut c),
+    }
+}
+
+/// Single writer committing batches of `batch` records for `window`; returns records/s.
+fn bench_commit(e: &dyn Engine, batch: usize, fsync: bool, window: Duration) -> Stats {
     let recs = records(200_000.max(batch * 4), 10_000, 1_700_000_000_000);
     let mut h = Histogram::<u64>::new(3).unwrap();
     let start = Instant::now();
@@ -232,16 +258,11 @@ fn bench_commit(e: &dyn Engine, batch: usize, fsync: bool, window: Duration) {
         i += batch;
     }
     let secs = start.elapsed().as_secs_f64();
-    println!(
-        "{:6} commit  batch={:<5} {:8}  {:>9.0} commits/s {:>10.0} records/s  p50={:>8.1}us p99={:>8.1}us",
-        e.name(),
-        batch,
-        if fsync { "fsync" } else { "buffered" },
-        commits as f64 / secs,
-        (commits * batch) as f64 / secs,
-        us(&h, 0.5),
-        us(&h, 0.99),
-    );
+    Stats {
+        per_sec: (commits * batch) as f64 / secs,
+        p50_us: us(&h, 0.5),
+        p99_us: us(&h, 0.99),
+    }
 }
 
 /// Loads 200 vehicles x `per_vehicle` points, then measures point reads and range scans.
@@ -297,7 +318,12 @@ fn bench_reads(e: &dyn Engine, per_vehicle: usize, reads: usize, scans: usize) {
 
 /// The liengate Store: `callers` concurrent tasks, each committing one position (track point +
 /// last known) and waiting for it, as a connection does before acknowledging a frame.
-fn bench_group_commit(dir: &Path, durability: Durability, callers: usize, window: Duration) {
+fn bench_group_commit(
+    dir: &Path,
+    durability: Durability,
+    callers: usize,
+    window: Duration,
+) -> Stats {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -346,63 +372,135 @@ fn bench_group_commit(dir: &Path, durability: Durability, callers: usize, window
         }
         (total, all)
     });
-    let secs = window.as_secs_f64();
-    println!(
-        "Store  group commit callers={:<5} {:8} {:>10.0} positions/s  p50={:>8.1}us p99={:>8.1}us",
-        callers,
-        format!("{durability:?}").to_lowercase(),
-        done as f64 / secs,
-        us(&lat, 0.5),
-        us(&lat, 0.99)
-    );
+    drop(store);
+    Stats {
+        per_sec: done as f64 / window.as_secs_f64(),
+        p50_us: us(&lat, 0.5),
+        p99_us: us(&lat, 0.99),
+    }
+}
+
+/// Sum and count of a Prometheus summary in the exporter's text output.
+fn summary(text: &str, name: &str) -> (f64, f64) {
+    let get = |suffix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{suffix} ")))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .unwrap_or(0.0)
+    };
+    (get("_sum"), get("_count"))
+}
+
+fn open_engine(name: &str, dir: &Path) -> Box<dyn Engine> {
+    match name {
+        "fjall" => Box::new(Fjall::open(dir)),
+        _ => Box::new(Redb::open(dir)),
+    }
+}
+
+fn mode_name(fsync: bool) -> &'static str {
+    if fsync {
+        "fsync"
+    } else {
+        "buffered"
+    }
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; anything else selects a mode.
-    let quick = std::env::args().any(|a| a == "quick");
-    let window = Duration::from_millis(if quick { 300 } else { 2_000 });
+    // `cargo bench` passes `--bench`; `quick` selects a short smoke run.
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    // `engines` or `store` runs only that part.
+    let only = |part: &str| {
+        !args.iter().any(|a| a == "engines" || a == "store") || args.iter().any(|a| a == part)
+    };
+    let window = Duration::from_millis(if quick { 300 } else { 1_500 });
+    let rounds = if quick { 1 } else { 3 };
+    // The committer's metrics go to a Prometheus recorder so the bench can report the mean
+    // group-commit batch size (and shows the metrics are emitted).
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
     let root = tempfile::tempdir().unwrap();
     println!(
-        "store bench: window {:?} per case, data in {}",
-        window,
+        "store bench: {rounds} round(s) x {window:?} per case, medians shown, data in {}",
         root.path().display()
     );
 
-    println!("\n## engines: single writer, batch of N positions (track point + last known each)");
-    for engine_name in ["fjall", "redb"] {
+    if only("engines") {
+        println!(
+            "\n## engines: one writer, batches of N positions (track point + last known each)"
+        );
+        println!("engine  mode      batch     positions/s   commit p50    commit p99");
         for fsync in [true, false] {
             for batch in [1usize, 64, 512] {
-                let dir = root.path().join(format!("{engine_name}-{fsync}-{batch}"));
-                let e: Box<dyn Engine> = match engine_name {
-                    "fjall" => Box::new(Fjall::open(&dir)),
-                    _ => Box::new(Redb::open(&dir)),
-                };
-                bench_commit(e.as_ref(), batch, fsync, window);
-                drop(e);
-                let _ = std::fs::remove_dir_all(&dir);
+                let mut results: Vec<(&str, Vec<Stats>)> =
+                    vec![("fjall", vec![]), ("redb", vec![])];
+                // Engines alternate within each round, so both see the same background load.
+                for round in 0..rounds {
+                    for (name, stats) in results.iter_mut() {
+                        let dir = root.path().join(format!("{name}-{fsync}-{batch}-{round}"));
+                        let e = open_engine(name, &dir);
+                        stats.push(bench_commit(e.as_ref(), batch, fsync, window));
+                        drop(e);
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
+                let mut per_sec = Vec::new();
+                for (name, stats) in results {
+                    let m = median(stats);
+                    per_sec.push(m.per_sec);
+                    println!(
+                        "{name:7} {:9} {batch:<5} {:>13.0} {:>10.1}us {:>10.1}us",
+                        mode_name(fsync),
+                        m.per_sec,
+                        m.p50_us,
+                        m.p99_us
+                    );
+                }
+                println!("        fjall/redb = {:.2}x", per_sec[0] / per_sec[1]);
             }
+        }
+
+        println!("\n## engines: reads (200 vehicles)");
+        let per_vehicle = if quick { 500 } else { 5_000 };
+        for name in ["fjall", "redb"] {
+            let dir = root.path().join(format!("{name}-reads"));
+            let e = open_engine(name, &dir);
+            bench_reads(e.as_ref(), per_vehicle, 200_000, 2_000);
+            drop(e);
+            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 
-    println!("\n## engines: reads");
-    let per_vehicle = if quick { 500 } else { 5_000 };
-    for engine_name in ["fjall", "redb"] {
-        let dir = root.path().join(format!("{engine_name}-reads"));
-        let e: Box<dyn Engine> = match engine_name {
-            "fjall" => Box::new(Fjall::open(&dir)),
-            _ => Box::new(Redb::open(&dir)),
-        };
-        bench_reads(e.as_ref(), per_vehicle, 100_000, 2_000);
-        drop(e);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    println!("\n## liengate Store: concurrent callers, one position per commit call");
-    for durability in [Durability::Fsync, Durability::Buffered] {
-        for callers in [1usize, 16, 256, 2048] {
-            let dir = root.path().join(format!("store-{durability:?}-{callers}"));
-            bench_group_commit(&dir, durability, callers, window);
-            let _ = std::fs::remove_dir_all(&dir);
+    if only("store") {
+        println!("\n## liengate Store (fjall): N concurrent callers, one position per commit call");
+        println!(
+            "mode      callers   positions/s   commit p50    commit p99   mean batch (requests)"
+        );
+        for durability in [Durability::Fsync, Durability::Buffered] {
+            for callers in [1usize, 16, 256, 2048] {
+                let mut stats = Vec::new();
+                let before = summary(&prometheus.render(), "store_commit_batch_size");
+                for round in 0..rounds {
+                    let dir = root
+                        .path()
+                        .join(format!("store-{durability:?}-{callers}-{round}"));
+                    stats.push(bench_group_commit(&dir, durability, callers, window));
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                let after = summary(&prometheus.render(), "store_commit_batch_size");
+                let mean_batch = (after.0 - before.0) / (after.1 - before.1).max(1.0);
+                let m = median(stats);
+                println!(
+                    "{:9} {callers:<7} {:>13.0} {:>10.1}us {:>10.1}us {:>10.1}",
+                    format!("{durability:?}").to_lowercase(),
+                    m.per_sec,
+                    m.p50_us,
+                    m.p99_us,
+                    mean_batch
+                );
+            }
         }
     }
 }
