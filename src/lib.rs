@@ -4,3 +4,4 @@
 pub use liengate_protocols as protocols;
 
 pub mod cli;
+pub mod sim;
