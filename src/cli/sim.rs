@@ -52,6 +52,21 @@ pub struct SimArgs {
     /// Number of the first terminal; give each sim process a disjoint range.
     #[arg(long, default_value_t = 0)]
     pub first_id: u64,
+    /// Instead of simulating, run the ceiling server on ADDR: it frames, verifies and answers
+    /// every message as a gateway would, storing nothing. Prints `listening jt808 IP:PORT`.
+    #[arg(long, value_name = "ADDR", conflicts_with = "target")]
+    pub ceiling_server: Option<SocketAddr>,
+    /// Ceiling server: most connections served at once.
+    #[arg(long, default_value_t = 100_000)]
+    pub ceiling_max_connections: usize,
+    /// Timeouts, limits and pacing (boxed: clap flattens them into the same command line).
+    #[command(flatten)]
+    pub tuning: Box<SimTuning>,
+}
+
+/// Less common knobs of `liengate sim`.
+#[derive(clap::Args, Debug)]
+pub struct SimTuning {
     /// Heartbeat (0x0002) interval in seconds.
     #[arg(long, default_value_t = 20.0)]
     pub heartbeat: f64,
@@ -85,17 +100,10 @@ pub struct SimArgs {
     /// Allow a target outside 127.0.0.0/8 and ::1 (load tests belong on loopback).
     #[arg(long)]
     pub allow_remote: bool,
-    /// Instead of simulating, run the ceiling server on ADDR: it frames, verifies and answers
-    /// every message as a gateway would, storing nothing. Prints `listening jt808 IP:PORT`.
-    #[arg(long, value_name = "ADDR", conflicts_with = "target")]
-    pub ceiling_server: Option<SocketAddr>,
-    /// Ceiling server: most connections served at once.
-    #[arg(long, default_value_t = 100_000)]
-    pub ceiling_max_connections: usize,
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
-    if !(value.is_finite() && value >= 0.0 && value <= 86_400.0) {
+    if !(value.is_finite() && (0.0..=86_400.0).contains(&value)) {
         bail!("--{name} must be between 0 and 86400 seconds, got {value}");
     }
     Ok(Duration::from_secs_f64(value))
@@ -117,10 +125,10 @@ fn plan(args: &SimArgs) -> anyhow::Result<Plan> {
         .with_context(|| format!("--target {target_text:?} is not HOST:PORT"))?
         .next()
         .with_context(|| format!("--target {target_text:?} resolves to no address"))?;
-    if !target.ip().is_loopback() && !args.allow_remote {
+    if !target.ip().is_loopback() && !args.tuning.allow_remote {
         bail!("--target {target} is not a loopback address; load tests run on 127.0.0.0/8 (use --allow-remote to override)");
     }
-    if !(args.rate.is_finite() && args.rate >= 0.0 && args.rate <= 1000.0) {
+    if !(args.rate.is_finite() && (0.0..=1000.0).contains(&args.rate)) {
         bail!(
             "--rate must be between 0 and 1000 reports per second, got {}",
             args.rate
@@ -132,10 +140,10 @@ fn plan(args: &SimArgs) -> anyhow::Result<Plan> {
             args.devices
         );
     }
-    if args.max_in_flight == 0 || args.max_in_flight > 1024 {
+    if args.tuning.max_in_flight == 0 || args.tuning.max_in_flight > 1024 {
         bail!("--max-in-flight must be between 1 and 1024");
     }
-    let heartbeat = seconds("heartbeat", args.heartbeat)?;
+    let heartbeat = seconds("heartbeat", args.tuning.heartbeat)?;
     if heartbeat < Duration::from_millis(100) {
         bail!("--heartbeat must be at least 0.1 s");
     }
@@ -159,16 +167,16 @@ fn plan(args: &SimArgs) -> anyhow::Result<Plan> {
         terminal_prefix: args.terminal_prefix.clone(),
         first_id: args.first_id,
         heartbeat,
-        answer_timeout: seconds("answer-timeout", args.answer_timeout)?
+        answer_timeout: seconds("answer-timeout", args.tuning.answer_timeout)?
             .max(Duration::from_millis(10)),
-        connect_timeout: seconds("connect-timeout", args.connect_timeout)?
+        connect_timeout: seconds("connect-timeout", args.tuning.connect_timeout)?
             .max(Duration::from_millis(10)),
-        registration_timeout: seconds("registration-timeout", args.registration_timeout)?,
-        drain: seconds("drain", args.drain)?,
-        max_in_flight: args.max_in_flight,
-        connect_concurrency: args.connect_concurrency.clamp(1, 100_000),
-        blind_area_every: args.blind_area_every,
-        seed: args.seed,
+        registration_timeout: seconds("registration-timeout", args.tuning.registration_timeout)?,
+        drain: seconds("drain", args.tuning.drain)?,
+        max_in_flight: args.tuning.max_in_flight,
+        connect_concurrency: args.tuning.connect_concurrency.clamp(1, 100_000),
+        blind_area_every: args.tuning.blind_area_every,
+        seed: args.tuning.seed,
     })
 }
 
@@ -181,7 +189,7 @@ fn open_file_limit() -> Option<u64> {
 
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = args.ceiling_server {
-        return run_ceiling(addr, args.ceiling_max_connections, args.threads);
+        return run_ceiling(addr, args.ceiling_max_connections, args.tuning.threads);
     }
     let plan = match plan(&args) {
         Ok(plan) => plan,
@@ -202,7 +210,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let quiet = args.quiet;
-    let rt = runtime(args.threads)?;
+    let rt = runtime(args.tuning.threads)?;
     let mut last_acked = 0u64;
     let summary = rt.block_on(sim::run(plan, |p| {
         if quiet {
