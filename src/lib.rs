@@ -4,3 +4,6 @@
 pub use liengate_protocols as protocols;
 
 pub mod cli;
+pub mod model;
+pub mod registry;
+pub mod store;

@@ -1,0 +1,163 @@
+//! One received frame: unescape, verify the check code, parse the header
+//! (JT/T 808-2013 §4.4), then decode the body on demand. No allocation.
+
+use bytes::BytesMut;
+
+use super::error::{Error, ErrorKind};
+use super::frame::{encode_frame, unescape, xor};
+use super::header::{parse_header, Header, Quirks, SubPackage, Version};
+use super::msg::{id, Message, Register};
+use super::{DEFAULT_MAX_FRAME, MAX_LOGICAL_FRAME};
+
+/// Per-connection (or per-device-model) decoding choices.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// Accept frames whose XOR check code is wrong (several real device
+    /// models send them); such packets carry `Quirks::CHECKSUM_MISMATCH_ACCEPTED`
+    /// so that the caller can count them.
+    pub skip_checksum: bool,
+    /// Largest on-wire frame accepted; 0 means `DEFAULT_MAX_FRAME`.
+    pub max_frame: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            skip_checksum: false,
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// A frame whose framing, check code and header are valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<'a> {
+    pub header: Header,
+    /// The body bytes (unescaped), borrowed from the scratch buffer.
+    pub body: &'a [u8],
+    pub quirks: Quirks,
+}
+
+impl<'a> Packet<'a> {
+    /// Decode the body. Encrypted bodies are a typed error (we hold no RSA
+    /// keys, §10); a subpackaged body is returned as `Message::Fragment` for
+    /// the reassembler. Errors carry the header and an offset in the
+    /// unescaped frame.
+    pub fn message(&self) -> Result<Message<'a>, Error> {
+        let h = &self.header;
+        if h.encryption != 0 {
+            return Err(Error::new(
+                ErrorKind::Encrypted,
+                2,
+                "body is encrypted (RSA or a reserved encryption bit)",
+            )
+            .with_header(*h));
+        }
+        if let Some(SubPackage { total, index }) = h.subpackage {
+            return Ok(Message::Fragment {
+                id: h.message_id,
+                total,
+                index,
+                body: self.body,
+            });
+        }
+        let hlen = h.wire_len();
+        Message::decode(h.message_id, h.version, self.body).map_err(|mut e| {
+            e.offset += hlen;
+            e.header = Some(*h);
+            e
+        })
+    }
+}
+
+/// Unescape `wire` (one frame with both delimiters) into `scratch`, verify
+/// the XOR check code (§4.4.4) and parse the header (§4.4.3).
+///
+/// Checks run in the standard's receive order, so a frame that is wrong in
+/// several ways reports the first: escape, then check code, then length.
+pub fn parse_packet<'s>(
+    wire: &[u8],
+    scratch: &'s mut [u8; MAX_LOGICAL_FRAME],
+    opts: &DecodeOptions,
+) -> Result<Packet<'s>, Error> {
+    let max = if opts.max_frame == 0 {
+        DEFAULT_MAX_FRAME
+    } else {
+        opts.max_frame
+    };
+    if wire.len() > max {
+        return Err(Error::new(
+            ErrorKind::Oversized,
+            max,
+            "frame exceeds the size limit",
+        ));
+    }
+    let n = unescape(wire, scratch)?;
+    let logical: &'s [u8] = &scratch[..n];
+    if n < 13 {
+        return Err(Error::new(
+            ErrorKind::Truncated,
+            n,
+            "frame shorter than the smallest header plus check byte",
+        ));
+    }
+    let mut quirks = Quirks::empty();
+    let check = logical[n - 1];
+    if xor(&logical[..n - 1]) != check {
+        if opts.skip_checksum {
+            quirks |= Quirks::CHECKSUM_MISMATCH_ACCEPTED;
+        } else {
+            let mut e = Error::new(
+                ErrorKind::Checksum,
+                wire.len() - 2,
+                "XOR check code does not match",
+            );
+            if let Ok((h, _, _)) = parse_header(logical) {
+                e.header = Some(h);
+            }
+            return Err(e);
+        }
+    }
+    let (mut header, hlen, hq) = parse_header(logical)?;
+    let body = &logical[hlen..n - 1];
+    // The 2011 and 2013 headers are identical; a 0x0100 body in the 2011
+    // layout is the only way to tell them apart (JT808.md §5.4).
+    if header.message_id == id::REGISTER
+        && header.subpackage.is_none()
+        && Register::layout(body, header.version) == Version::V2011
+    {
+        header.version = Version::V2011;
+    }
+    Ok(Packet {
+        header,
+        body,
+        quirks: quirks | hq,
+    })
+}
+
+/// `parse_packet` followed by `Packet::message`.
+pub fn decode_frame<'s>(
+    wire: &[u8],
+    scratch: &'s mut [u8; MAX_LOGICAL_FRAME],
+    opts: &DecodeOptions,
+) -> Result<(Packet<'s>, Message<'s>), Error> {
+    let p = parse_packet(wire, scratch, opts)?;
+    let m = p.message()?;
+    Ok((p, m))
+}
+
+/// Encode `msg` as one frame. The header's message id is taken from the
+/// message; a `Message::Fragment` sets the package item.
+pub fn encode_message(header: &Header, msg: &Message<'_>, out: &mut BytesMut) {
+    let mut h = *header;
+    h.message_id = msg.message_id();
+    if let Message::Fragment { total, index, .. } = msg {
+        h.subpackage = Some(SubPackage {
+            total: *total,
+            index: *index,
+        });
+    }
+    let mut body = BytesMut::with_capacity(64);
+    msg.encode_body(h.version, &mut body);
+    encode_frame(&h, &body, out);
+}
