@@ -87,7 +87,9 @@ pub fn decode_jt808(input: &[u8], skip_checksum: bool) -> DecodeReport {
                 let wire = &rest[frame];
                 match jt808::decode_frame(wire, &mut scratch, &opts) {
                     Ok((packet, message)) => {
-                        report.objects.push(json::frame_json(&packet, &message));
+                        report
+                            .objects
+                            .push(with_locations(json::frame_json(&packet, &message)));
                     }
                     Err(mut err) => {
                         err.offset += pos;
@@ -97,7 +99,10 @@ pub fn decode_jt808(input: &[u8], skip_checksum: bool) -> DecodeReport {
                 }
                 pos += consumed.max(1);
             }
-            Split::Invalid { mut error, consumed } => {
+            Split::Invalid {
+                mut error,
+                consumed,
+            } => {
                 error.offset += pos;
                 report.rejected += 1;
                 report.objects.push(json::error_json(&error));
@@ -107,7 +112,11 @@ pub fn decode_jt808(input: &[u8], skip_checksum: bool) -> DecodeReport {
                 pos += consumed;
                 if pos < input.len() {
                     // The input ended inside a frame: nothing more will come, so it is truncated.
-                    let error = jt808::Error::truncated(pos, input.len() - pos);
+                    let error = jt808::Error::new(
+                        jt808::ErrorKind::Truncated,
+                        pos,
+                        "input ended inside a frame (no closing 0x7e)",
+                    );
                     report.rejected += 1;
                     report.objects.push(json::error_json(&error));
                 }
@@ -116,6 +125,19 @@ pub fn decode_jt808(input: &[u8], skip_checksum: bool) -> DecodeReport {
         }
     }
     report
+}
+
+/// Scripts want every position of a frame in one place: a 0x0704 batch also gets a top-level
+/// `locations` array holding its items, in the order the device sent them.
+fn with_locations(mut value: Value) -> Value {
+    let items = value
+        .get("batch")
+        .and_then(|batch| batch.get("items"))
+        .cloned();
+    if let (Some(items), Some(object)) = (items, value.as_object_mut()) {
+        object.insert("locations".to_owned(), items);
+    }
+    value
 }
 
 fn read_input(args: &DecodeArgs) -> anyhow::Result<Vec<u8>> {
