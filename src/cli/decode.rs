@@ -188,7 +188,7 @@ pub fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
     if cleaned.is_empty() {
         bail!("no hex digits");
     }
-    if cleaned.len() % 2 != 0 {
+    if !cleaned.len().is_multiple_of(2) {
         bail!("odd number of hex digits ({})", cleaned.len());
     }
     Ok(hex::decode(&cleaned)?)
