@@ -16,6 +16,7 @@ pub const ESC: u8 = 0x7d;
 /// Unescape the bytes between the delimiters of `wire` (which must start and
 /// end with 0x7e) into `scratch`, returning the logical length. Offsets in
 /// errors are positions in `wire`.
+#[inline]
 pub fn unescape(wire: &[u8], scratch: &mut [u8; MAX_LOGICAL_FRAME]) -> Result<usize, Error> {
     if wire.first() != Some(&FLAG) {
         return Err(Error::new(
@@ -37,10 +38,7 @@ pub fn unescape(wire: &[u8], scratch: &mut [u8; MAX_LOGICAL_FRAME]) -> Result<us
     while i < inner.len() {
         // Copy the plain run up to the next special byte in one go; most
         // frames have no escapes at all.
-        let run = inner[i..]
-            .iter()
-            .position(|&b| b == ESC || b == FLAG)
-            .unwrap_or(inner.len() - i);
+        let run = memchr::memchr2(ESC, FLAG, &inner[i..]).unwrap_or(inner.len() - i);
         if out + run > MAX_LOGICAL_FRAME {
             return Err(Error::new(
                 ErrorKind::Oversized,
@@ -107,10 +105,7 @@ pub fn xor(bytes: &[u8]) -> u8 {
 fn put_escaped(out: &mut BytesMut, bytes: &[u8]) {
     let mut rest = bytes;
     while !rest.is_empty() {
-        let run = rest
-            .iter()
-            .position(|&b| b == ESC || b == FLAG)
-            .unwrap_or(rest.len());
+        let run = memchr::memchr2(ESC, FLAG, rest).unwrap_or(rest.len());
         out.put_slice(&rest[..run]);
         if run == rest.len() {
             break;

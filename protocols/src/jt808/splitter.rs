@@ -61,7 +61,7 @@ impl Splitter {
         if self.discarding {
             // Skip the remainder of an oversized frame up to and including
             // its closing delimiter.
-            return match buf.iter().position(|&b| b == FLAG) {
+            return match memchr::memchr(FLAG, buf) {
                 Some(p) => {
                     self.discarding = false;
                     Split::Incomplete { consumed: p + 1 }
@@ -71,7 +71,7 @@ impl Splitter {
                 },
             };
         }
-        let Some(first) = buf.iter().position(|&b| b == FLAG) else {
+        let Some(first) = memchr::memchr(FLAG, buf) else {
             if buf.is_empty() {
                 return Split::Incomplete { consumed: 0 };
             }
@@ -102,7 +102,7 @@ impl Splitter {
         }
         let body = &buf[start + 1..];
         let limit_scan = self.max_frame.saturating_sub(1).min(body.len());
-        match body[..limit_scan].iter().position(|&b| b == FLAG) {
+        match memchr::memchr(FLAG, &body[..limit_scan]) {
             Some(p) => {
                 let end = start + 1 + p + 1;
                 Split::Frame {
@@ -113,7 +113,7 @@ impl Splitter {
             None if body.len() + 1 >= self.max_frame => {
                 // Reject before buffering more: the frame is already longer
                 // than any frame we accept.
-                let closing = body[limit_scan..].iter().position(|&b| b == FLAG);
+                let closing = memchr::memchr(FLAG, &body[limit_scan..]);
                 match closing {
                     Some(p) => Split::Invalid {
                         error: Error::new(
