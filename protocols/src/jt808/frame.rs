@@ -5,8 +5,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::error::{Error, ErrorKind};
-use super::header::{write_header, Header};
-use super::MAX_LOGICAL_FRAME;
+use super::header::{write_header, Header, SubPackage};
+use super::{MAX_BODY_LEN, MAX_LOGICAL_FRAME};
 
 /// Frame delimiter (§4.4.1).
 pub const FLAG: u8 = 0x7e;
@@ -137,6 +137,31 @@ pub fn encode_frame(header: &Header, body: &[u8], out: &mut BytesMut) {
     put_escaped(out, body);
     put_escaped(out, &[check]);
     out.put_u8(FLAG);
+}
+
+/// Encode a body of any length as one or more frames (§4.4.3 table 3,
+/// §7.12): packages of at most `MAX_BODY_LEN` bytes with consecutive
+/// serials starting at `header.serial`, 1-based indices. A body that fits
+/// in one frame is sent without the package item. Returns the number of
+/// frames written (the caller advances its serial counter by that much).
+pub fn encode_subpackaged(header: &Header, body: &[u8], out: &mut BytesMut) -> u16 {
+    if body.len() <= MAX_BODY_LEN {
+        let mut h = *header;
+        h.subpackage = None;
+        encode_frame(&h, body, out);
+        return 1;
+    }
+    let total = body.len().div_ceil(MAX_BODY_LEN) as u16;
+    for (i, chunk) in body.chunks(MAX_BODY_LEN).enumerate() {
+        let mut h = *header;
+        h.serial = header.serial.wrapping_add(i as u16);
+        h.subpackage = Some(SubPackage {
+            total,
+            index: i as u16 + 1,
+        });
+        encode_frame(&h, chunk, out);
+    }
+    total
 }
 
 #[cfg(test)]

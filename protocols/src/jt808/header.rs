@@ -186,6 +186,20 @@ impl Header {
         }
     }
 
+    /// Header for a message sent back to the same terminal (e.g. 0x8001 or
+    /// 0x8100): same terminal id, layout and protocol version, our own
+    /// `serial`, plain body, no package item.
+    pub fn reply(&self, message_id: u16, serial: u16) -> Header {
+        Header {
+            message_id,
+            serial,
+            encryption: 0,
+            body_len: 0,
+            subpackage: None,
+            ..*self
+        }
+    }
+
     /// Header length on the wire (12/16 or 17/21 bytes).
     pub fn wire_len(&self) -> usize {
         self.version.header_len() + if self.subpackage.is_some() { 4 } else { 0 }

@@ -324,3 +324,39 @@ mod tests {
         assert_eq!(kind(r.push(&p, 0)), ErrorKind::Header);
     }
 }
+
+#[cfg(test)]
+mod wire_tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::jt808::frame::encode_subpackaged;
+    use crate::jt808::header::Header;
+    use crate::jt808::msg::Message;
+    use crate::jt808::packet::{parse_packet, DecodeOptions};
+    use crate::jt808::splitter::{Split, Splitter};
+    use crate::jt808::MAX_LOGICAL_FRAME;
+
+    #[test]
+    fn subpackaged_upload_reassembles_from_the_wire() {
+        let t = TerminalId::parse("13812345678", Version::V2013).unwrap();
+        let h = Header::new(0x0801, t, 500, Version::V2013);
+        let body: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+        let mut out = BytesMut::new();
+        assert_eq!(encode_subpackaged(&h, &body, &mut out), 3);
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        let mut s = Splitter::default();
+        let mut scratch = [0u8; MAX_LOGICAL_FRAME];
+        let mut buf = &out[..];
+        let mut done = None;
+        while let Split::Frame { frame, consumed } = s.next(buf) {
+            let p = parse_packet(&buf[frame], &mut scratch, &DecodeOptions::default()).unwrap();
+            assert!(matches!(p.message().unwrap(), Message::Fragment { .. }));
+            if let Reassembly::Complete(b) = r.push(&p, 0) {
+                done = Some(b);
+            }
+            buf = &buf[consumed..];
+        }
+        assert_eq!(done.unwrap(), body);
+    }
+}
