@@ -4,3 +4,7 @@
 pub use liengate_protocols as protocols;
 
 pub mod cli;
+pub mod model;
+pub mod registry;
+pub mod sim;
+pub mod store;

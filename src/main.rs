@@ -4,7 +4,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "liengate", version, about = "GPS-tracker gateway for car lenders")]
+#[command(
+    name = "liengate",
+    version,
+    about = "GPS-tracker gateway for car lenders"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
