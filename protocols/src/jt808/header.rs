@@ -55,6 +55,7 @@ pub struct TerminalId {
 
 impl TerminalId {
     /// Build from raw BCD bytes (6 or 10 of them; other lengths are an error).
+    #[inline]
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() != 6 && bytes.len() != 10 {
             return Err(Error::new(
@@ -185,10 +186,23 @@ impl Header {
         }
     }
 
+    /// Header for a message sent back to the same terminal (e.g. 0x8001 or
+    /// 0x8100): same terminal id, layout and protocol version, our own
+    /// `serial`, plain body, no package item.
+    pub fn reply(&self, message_id: u16, serial: u16) -> Header {
+        Header {
+            message_id,
+            serial,
+            encryption: 0,
+            body_len: 0,
+            subpackage: None,
+            ..*self
+        }
+    }
+
     /// Header length on the wire (12/16 or 17/21 bytes).
     pub fn wire_len(&self) -> usize {
-        let base = if self.terminal.len == 10 { 17 } else { 12 };
-        base + if self.subpackage.is_some() { 4 } else { 0 }
+        self.version.header_len() + if self.subpackage.is_some() { 4 } else { 0 }
     }
 
     /// Body attributes word for the given body length.
@@ -215,6 +229,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
 /// The declared body length must match the bytes present exactly (§4.4.3);
 /// the only tolerated mismatch is the "2019 flag on a 2013 layout" quirk,
 /// recognised because only the 12-byte interpretation makes the lengths agree.
+#[inline]
 pub(crate) fn parse_header(logical: &[u8]) -> Result<(Header, usize, Quirks), Error> {
     let total = logical.len();
     if total < 13 {
@@ -293,7 +308,10 @@ pub(crate) fn parse_header(logical: &[u8]) -> Result<(Header, usize, Quirks), Er
     Ok((header, hlen, quirks))
 }
 
-/// Write a header (without escaping) into `out`.
+/// Write a header (without escaping) into `out`. The layout follows
+/// `h.version`; a terminal id of the other width is adapted (left-padded
+/// with zeros for 2019, its last 6 bytes for 2011/2013) so that the header
+/// is always well formed.
 pub(crate) fn write_header(h: &Header, body_len: usize, out: &mut [u8; 21]) -> usize {
     let mut n = 0;
     let mut put = |bytes: &[u8]| {
@@ -302,10 +320,15 @@ pub(crate) fn write_header(h: &Header, body_len: usize, out: &mut [u8; 21]) -> u
     };
     put(&h.message_id.to_be_bytes());
     put(&h.attributes(body_len).to_be_bytes());
-    if h.terminal.len == 10 {
+    let t = h.terminal.bytes();
+    if h.version == Version::V2019 {
         put(&[h.protocol_version]);
+        let mut phone = [0u8; 10];
+        phone[10 - t.len()..].copy_from_slice(t);
+        put(&phone);
+    } else {
+        put(&t[t.len() - 6..]);
     }
-    put(h.terminal.bytes());
     put(&h.serial.to_be_bytes());
     if let Some(sp) = h.subpackage {
         put(&sp.total.to_be_bytes());
