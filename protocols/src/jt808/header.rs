@@ -273,7 +273,13 @@ pub(crate) fn parse_header(logical: &[u8]) -> Result<(Header, usize, Quirks), Er
     } else {
         (0, 4)
     };
-    let terminal = TerminalId::from_bytes(&logical[phone_at..phone_at + version.phone_len()])?;
+    let plen = version.phone_len();
+    let mut raw = [0u8; 10];
+    raw[..plen].copy_from_slice(&logical[phone_at..phone_at + plen]);
+    let terminal = TerminalId {
+        raw,
+        len: plen as u8,
+    };
     if !terminal.is_bcd() {
         quirks |= Quirks::NON_BCD_PHONE;
     }
@@ -350,6 +356,22 @@ mod tests {
         assert_eq!(t.to_string(), "00000000017299841738");
         assert!(TerminalId::parse("1234567890123", Version::V2013).is_err());
         assert!(TerminalId::parse("12x", Version::V2013).is_err());
+    }
+
+    #[test]
+    fn is_bcd_matches_the_nibble_rule_for_every_byte_and_position() {
+        for pos in 0..10 {
+            for b in 0..=255u8 {
+                let mut raw = [0x12u8; 10];
+                raw[pos] = b;
+                let t = TerminalId::from_bytes(&raw).unwrap();
+                assert_eq!(t.is_bcd(), (b >> 4) < 10 && (b & 0x0f) < 10, "{pos} {b:#x}");
+                if pos < 6 {
+                    let t = TerminalId::from_bytes(&raw[..6]).unwrap();
+                    assert_eq!(t.is_bcd(), (b >> 4) < 10 && (b & 0x0f) < 10);
+                }
+            }
+        }
     }
 
     #[test]
