@@ -1,5 +1,21 @@
 //! Typed message bodies, one module per message family, and the `Message`
 //! enum that dispatches on the message id (JT/T 808-2013 §8).
+//!
+//! Decoding borrows from the unescaped frame and never allocates. Encoding
+//! then decoding gives the same value back, except where the wire cannot
+//! carry the difference:
+//! - fixed-width text fields and the register plate lose trailing 0x00
+//!   padding (values ending in 0x00 do not survive), and are truncated to
+//!   their width;
+//! - in 2019, `Auth::imei`/`software_version` always decode as `Some` and
+//!   `Text::text_type` as `Some` (`None` is sent as 1);
+//! - `VehicleControl::Flag` is the 2011/2013 form and `Items` the 2019 form;
+//!   each decodes only with the matching header version;
+//! - `RegisterReply::auth_code` is sent only with result 0 (§8.6);
+//! - a 2011 register body of 37 bytes or more reads as 2013 (the editions
+//!   differ only in the body, see `Register::layout`);
+//! - 0x8003 (2013) and 0x8800 carry at most 255 indices, and lists are
+//!   compared by value whether they came from the wire or from the caller.
 
 use bytes::{BufMut, BytesMut};
 
