@@ -113,9 +113,15 @@ impl TerminalId {
 
     /// True when every nibble is a decimal digit.
     pub fn is_bcd(&self) -> bool {
-        self.bytes()
-            .iter()
-            .all(|b| (b >> 4) < 10 && (b & 0x0f) < 10)
+        // A nibble is 10..=15 exactly when bit 3 is set together with bit 1
+        // or bit 2. Checking all nibbles of the zero-padded array at once
+        // keeps this branch-free on the hot path.
+        let mut b = [0u8; 16];
+        b[..10].copy_from_slice(&self.raw);
+        let v = u128::from_be_bytes(b);
+        let hi = v & 0x8888_8888_8888_8888_8888_8888_8888_8888;
+        let mid = v & 0x6666_6666_6666_6666_6666_6666_6666_6666;
+        hi & ((mid << 1) | (mid << 2)) == 0
     }
 }
 
@@ -229,7 +235,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
 /// The declared body length must match the bytes present exactly (§4.4.3);
 /// the only tolerated mismatch is the "2019 flag on a 2013 layout" quirk,
 /// recognised because only the 12-byte interpretation makes the lengths agree.
-#[inline]
+#[inline(always)]
 pub(crate) fn parse_header(logical: &[u8]) -> Result<(Header, usize, Quirks), Error> {
     let total = logical.len();
     if total < 13 {
