@@ -219,7 +219,40 @@ pub fn frame_json(p: &Packet<'_>, m: &Message<'_>) -> Value {
         | Message::Logout
         | Message::QueryServerTime
         | Message::QueryParams
+        | Message::QueryAttributes
+        | Message::LinkCheck
         | Message::QueryLocation => {}
+        Message::TerminalResendRequest(r) => put(
+            "resend_request",
+            json!({"orig_serial": r.original_serial, "count": r.indices.len(), "ids": r.indices.iter().collect::<Vec<_>>()}),
+        ),
+        Message::VehicleControlReply {
+            reply_serial,
+            location,
+        } => {
+            put("reply_serial", json!(reply_serial));
+            let v = location_json(location, &mut quirks);
+            put("location", v)
+        }
+        Message::QueryGivenParams(q) => put(
+            "params_query",
+            json!({"count": q.count, "ids": q.ids().collect::<Vec<_>>()}),
+        ),
+        Message::AlarmConfirm {
+            alarm_serial,
+            types,
+        } => put(
+            "alarm_confirm",
+            json!({"alarm_serial": alarm_serial, "types": types.bits(),
+                   "type_flags": types.iter_names().map(|(n, _)| n).collect::<Vec<_>>()}),
+        ),
+        Message::PassthroughDown { kind, data } => put(
+            "passthrough",
+            json!({"type": kind, "hex": hex::encode(data)}),
+        ),
+        Message::PlatformPublicKey(k) => {
+            put("public_key", json!({"e": k.e, "n": hex::encode(k.n)}))
+        }
         Message::Register(r) => put(
             "register",
             json!({
