@@ -38,7 +38,8 @@ pub use control::{PublicKey, ResendRequest, TerminalControl, Text, VehicleContro
 pub use general::GeneralResponse;
 pub use indices::PackageIndices;
 pub use location::{
-    AreaDetail, ExtraItem, ExtraIter, Extras, Location, OverspeedDetail, RouteTimeDetail, BASIC_LEN,
+    AreaDetail, ExtraItem, ExtraIter, Extras, Location, OverspeedDetail, RouteTimeDetail,
+    StandardExtras, BASIC_LEN,
 };
 pub use media::{CameraReply, Media, MediaEvent, MediaReply};
 pub use params::{Param, ParamIds, ParamIter, Params, ParamsReply, SetParams};
