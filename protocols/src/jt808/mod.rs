@@ -20,7 +20,7 @@ pub mod time;
 
 pub use error::{Error, ErrorKind};
 pub use flags::{Alarm, Status};
-pub use frame::encode_frame;
+pub use frame::{encode_frame, encode_subpackaged};
 pub use header::{Header, Quirks, SubPackage, TerminalId, Version};
 pub use msg::*;
 pub use packet::{decode_frame, encode_message, parse_packet, DecodeOptions, Packet};
