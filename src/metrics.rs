@@ -24,18 +24,22 @@ pub const FRAMES_DUPLICATE: &str = "frames_duplicate_total";
 pub const AUTH: &str = "auth_total";
 /// Registrations, by `result` (ok, rejected).
 pub const REGISTRATIONS: &str = "registrations_total";
-/// Fixes written to the track.
+/// Fixes written to the track (counted by the store when the commit succeeds).
 pub const POSITIONS_STORED: &str = "positions_stored_total";
 /// Fixes flagged by sanitation, by `flag` (no_gnss, zero_coord, ...).
 pub const POSITIONS_FLAGGED: &str = "positions_flagged_total";
 /// Messages waiting in a shard queue, by `shard` (gauge).
 pub const SHARD_QUEUE_DEPTH: &str = "shard_queue_depth";
-/// Seconds spent in `Store::commit` per shard batch (histogram).
+/// Seconds per store group commit (histogram; recorded by the store).
 pub const STORE_COMMIT_SECONDS: &str = "store_commit_seconds";
-/// Failed store commits.
+/// Writes per store group commit (histogram; recorded by the store): how well commits group.
+pub const STORE_COMMIT_BATCH_SIZE: &str = "store_commit_batch_size";
+/// Failed store commits (recorded by the store).
 pub const STORE_COMMIT_ERRORS: &str = "store_commit_errors_total";
-/// Writes per store commit (histogram): how well group commit is grouping.
-pub const STORE_COMMIT_WRITES: &str = "store_commit_writes";
+/// Seconds a shard waits for `Store::commit` of one batch, queueing included (histogram).
+pub const SHARD_COMMIT_SECONDS: &str = "shard_commit_seconds";
+/// Writes per shard batch (histogram).
+pub const SHARD_BATCH_WRITES: &str = "shard_batch_writes";
 /// Sub-package resend requests (0x8003) sent.
 pub const RESEND_REQUESTS: &str = "subpackage_resend_requests_total";
 
@@ -51,7 +55,17 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             ],
         )?
         .set_buckets_for_metric(
-            Matcher::Full(STORE_COMMIT_WRITES.to_string()),
+            Matcher::Full(SHARD_COMMIT_SECONDS.to_string()),
+            &[
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(STORE_COMMIT_BATCH_SIZE.to_string()),
+            &[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(SHARD_BATCH_WRITES.to_string()),
             &[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
         )?
         .install_recorder()?;
@@ -89,10 +103,16 @@ fn describe() {
     describe_histogram!(
         STORE_COMMIT_SECONDS,
         Unit::Seconds,
-        "Store commit latency per shard batch."
+        "Store group-commit latency."
     );
+    describe_histogram!(STORE_COMMIT_BATCH_SIZE, "Writes per store group commit.");
     describe_counter!(STORE_COMMIT_ERRORS, "Failed store commits.");
-    describe_histogram!(STORE_COMMIT_WRITES, "Writes per store commit.");
+    describe_histogram!(
+        SHARD_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time a shard waits for the commit of one batch."
+    );
+    describe_histogram!(SHARD_BATCH_WRITES, "Writes per shard batch.");
     describe_counter!(
         RESEND_REQUESTS,
         "Sub-package resend requests (0x8003) sent."

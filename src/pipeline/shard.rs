@@ -90,7 +90,6 @@ impl Shard {
         let mut dirty_devices: Vec<Arc<str>> = Vec::new();
         let mut waiting: Vec<(oneshot::Sender<Result<Committed, CommitFailed>>, Committed)> =
             Vec::new();
-        let mut stored = 0u64;
 
         for msg in batch.drain(..) {
             let ShardMsg::Positions(p) = msg;
@@ -101,7 +100,6 @@ impl Shard {
                 &mut undo,
                 &mut dirty_vehicles,
                 &mut dirty_devices,
-                &mut stored,
             );
             if let Some(done) = p.done {
                 waiting.push((done, outcome));
@@ -131,14 +129,13 @@ impl Shard {
             let n = writes.len();
             let started = Instant::now();
             let r = self.store.commit(writes).await;
-            metrics::histogram!(m::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-            metrics::histogram!(m::STORE_COMMIT_WRITES).record(n as f64);
+            metrics::histogram!(m::SHARD_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(m::SHARD_BATCH_WRITES).record(n as f64);
             r
         };
 
         match result {
             Ok(()) => {
-                metrics::counter!(m::POSITIONS_STORED).increment(stored);
                 for key in dirty_vehicles {
                     if let Some(lk) = self.vehicles.get(&key).and_then(|t| t.last_known.clone()) {
                         self.live.vehicles.insert(key, Arc::new(lk));
@@ -159,7 +156,6 @@ impl Shard {
                 }
             }
             Err(err) => {
-                metrics::counter!(m::STORE_COMMIT_ERRORS).increment(1);
                 tracing::error!(shard = self.index, error = %err, "store commit failed; frames will be answered with failure");
                 for (key, before) in undo.vehicles {
                     match before {
@@ -190,7 +186,6 @@ impl Shard {
         undo: &mut Undo,
         dirty_vehicles: &mut Vec<Arc<str>>,
         dirty_devices: &mut Vec<Arc<str>>,
-        stored: &mut u64,
     ) -> Committed {
         let route = &p.route;
         let tid = &route.terminal_id;
@@ -273,7 +268,6 @@ impl Shard {
                 vehicle_id: route.vehicle_key.to_string(),
                 fix,
             });
-            *stored += 1;
         }
         if device_moved && !dirty_devices.contains(tid) {
             dirty_devices.push(tid.clone());
