@@ -12,7 +12,8 @@
 //! - `VehicleControl::Flag` is the 2011/2013 form and `Items` the 2019 form;
 //!   each decodes only with the matching header version;
 //! - `RegisterReply::auth_code` is sent only with result 0 (§8.6);
-//! - a 2011 register body of 37 bytes or more reads as 2013 (the editions
+//! - a 2011 register body of 37 bytes or more reads as 2013, except the
+//!   42-byte form with a VIN (the editions
 //!   differ only in the body, see `Register::layout`);
 //! - 0x8003 (2013) and 0x8800 carry at most 255 indices, and lists are
 //!   compared by value whether they came from the wire or from the caller.
