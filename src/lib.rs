@@ -6,4 +6,5 @@ pub use liengate_protocols as protocols;
 pub mod cli;
 pub mod model;
 pub mod registry;
+pub mod sim;
 pub mod store;
