@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod registry;
+pub mod sim;
 pub mod store;

@@ -5,8 +5,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::error::{Error, ErrorKind};
-use super::header::{write_header, Header};
-use super::MAX_LOGICAL_FRAME;
+use super::header::{write_header, Header, SubPackage};
+use super::{MAX_BODY_LEN, MAX_LOGICAL_FRAME};
 
 /// Frame delimiter (§4.4.1).
 pub const FLAG: u8 = 0x7e;
@@ -16,6 +16,7 @@ pub const ESC: u8 = 0x7d;
 /// Unescape the bytes between the delimiters of `wire` (which must start and
 /// end with 0x7e) into `scratch`, returning the logical length. Offsets in
 /// errors are positions in `wire`.
+#[inline]
 pub fn unescape(wire: &[u8], scratch: &mut [u8; MAX_LOGICAL_FRAME]) -> Result<usize, Error> {
     if wire.first() != Some(&FLAG) {
         return Err(Error::new(
@@ -37,10 +38,7 @@ pub fn unescape(wire: &[u8], scratch: &mut [u8; MAX_LOGICAL_FRAME]) -> Result<us
     while i < inner.len() {
         // Copy the plain run up to the next special byte in one go; most
         // frames have no escapes at all.
-        let run = inner[i..]
-            .iter()
-            .position(|&b| b == ESC || b == FLAG)
-            .unwrap_or(inner.len() - i);
+        let run = memchr::memchr2(ESC, FLAG, &inner[i..]).unwrap_or(inner.len() - i);
         if out + run > MAX_LOGICAL_FRAME {
             return Err(Error::new(
                 ErrorKind::Oversized,
@@ -107,10 +105,7 @@ pub fn xor(bytes: &[u8]) -> u8 {
 fn put_escaped(out: &mut BytesMut, bytes: &[u8]) {
     let mut rest = bytes;
     while !rest.is_empty() {
-        let run = rest
-            .iter()
-            .position(|&b| b == ESC || b == FLAG)
-            .unwrap_or(rest.len());
+        let run = memchr::memchr2(ESC, FLAG, rest).unwrap_or(rest.len());
         out.put_slice(&rest[..run]);
         if run == rest.len() {
             break;
@@ -142,6 +137,31 @@ pub fn encode_frame(header: &Header, body: &[u8], out: &mut BytesMut) {
     put_escaped(out, body);
     put_escaped(out, &[check]);
     out.put_u8(FLAG);
+}
+
+/// Encode a body of any length as one or more frames (§4.4.3 table 3,
+/// §7.12): packages of at most `MAX_BODY_LEN` bytes with consecutive
+/// serials starting at `header.serial`, 1-based indices. A body that fits
+/// in one frame is sent without the package item. Returns the number of
+/// frames written (the caller advances its serial counter by that much).
+pub fn encode_subpackaged(header: &Header, body: &[u8], out: &mut BytesMut) -> u16 {
+    if body.len() <= MAX_BODY_LEN {
+        let mut h = *header;
+        h.subpackage = None;
+        encode_frame(&h, body, out);
+        return 1;
+    }
+    let total = body.len().div_ceil(MAX_BODY_LEN) as u16;
+    for (i, chunk) in body.chunks(MAX_BODY_LEN).enumerate() {
+        let mut h = *header;
+        h.serial = header.serial.wrapping_add(i as u16);
+        h.subpackage = Some(SubPackage {
+            total,
+            index: i as u16 + 1,
+        });
+        encode_frame(&h, chunk, out);
+    }
+    total
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ impl Version {
         }
     }
 
-    /// Length of the terminal phone field in bytes: BCD[6] before 2019, BCD[10] in 2019.
+    /// Length of the terminal phone field in bytes: `BCD[6]` before 2019, `BCD[10]` in 2019.
     pub fn phone_len(&self) -> usize {
         match self {
             Version::V2019 => 10,
@@ -55,6 +55,7 @@ pub struct TerminalId {
 
 impl TerminalId {
     /// Build from raw BCD bytes (6 or 10 of them; other lengths are an error).
+    #[inline]
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() != 6 && bytes.len() != 10 {
             return Err(Error::new(
@@ -112,9 +113,15 @@ impl TerminalId {
 
     /// True when every nibble is a decimal digit.
     pub fn is_bcd(&self) -> bool {
-        self.bytes()
-            .iter()
-            .all(|b| (b >> 4) < 10 && (b & 0x0f) < 10)
+        // A nibble is 10..=15 exactly when bit 3 is set together with bit 1
+        // or bit 2. Checking all nibbles of the zero-padded array at once
+        // keeps this branch-free on the hot path.
+        let mut b = [0u8; 16];
+        b[..10].copy_from_slice(&self.raw);
+        let v = u128::from_be_bytes(b);
+        let hi = v & 0x8888_8888_8888_8888_8888_8888_8888_8888;
+        let mid = v & 0x6666_6666_6666_6666_6666_6666_6666_6666;
+        hi & ((mid << 1) | (mid << 2)) == 0
     }
 }
 
@@ -185,10 +192,23 @@ impl Header {
         }
     }
 
+    /// Header for a message sent back to the same terminal (e.g. 0x8001 or
+    /// 0x8100): same terminal id, layout and protocol version, our own
+    /// `serial`, plain body, no package item.
+    pub fn reply(&self, message_id: u16, serial: u16) -> Header {
+        Header {
+            message_id,
+            serial,
+            encryption: 0,
+            body_len: 0,
+            subpackage: None,
+            ..*self
+        }
+    }
+
     /// Header length on the wire (12/16 or 17/21 bytes).
     pub fn wire_len(&self) -> usize {
-        let base = if self.terminal.len == 10 { 17 } else { 12 };
-        base + if self.subpackage.is_some() { 4 } else { 0 }
+        self.version.header_len() + if self.subpackage.is_some() { 4 } else { 0 }
     }
 
     /// Body attributes word for the given body length.
@@ -215,6 +235,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
 /// The declared body length must match the bytes present exactly (§4.4.3);
 /// the only tolerated mismatch is the "2019 flag on a 2013 layout" quirk,
 /// recognised because only the 12-byte interpretation makes the lengths agree.
+#[inline(always)]
 pub(crate) fn parse_header(logical: &[u8]) -> Result<(Header, usize, Quirks), Error> {
     let total = logical.len();
     if total < 13 {
@@ -258,7 +279,13 @@ pub(crate) fn parse_header(logical: &[u8]) -> Result<(Header, usize, Quirks), Er
     } else {
         (0, 4)
     };
-    let terminal = TerminalId::from_bytes(&logical[phone_at..phone_at + version.phone_len()])?;
+    let plen = version.phone_len();
+    let mut raw = [0u8; 10];
+    raw[..plen].copy_from_slice(&logical[phone_at..phone_at + plen]);
+    let terminal = TerminalId {
+        raw,
+        len: plen as u8,
+    };
     if !terminal.is_bcd() {
         quirks |= Quirks::NON_BCD_PHONE;
     }
@@ -293,7 +320,10 @@ pub(crate) fn parse_header(logical: &[u8]) -> Result<(Header, usize, Quirks), Er
     Ok((header, hlen, quirks))
 }
 
-/// Write a header (without escaping) into `out`.
+/// Write a header (without escaping) into `out`. The layout follows
+/// `h.version`; a terminal id of the other width is adapted (left-padded
+/// with zeros for 2019, its last 6 bytes for 2011/2013) so that the header
+/// is always well formed.
 pub(crate) fn write_header(h: &Header, body_len: usize, out: &mut [u8; 21]) -> usize {
     let mut n = 0;
     let mut put = |bytes: &[u8]| {
@@ -302,10 +332,15 @@ pub(crate) fn write_header(h: &Header, body_len: usize, out: &mut [u8; 21]) -> u
     };
     put(&h.message_id.to_be_bytes());
     put(&h.attributes(body_len).to_be_bytes());
-    if h.terminal.len == 10 {
+    let t = h.terminal.bytes();
+    if h.version == Version::V2019 {
         put(&[h.protocol_version]);
+        let mut phone = [0u8; 10];
+        phone[10 - t.len()..].copy_from_slice(t);
+        put(&phone);
+    } else {
+        put(&t[t.len() - 6..]);
     }
-    put(h.terminal.bytes());
     put(&h.serial.to_be_bytes());
     if let Some(sp) = h.subpackage {
         put(&sp.total.to_be_bytes());
@@ -327,6 +362,22 @@ mod tests {
         assert_eq!(t.to_string(), "00000000017299841738");
         assert!(TerminalId::parse("1234567890123", Version::V2013).is_err());
         assert!(TerminalId::parse("12x", Version::V2013).is_err());
+    }
+
+    #[test]
+    fn is_bcd_matches_the_nibble_rule_for_every_byte_and_position() {
+        for pos in 0..10 {
+            for b in 0..=255u8 {
+                let mut raw = [0x12u8; 10];
+                raw[pos] = b;
+                let t = TerminalId::from_bytes(&raw).unwrap();
+                assert_eq!(t.is_bcd(), (b >> 4) < 10 && (b & 0x0f) < 10, "{pos} {b:#x}");
+                if pos < 6 {
+                    let t = TerminalId::from_bytes(&raw[..6]).unwrap();
+                    assert_eq!(t.is_bcd(), (b >> 4) < 10 && (b & 0x0f) < 10);
+                }
+            }
+        }
     }
 
     #[test]

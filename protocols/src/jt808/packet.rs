@@ -75,6 +75,7 @@ impl<'a> Packet<'a> {
 ///
 /// Checks run in the standard's receive order, so a frame that is wrong in
 /// several ways reports the first: escape, then check code, then length.
+#[inline]
 pub fn parse_packet<'s>(
     wire: &[u8],
     scratch: &'s mut [u8; MAX_LOGICAL_FRAME],
@@ -107,11 +108,13 @@ pub fn parse_packet<'s>(
         if opts.skip_checksum {
             quirks |= Quirks::CHECKSUM_MISMATCH_ACCEPTED;
         } else {
-            let mut e = Error::new(
-                ErrorKind::Checksum,
-                wire.len() - 2,
-                "XOR check code does not match",
-            );
+            // Point at the check byte on the wire (escaped, it takes two bytes).
+            let at = if wire.len() >= 4 && wire[wire.len() - 3] == 0x7d {
+                wire.len() - 3
+            } else {
+                wire.len() - 2
+            };
+            let mut e = Error::new(ErrorKind::Checksum, at, "XOR check code does not match");
             if let Ok((h, _, _)) = parse_header(logical) {
                 e.header = Some(h);
             }
@@ -160,4 +163,143 @@ pub fn encode_message(header: &Header, msg: &Message<'_>, out: &mut BytesMut) {
     let mut body = BytesMut::with_capacity(64);
     msg.encode_body(h.version, &mut body);
     encode_frame(&h, &body, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jt808::header::TerminalId;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    // Reference frame jt808-sc-0002-heartbeat (SmallChi/JT808 JT808_0x0002Test.Test2).
+    const HEARTBEAT: &str = "7e00020000012345678900000a817e";
+
+    #[test]
+    fn heartbeat_reference_frame() {
+        let wire = unhex(HEARTBEAT);
+        let mut s = [0u8; MAX_LOGICAL_FRAME];
+        let (p, m) = decode_frame(&wire, &mut s, &DecodeOptions::default()).unwrap();
+        assert_eq!(m, Message::Heartbeat);
+        assert_eq!(p.header.serial, 10);
+        assert_eq!(p.header.terminal.to_string(), "012345678900");
+        assert_eq!(p.quirks, Quirks::empty());
+    }
+
+    #[test]
+    fn wrong_check_code_is_rejected_or_accepted_when_configured() {
+        let mut wire = unhex(HEARTBEAT);
+        let n = wire.len();
+        wire[n - 2] ^= 0x01;
+        let mut s = [0u8; MAX_LOGICAL_FRAME];
+        let e = parse_packet(&wire, &mut s, &DecodeOptions::default()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Checksum);
+        assert_eq!(e.offset, n - 2);
+        assert_eq!(e.header.unwrap().message_id, 2);
+        let lenient = DecodeOptions {
+            skip_checksum: true,
+            ..DecodeOptions::default()
+        };
+        let p = parse_packet(&wire, &mut s, &lenient).unwrap();
+        assert!(p.quirks.contains(Quirks::CHECKSUM_MISMATCH_ACCEPTED));
+    }
+
+    #[test]
+    fn rsa_body_is_a_typed_error_not_a_panic() {
+        let t = TerminalId::parse("12345678900", Version::V2013).unwrap();
+        let mut h = Header::new(0x0200, t, 1, Version::V2013);
+        h.encryption = 1;
+        let mut out = BytesMut::new();
+        encode_frame(&h, &[0x55; 40], &mut out);
+        let mut s = [0u8; MAX_LOGICAL_FRAME];
+        let p = parse_packet(&out, &mut s, &DecodeOptions::default()).unwrap();
+        let e = p.message().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Encrypted);
+        assert_eq!(e.header.unwrap().message_id, 0x0200);
+    }
+
+    #[test]
+    fn subpackaged_body_is_a_fragment() {
+        let t = TerminalId::parse("13812345678", Version::V2019).unwrap();
+        let mut h = Header::new(0x0801, t, 77, Version::V2019);
+        h.subpackage = Some(SubPackage { total: 3, index: 2 });
+        let mut out = BytesMut::new();
+        encode_frame(&h, &[1, 2, 3], &mut out);
+        let mut s = [0u8; MAX_LOGICAL_FRAME];
+        let (p, m) = decode_frame(&out, &mut s, &DecodeOptions::default()).unwrap();
+        assert_eq!(p.header.subpackage, Some(SubPackage { total: 3, index: 2 }));
+        assert_eq!(
+            m,
+            Message::Fragment {
+                id: 0x0801,
+                total: 3,
+                index: 2,
+                body: &[1, 2, 3]
+            }
+        );
+    }
+
+    #[test]
+    fn short_and_oversized_frames() {
+        let mut s = [0u8; MAX_LOGICAL_FRAME];
+        let o = DecodeOptions::default();
+        assert_eq!(
+            parse_packet(&[0x7e, 0x00, 0x02, 0x7e], &mut s, &o)
+                .unwrap_err()
+                .kind,
+            ErrorKind::Truncated
+        );
+        assert_eq!(
+            parse_packet(&[0x7e, 0x00, 0x02], &mut s, &o)
+                .unwrap_err()
+                .kind,
+            ErrorKind::Truncated
+        );
+        assert_eq!(
+            parse_packet(&[0x00, 0x7e], &mut s, &o).unwrap_err().kind,
+            ErrorKind::Framing
+        );
+        let small = DecodeOptions { max_frame: 10, ..o };
+        assert_eq!(
+            parse_packet(&unhex(HEARTBEAT), &mut s, &small)
+                .unwrap_err()
+                .kind,
+            ErrorKind::Oversized
+        );
+        // Unescaping can never write past the scratch array.
+        let mut big = vec![0x7e];
+        big.extend(std::iter::repeat_n(0x11, MAX_LOGICAL_FRAME + 5));
+        big.push(0x7e);
+        let huge = DecodeOptions {
+            max_frame: usize::MAX,
+            ..o
+        };
+        assert_eq!(
+            parse_packet(&big, &mut s, &huge).unwrap_err().kind,
+            ErrorKind::Oversized
+        );
+    }
+
+    #[test]
+    fn register_2011_layout_sets_version() {
+        // Reference frame jt808-tr-0100-register-2011 (traccar Jt808ProtocolDecoderTest).
+        let wire = unhex("7e01000021013345678906000f002c012f373031313142534a2d4d3742203030303030303001d4c1423838383838b47e");
+        let mut s = [0u8; MAX_LOGICAL_FRAME];
+        let (p, m) = decode_frame(&wire, &mut s, &DecodeOptions::default()).unwrap();
+        assert_eq!(p.header.version, Version::V2011);
+        let Message::Register(r) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(r.model, b"BSJ-M7B ");
+        assert_eq!(r.device_id, b"0000000");
+        // Re-encoding with the decoded header reproduces the frame.
+        let mut out = BytesMut::new();
+        encode_message(&p.header, &m, &mut out);
+        assert_eq!(&out[..], &wire[..]);
+    }
 }

@@ -201,3 +201,162 @@ impl Reassembler {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jt808::header::{Header, Quirks, SubPackage};
+
+    fn header(serial: u16, total: u16, index: u16) -> Header {
+        let t = TerminalId::parse("13812345678", Version::V2013).unwrap();
+        let mut h = Header::new(0x0801, t, serial, Version::V2013);
+        h.subpackage = Some(SubPackage { total, index });
+        h
+    }
+
+    fn push(
+        r: &mut Reassembler,
+        serial: u16,
+        total: u16,
+        index: u16,
+        body: &[u8],
+        now: u64,
+    ) -> Reassembly {
+        let p = Packet {
+            header: header(serial, total, index),
+            body,
+            quirks: Quirks::empty(),
+        };
+        r.push(&p, now)
+    }
+
+    #[test]
+    fn completes_in_any_order_and_ignores_duplicates() {
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        // First serial 100: package i has serial 99 + i (§7.12 consecutive serials).
+        assert_eq!(
+            push(&mut r, 102, 3, 3, b"cc", 0),
+            Reassembly::Pending {
+                missing: vec![1, 2]
+            }
+        );
+        assert_eq!(
+            push(&mut r, 100, 3, 1, b"aa", 1),
+            Reassembly::Pending { missing: vec![2] }
+        );
+        assert_eq!(
+            push(&mut r, 100, 3, 1, b"aa", 2),
+            Reassembly::Pending { missing: vec![2] }
+        );
+        assert_eq!(r.pending_bytes(), 4);
+        assert_eq!(
+            push(&mut r, 101, 3, 2, b"bb", 3),
+            Reassembly::Complete(b"aabbcc".to_vec())
+        );
+        assert_eq!(r.pending_messages(), 0);
+        assert_eq!(r.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn serial_wrap_keeps_one_message() {
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        assert!(matches!(
+            push(&mut r, 0xffff, 2, 1, b"a", 0),
+            Reassembly::Pending { .. }
+        ));
+        assert_eq!(
+            push(&mut r, 0x0000, 2, 2, b"b", 0),
+            Reassembly::Complete(b"ab".to_vec())
+        );
+    }
+
+    #[test]
+    fn expiry_reports_missing_indices() {
+        let mut r = Reassembler::new(ReassemblyLimits {
+            timeout_secs: 30,
+            ..ReassemblyLimits::default()
+        });
+        push(&mut r, 10, 4, 1, b"a", 100);
+        push(&mut r, 12, 4, 3, b"c", 110);
+        assert!(r.expire(139).is_empty());
+        let e = r.expire(140);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].first_serial, 10);
+        assert_eq!(e[0].message_id, 0x0801);
+        assert_eq!(e[0].missing, vec![2, 4]);
+        assert_eq!(r.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn limits_reject_instead_of_growing() {
+        let mut r = Reassembler::new(ReassemblyLimits {
+            max_messages: 1,
+            max_packages: 8,
+            max_bytes: 10,
+            timeout_secs: 60,
+        });
+        let kind = |x: Reassembly| match x {
+            Reassembly::Rejected(e) => e.kind,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(kind(push(&mut r, 1, 9, 1, b"x", 0)), ErrorKind::Oversized);
+        assert_eq!(kind(push(&mut r, 1, 2, 3, b"x", 0)), ErrorKind::Header);
+        assert_eq!(kind(push(&mut r, 1, 2, 0, b"x", 0)), ErrorKind::Header);
+        assert!(matches!(
+            push(&mut r, 1, 2, 1, b"x", 0),
+            Reassembly::Pending { .. }
+        ));
+        // A second message does not fit.
+        assert_eq!(kind(push(&mut r, 50, 2, 1, b"y", 0)), ErrorKind::Oversized);
+        // Nor do more bytes than the budget.
+        assert_eq!(
+            kind(push(&mut r, 2, 2, 2, &[0; 10], 0)),
+            ErrorKind::Oversized
+        );
+        // A packet that is not subpackaged is refused.
+        let mut h = header(5, 1, 1);
+        h.subpackage = None;
+        let p = Packet {
+            header: h,
+            body: b"",
+            quirks: Quirks::empty(),
+        };
+        assert_eq!(kind(r.push(&p, 0)), ErrorKind::Header);
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::jt808::frame::encode_subpackaged;
+    use crate::jt808::header::Header;
+    use crate::jt808::msg::Message;
+    use crate::jt808::packet::{parse_packet, DecodeOptions};
+    use crate::jt808::splitter::{Split, Splitter};
+    use crate::jt808::MAX_LOGICAL_FRAME;
+
+    #[test]
+    fn subpackaged_upload_reassembles_from_the_wire() {
+        let t = TerminalId::parse("13812345678", Version::V2013).unwrap();
+        let h = Header::new(0x0801, t, 500, Version::V2013);
+        let body: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+        let mut out = BytesMut::new();
+        assert_eq!(encode_subpackaged(&h, &body, &mut out), 3);
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        let mut s = Splitter::default();
+        let mut scratch = [0u8; MAX_LOGICAL_FRAME];
+        let mut buf = &out[..];
+        let mut done = None;
+        while let Split::Frame { frame, consumed } = s.next(buf) {
+            let p = parse_packet(&buf[frame], &mut scratch, &DecodeOptions::default()).unwrap();
+            assert!(matches!(p.message().unwrap(), Message::Fragment { .. }));
+            if let Reassembly::Complete(b) = r.push(&p, 0) {
+                done = Some(b);
+            }
+            buf = &buf[consumed..];
+        }
+        assert_eq!(done.unwrap(), body);
+    }
+}
