@@ -359,13 +359,15 @@ fn spec(v: Version) -> impl Strategy<Value = Spec> {
     let register_reply = (any::<u16>(), 0u8..5, bytes(20)).prop_map(|(reply_serial, result, code)| {
         Spec::RegisterReply { reply_serial, result, code: if result == 0 { code } else { Vec::new() } }
     });
-    let params_list = vec((any::<u32>(), bytes(10)), 0..6).prop_map(|items| {
-        let mut out = BytesMut::new();
-        for (id, value) in &items {
-            Params::put(&mut out, *id, value);
-        }
-        out.to_vec()
-    });
+    let params_list = || {
+        vec((any::<u32>(), bytes(10)), 0..6).prop_map(|items| {
+            let mut out = BytesMut::new();
+            for (id, value) in &items {
+                Params::put(&mut out, *id, value);
+            }
+            out.to_vec()
+        })
+    };
 
     prop_oneof![
         any::<(u16, u16, u8)>().prop_map(|(a, b, c)| Spec::GeneralResponse(a, b, c)),
@@ -374,7 +376,7 @@ fn spec(v: Version) -> impl Strategy<Value = Spec> {
         Just(Spec::QueryServerTime),
         register,
         auth,
-        (any::<(u16, u8)>(), params_list.clone())
+        (any::<(u16, u8)>(), params_list())
             .prop_map(|((reply_serial, count), params)| Spec::ParamsReply { reply_serial, count, params }),
         attributes,
         any::<(u8, u8)>().prop_map(|(a, b)| Spec::UpgradeResult(a, b)),
@@ -396,7 +398,7 @@ fn spec(v: Version) -> impl Strategy<Value = Spec> {
         resend,
         any::<[u8; 6]>().prop_map(Spec::ServerTime),
         register_reply,
-        (any::<u8>(), params_list).prop_map(|(count, params)| Spec::SetParams { count, params }),
+        (any::<u8>(), params_list()).prop_map(|(count, params)| Spec::SetParams { count, params }),
         Just(Spec::QueryParams),
         (any::<u8>(), bytes(40)).prop_map(|(c, p)| Spec::TerminalControl(c, p)),
         Just(Spec::QueryLocation),

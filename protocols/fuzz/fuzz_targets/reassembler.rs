@@ -4,7 +4,8 @@
 #![no_main]
 
 use bytes::BytesMut;
-use libfuzzer_sys::{arbitrary::Arbitrary, fuzz_target};
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
 use liengate_protocols::jt808::{
     encode_frame, parse_packet, DecodeOptions, Header, Reassembler, Reassembly,
     ReassemblyLimits, SubPackage, TerminalId, Version, DEFAULT_MAX_FRAME, MAX_LOGICAL_FRAME,
