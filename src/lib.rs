@@ -1,2 +1,10 @@
 //! liengate: a gateway that lenders run to watch the cars they financed.
+//!
+//! See ARCHITECTURE.md for the map of this crate.
 pub use liengate_protocols as protocols;
+
+pub mod cli;
+pub mod model;
+pub mod registry;
+pub mod sim;
+pub mod store;

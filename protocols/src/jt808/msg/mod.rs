@@ -1,0 +1,614 @@
+//! Typed message bodies, one module per message family, and the `Message`
+//! enum that dispatches on the message id (JT/T 808-2013 §8).
+
+use bytes::{BufMut, BytesMut};
+
+mod attributes;
+mod auth;
+mod batch;
+mod control;
+mod general;
+mod indices;
+mod location;
+mod media;
+mod params;
+pub(crate) mod reader;
+mod register;
+
+pub use attributes::{Attributes, UpgradeResult};
+pub use auth::Auth;
+pub use batch::{Batch, BatchKind};
+pub use control::{PublicKey, ResendRequest, TerminalControl, Text, VehicleControl};
+pub use general::GeneralResponse;
+pub use indices::PackageIndices;
+pub use location::{
+    AreaDetail, ExtraItem, ExtraIter, Extras, Location, OverspeedDetail, RouteTimeDetail, BASIC_LEN,
+};
+pub use media::{CameraReply, Media, MediaEvent, MediaReply};
+pub use params::{Param, ParamIter, Params, ParamsReply, SetParams};
+pub use register::{Register, RegisterReply};
+
+use crate::jt808::error::Error;
+use crate::jt808::header::Version;
+use crate::jt808::time::BcdTime;
+use reader::Reader;
+
+/// Message ids (JT/T 808-2013 §4, table of messages; 0x0004/0x8004 are 2019).
+pub mod id {
+    pub const TERMINAL_RESPONSE: u16 = 0x0001;
+    pub const HEARTBEAT: u16 = 0x0002;
+    pub const LOGOUT: u16 = 0x0003;
+    pub const QUERY_SERVER_TIME: u16 = 0x0004;
+    pub const REGISTER: u16 = 0x0100;
+    pub const AUTH: u16 = 0x0102;
+    pub const PARAMS_REPLY: u16 = 0x0104;
+    pub const ATTRIBUTES: u16 = 0x0107;
+    pub const UPGRADE_RESULT: u16 = 0x0108;
+    pub const LOCATION: u16 = 0x0200;
+    pub const LOCATION_REPLY: u16 = 0x0201;
+    pub const EVENT_REPORT: u16 = 0x0301;
+    pub const QUESTION_REPLY: u16 = 0x0302;
+    pub const INFO_DEMAND: u16 = 0x0303;
+    pub const BATCH: u16 = 0x0704;
+    pub const MEDIA_EVENT: u16 = 0x0800;
+    pub const MEDIA: u16 = 0x0801;
+    pub const CAMERA_REPLY: u16 = 0x0805;
+    pub const PASSTHROUGH: u16 = 0x0900;
+    pub const PUBLIC_KEY: u16 = 0x0a00;
+    pub const PLATFORM_RESPONSE: u16 = 0x8001;
+    pub const RESEND_REQUEST: u16 = 0x8003;
+    pub const SERVER_TIME: u16 = 0x8004;
+    pub const REGISTER_REPLY: u16 = 0x8100;
+    pub const SET_PARAMS: u16 = 0x8103;
+    pub const QUERY_PARAMS: u16 = 0x8104;
+    pub const TERMINAL_CONTROL: u16 = 0x8105;
+    pub const QUERY_LOCATION: u16 = 0x8201;
+    pub const TRACK_CONTROL: u16 = 0x8202;
+    pub const TEXT: u16 = 0x8300;
+    pub const VEHICLE_CONTROL: u16 = 0x8500;
+    pub const MEDIA_REPLY: u16 = 0x8800;
+}
+
+/// One decoded message. Uplink (terminal -> platform) first, then downlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// 0x0001
+    GeneralResponse(GeneralResponse),
+    /// 0x0002
+    Heartbeat,
+    /// 0x0003
+    Logout,
+    /// 0x0004 (2019)
+    QueryServerTime,
+    /// 0x0100
+    Register(Register<'a>),
+    /// 0x0102
+    Auth(Auth<'a>),
+    /// 0x0104
+    ParamsReply(ParamsReply<'a>),
+    /// 0x0107
+    Attributes(Attributes<'a>),
+    /// 0x0108
+    UpgradeResult(UpgradeResult),
+    /// 0x0200
+    Location(Location<'a>),
+    /// 0x0201
+    LocationReply {
+        reply_serial: u16,
+        location: Location<'a>,
+    },
+    /// 0x0301 event id (2011/2013; removed in 2019)
+    EventReport(u8),
+    /// 0x0302 answer to a platform question
+    QuestionReply { reply_serial: u16, answer_id: u8 },
+    /// 0x0303 info-on-demand order (flag 1) / cancel (flag 0)
+    InfoDemand { info_type: u8, flag: u8 },
+    /// 0x0704
+    Batch(Batch<'a>),
+    /// 0x0800
+    MediaEvent(MediaEvent),
+    /// 0x0801 (a whole, reassembled upload)
+    Media(Media<'a>),
+    /// 0x0805
+    CameraReply(CameraReply<'a>),
+    /// 0x0900
+    Passthrough { kind: u8, data: &'a [u8] },
+    /// 0x0A00
+    PublicKey(PublicKey<'a>),
+    /// 0x8001
+    PlatformResponse(GeneralResponse),
+    /// 0x8003
+    ResendRequest(ResendRequest<'a>),
+    /// 0x8004 (2019)
+    ServerTime(BcdTime),
+    /// 0x8100
+    RegisterReply(RegisterReply<'a>),
+    /// 0x8103
+    SetParams(SetParams<'a>),
+    /// 0x8104 query all parameters (empty body)
+    QueryParams,
+    /// 0x8105
+    TerminalControl(TerminalControl<'a>),
+    /// 0x8201
+    QueryLocation,
+    /// 0x8202 temporary tracking; interval 0 stops tracking
+    TrackControl { interval_s: u16, validity_s: u32 },
+    /// 0x8300
+    Text(Text<'a>),
+    /// 0x8500
+    VehicleControl(VehicleControl<'a>),
+    /// 0x8800
+    MediaReply(MediaReply<'a>),
+    /// One package of a subpackaged message (§4.4.3 table 3): feed it to
+    /// `Reassembler` and decode the whole body with `Message::decode`.
+    Fragment {
+        id: u16,
+        total: u16,
+        index: u16,
+        body: &'a [u8],
+    },
+    /// Any other message id: not an error.
+    Unknown { id: u16, body: &'a [u8] },
+}
+
+impl<'a> Message<'a> {
+    /// Decode a whole (not subpackaged, not encrypted) body for `message_id`
+    /// with the header layout `version`.
+    pub fn decode(message_id: u16, version: Version, body: &'a [u8]) -> Result<Self, Error> {
+        use id::*;
+        let mut r = Reader::new(body);
+        Ok(match message_id {
+            TERMINAL_RESPONSE => Message::GeneralResponse(GeneralResponse::decode(body)?),
+            HEARTBEAT => Message::Heartbeat,
+            LOGOUT => Message::Logout,
+            QUERY_SERVER_TIME => Message::QueryServerTime,
+            REGISTER => Message::Register(Register::decode(body, version)?),
+            AUTH => Message::Auth(Auth::decode(body, version)?),
+            PARAMS_REPLY => Message::ParamsReply(ParamsReply::decode(body)?),
+            ATTRIBUTES => Message::Attributes(Attributes::decode(body, version)?),
+            UPGRADE_RESULT => Message::UpgradeResult(UpgradeResult::decode(body)?),
+            LOCATION => Message::Location(Location::decode(body)?),
+            LOCATION_REPLY => {
+                let reply_serial = r.u16("location reply: reply serial missing")?;
+                Message::LocationReply {
+                    reply_serial,
+                    location: Location::decode(r.rest()).map_err(|mut e| {
+                        e.offset += 2;
+                        e
+                    })?,
+                }
+            }
+            EVENT_REPORT => Message::EventReport(r.u8("event report: event id missing")?),
+            QUESTION_REPLY => Message::QuestionReply {
+                reply_serial: r.u16("question reply: reply serial missing")?,
+                answer_id: r.u8("question reply: answer id missing")?,
+            },
+            INFO_DEMAND => Message::InfoDemand {
+                info_type: r.u8("info demand: type missing")?,
+                flag: r.u8("info demand: flag missing")?,
+            },
+            BATCH => Message::Batch(Batch::decode(body)?),
+            MEDIA_EVENT => Message::MediaEvent(MediaEvent::decode(body)?),
+            MEDIA => Message::Media(Media::decode(body)?),
+            CAMERA_REPLY => Message::CameraReply(CameraReply::decode(body)?),
+            PASSTHROUGH => Message::Passthrough {
+                kind: r.u8("passthrough: type missing")?,
+                data: r.rest(),
+            },
+            PUBLIC_KEY => Message::PublicKey(PublicKey::decode(body)?),
+            PLATFORM_RESPONSE => Message::PlatformResponse(GeneralResponse::decode(body)?),
+            RESEND_REQUEST => Message::ResendRequest(ResendRequest::decode(body, version)?),
+            SERVER_TIME => {
+                let b = r.bytes(6, "server time: BCD[6] missing")?;
+                Message::ServerTime(BcdTime([b[0], b[1], b[2], b[3], b[4], b[5]]))
+            }
+            REGISTER_REPLY => Message::RegisterReply(RegisterReply::decode(body)?),
+            SET_PARAMS => Message::SetParams(SetParams::decode(body)?),
+            QUERY_PARAMS => Message::QueryParams,
+            TERMINAL_CONTROL => Message::TerminalControl(TerminalControl::decode(body)?),
+            QUERY_LOCATION => Message::QueryLocation,
+            TRACK_CONTROL => {
+                let interval_s = r.u16("track control: interval missing")?;
+                // §8.21: with interval 0 (stop) the validity may be omitted.
+                let validity_s = if interval_s == 0 && r.remaining() == 0 {
+                    0
+                } else {
+                    r.u32("track control: validity missing")?
+                };
+                Message::TrackControl {
+                    interval_s,
+                    validity_s,
+                }
+            }
+            TEXT => Message::Text(Text::decode(body, version)?),
+            VEHICLE_CONTROL => Message::VehicleControl(VehicleControl::decode(body, version)?),
+            MEDIA_REPLY => Message::MediaReply(MediaReply::decode(body)?),
+            other => Message::Unknown { id: other, body },
+        })
+    }
+
+    /// The message id this message is sent with.
+    pub fn message_id(&self) -> u16 {
+        use id::*;
+        match self {
+            Message::GeneralResponse(_) => TERMINAL_RESPONSE,
+            Message::Heartbeat => HEARTBEAT,
+            Message::Logout => LOGOUT,
+            Message::QueryServerTime => QUERY_SERVER_TIME,
+            Message::Register(_) => REGISTER,
+            Message::Auth(_) => AUTH,
+            Message::ParamsReply(_) => PARAMS_REPLY,
+            Message::Attributes(_) => ATTRIBUTES,
+            Message::UpgradeResult(_) => UPGRADE_RESULT,
+            Message::Location(_) => LOCATION,
+            Message::LocationReply { .. } => LOCATION_REPLY,
+            Message::EventReport(_) => EVENT_REPORT,
+            Message::QuestionReply { .. } => QUESTION_REPLY,
+            Message::InfoDemand { .. } => INFO_DEMAND,
+            Message::Batch(_) => BATCH,
+            Message::MediaEvent(_) => MEDIA_EVENT,
+            Message::Media(_) => MEDIA,
+            Message::CameraReply(_) => CAMERA_REPLY,
+            Message::Passthrough { .. } => PASSTHROUGH,
+            Message::PublicKey(_) => PUBLIC_KEY,
+            Message::PlatformResponse(_) => PLATFORM_RESPONSE,
+            Message::ResendRequest(_) => RESEND_REQUEST,
+            Message::ServerTime(_) => SERVER_TIME,
+            Message::RegisterReply(_) => REGISTER_REPLY,
+            Message::SetParams(_) => SET_PARAMS,
+            Message::QueryParams => QUERY_PARAMS,
+            Message::TerminalControl(_) => TERMINAL_CONTROL,
+            Message::QueryLocation => QUERY_LOCATION,
+            Message::TrackControl { .. } => TRACK_CONTROL,
+            Message::Text(_) => TEXT,
+            Message::VehicleControl(_) => VEHICLE_CONTROL,
+            Message::MediaReply(_) => MEDIA_REPLY,
+            Message::Fragment { id, .. } | Message::Unknown { id, .. } => *id,
+        }
+    }
+
+    /// Snake-case name used in logs, metrics and the JSON view.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::GeneralResponse(_) => "general_response",
+            Message::Heartbeat => "heartbeat",
+            Message::Logout => "logout",
+            Message::QueryServerTime => "query_server_time",
+            Message::Register(_) => "register",
+            Message::Auth(_) => "auth",
+            Message::ParamsReply(_) => "params_reply",
+            Message::Attributes(_) => "attributes",
+            Message::UpgradeResult(_) => "upgrade_result",
+            Message::Location(_) => "location",
+            Message::LocationReply { .. } => "location_reply",
+            Message::EventReport(_) => "event_report",
+            Message::QuestionReply { .. } => "question_reply",
+            Message::InfoDemand { .. } => "info_demand",
+            Message::Batch(_) => "batch",
+            Message::MediaEvent(_) => "media_event",
+            Message::Media(_) => "media",
+            Message::CameraReply(_) => "camera_reply",
+            Message::Passthrough { .. } => "passthrough",
+            Message::PublicKey(_) => "public_key",
+            Message::PlatformResponse(_) => "platform_response",
+            Message::ResendRequest(_) => "resend_request",
+            Message::ServerTime(_) => "server_time",
+            Message::RegisterReply(_) => "register_reply",
+            Message::SetParams(_) => "set_params",
+            Message::QueryParams => "query_params",
+            Message::TerminalControl(_) => "terminal_control",
+            Message::QueryLocation => "query_location",
+            Message::TrackControl { .. } => "track_control",
+            Message::Text(_) => "text",
+            Message::VehicleControl(_) => "vehicle_control",
+            Message::MediaReply(_) => "media_reply",
+            Message::Fragment { .. } => "fragment",
+            Message::Unknown { .. } => "unknown",
+        }
+    }
+
+    /// Write the body for a header of `version` (`V2011` selects the 2011
+    /// register layout; otherwise 2011 and 2013 bodies are the same).
+    pub fn encode_body(&self, version: Version, out: &mut BytesMut) {
+        match self {
+            Message::GeneralResponse(g) | Message::PlatformResponse(g) => g.encode(out),
+            Message::Heartbeat
+            | Message::Logout
+            | Message::QueryServerTime
+            | Message::QueryParams
+            | Message::QueryLocation => {}
+            Message::Register(m) => m.encode(version, out),
+            Message::Auth(m) => m.encode(version, out),
+            Message::ParamsReply(m) => m.encode(out),
+            Message::Attributes(m) => m.encode(version, out),
+            Message::UpgradeResult(m) => m.encode(out),
+            Message::Location(l) => l.encode(out),
+            Message::LocationReply {
+                reply_serial,
+                location,
+            } => {
+                out.put_u16(*reply_serial);
+                location.encode(out);
+            }
+            Message::EventReport(e) => out.put_u8(*e),
+            Message::QuestionReply {
+                reply_serial,
+                answer_id,
+            } => {
+                out.put_u16(*reply_serial);
+                out.put_u8(*answer_id);
+            }
+            Message::InfoDemand { info_type, flag } => {
+                out.put_u8(*info_type);
+                out.put_u8(*flag);
+            }
+            Message::Batch(b) => b.encode(out),
+            Message::MediaEvent(m) => m.encode(out),
+            Message::Media(m) => m.encode(out),
+            Message::CameraReply(m) => m.encode(out),
+            Message::Passthrough { kind, data } => {
+                out.put_u8(*kind);
+                out.put_slice(data);
+            }
+            Message::PublicKey(k) => k.encode(out),
+            Message::ResendRequest(m) => m.encode(version, out),
+            Message::ServerTime(t) => out.put_slice(&t.0),
+            Message::RegisterReply(m) => m.encode(out),
+            Message::SetParams(m) => m.encode(out),
+            Message::TerminalControl(m) => m.encode(out),
+            Message::TrackControl {
+                interval_s,
+                validity_s,
+            } => {
+                out.put_u16(*interval_s);
+                out.put_u32(*validity_s);
+            }
+            Message::Text(t) => t.encode(version, out),
+            Message::VehicleControl(v) => v.encode(out),
+            Message::MediaReply(m) => m.encode(out),
+            Message::Fragment { body, .. } | Message::Unknown { body, .. } => out.put_slice(body),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::jt808::flags::{Alarm, Status};
+    use crate::jt808::header::{Header, TerminalId};
+    use crate::jt808::packet::{decode_frame, encode_message, DecodeOptions};
+    use crate::jt808::MAX_LOGICAL_FRAME;
+
+    const EXTRAS: &[u8] = &[
+        0x01, 4, 0, 0, 0x24, 0xc7, 0x30, 1, 0x17, 0x31, 1, 0x1b, 0xe1, 2, 0x7e, 0x7d,
+    ];
+
+    fn location() -> Location<'static> {
+        Location {
+            alarm: Alarm::POWER_OFF | Alarm::ILLEGAL_DISPLACEMENT,
+            status: Status::ACC_ON | Status::FIXED | Status::SOUTH,
+            lat_raw: 22_585_732,
+            lon_raw: 113_864_672,
+            altitude_m: 15,
+            speed_raw: 395,
+            course: 292,
+            time: BcdTime([0x23, 0x12, 0x07, 0x09, 0x36, 0x52]),
+            extras: Extras(EXTRAS),
+        }
+    }
+
+    /// One sample of every message the crate encodes, in the form `version`
+    /// expects (Auth, Text and VehicleControl differ in 2019).
+    fn samples(version: Version) -> Vec<Message<'static>> {
+        let v19 = version == Version::V2019;
+        let loc = location();
+        let mut basic = loc;
+        basic.extras = Extras(&[]);
+        let batch_items: &'static [u8] = {
+            let mut b = BytesMut::new();
+            Batch::put_item(&mut b, &loc);
+            Batch::put_item(&mut b, &basic);
+            Box::leak(b.to_vec().into_boxed_slice())
+        };
+        let params: &'static [u8] = {
+            let mut b = BytesMut::new();
+            Params::put(&mut b, 0x0001, &30u32.to_be_bytes());
+            Params::put(&mut b, 0x0013, b"10.0.0.1:7611");
+            Box::leak(b.to_vec().into_boxed_slice())
+        };
+        vec![
+            Message::GeneralResponse(GeneralResponse {
+                reply_serial: 7,
+                reply_id: 0x8103,
+                result: 0,
+            }),
+            Message::Heartbeat,
+            Message::Logout,
+            Message::QueryServerTime,
+            Message::Register(Register {
+                province: 44,
+                city: 303,
+                maker_id: b"70111",
+                model: b"BSJ-A6BD",
+                device_id: b"0567872",
+                plate_color: 1,
+                plate: &[0xd4, 0xc1, b'B', b'8', b'8', b'8', b'8', b'8'],
+            }),
+            Message::Auth(Auth {
+                code: b"auth-code",
+                imei: v19.then_some(&b"123456789012345"[..]),
+                software_version: v19.then_some(&b"3.7.15"[..]),
+            }),
+            Message::ParamsReply(ParamsReply {
+                reply_serial: 9,
+                count: 2,
+                params: Params(params),
+            }),
+            Message::Attributes(Attributes {
+                terminal_type: 0x00ff,
+                maker_id: b"88888",
+                model: b"CK100C",
+                terminal_id: b"1000493",
+                iccid: [0x89, 0x86, 0x03, 0x24, 0x94, 0x75, 0x60, 0x03, 0x29, 0x00],
+                hardware_version: b"HW-V2.5",
+                firmware_version: b"CK100C-JT-V024",
+                gnss: 2,
+                comm: 0x20,
+            }),
+            Message::UpgradeResult(UpgradeResult { kind: 0, result: 1 }),
+            Message::Location(loc),
+            Message::LocationReply {
+                reply_serial: 0x1234,
+                location: loc,
+            },
+            Message::EventReport(3),
+            Message::QuestionReply {
+                reply_serial: 61252,
+                answer_id: 127,
+            },
+            Message::InfoDemand {
+                info_type: 2,
+                flag: 1,
+            },
+            Message::Batch(Batch {
+                kind: BatchKind::BlindArea,
+                count: 2,
+                raw_items: batch_items,
+            }),
+            Message::MediaEvent(MediaEvent {
+                media_id: 123,
+                media_type: 0,
+                format: 0,
+                event: 7,
+                channel: 1,
+            }),
+            Message::Media(Media {
+                head: MediaEvent {
+                    media_id: 123,
+                    media_type: 1,
+                    format: 2,
+                    event: 1,
+                    channel: 2,
+                },
+                location: basic,
+                data: &[0x0d, 0x7b, 0x0d, 0x7b, 0x7b],
+            }),
+            Message::CameraReply(CameraReply {
+                reply_serial: 62656,
+                result: 0,
+                count: 2,
+                raw_ids: &[0, 0, 0, 1, 0, 0, 0, 2],
+            }),
+            Message::Passthrough {
+                kind: 0x41,
+                data: b"serial data \x7e\x7d",
+            },
+            Message::PublicKey(PublicKey {
+                e: 65537,
+                n: &[0xab; 128],
+            }),
+            Message::PlatformResponse(GeneralResponse {
+                reply_serial: 1,
+                reply_id: 0x0200,
+                result: GeneralResponse::ALARM_ACK,
+            }),
+            Message::ResendRequest(ResendRequest {
+                original_serial: 4249,
+                indices: PackageIndices::List(&[2, 5, 9]),
+            }),
+            Message::ServerTime(BcdTime::from_unix(1_700_000_000)),
+            Message::RegisterReply(RegisterReply {
+                reply_serial: 36,
+                result: 0,
+                auth_code: b"chwD0SE1f",
+            }),
+            Message::SetParams(SetParams {
+                count: 2,
+                params: Params(params),
+            }),
+            Message::QueryParams,
+            Message::TerminalControl(TerminalControl {
+                command: 4,
+                params: b"",
+            }),
+            Message::QueryLocation,
+            Message::TrackControl {
+                interval_s: 10,
+                validity_s: 3600,
+            },
+            Message::Text(Text {
+                flag: 0x0c,
+                text_type: v19.then_some(1),
+                text: &[0xb2, 0xe2, 0xca, 0xd4],
+            }),
+            Message::VehicleControl(VehicleControl::door(true, version)),
+            Message::MediaReply(MediaReply {
+                media_id: 49503,
+                retransmit: PackageIndices::List(&[1, 3]),
+            }),
+            Message::Unknown {
+                id: 0x0f01,
+                body: &[1, 2, 3, 0x7e],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_through_a_frame() {
+        for version in [Version::V2011, Version::V2013, Version::V2019] {
+            let terminal = TerminalId::parse("13912345678", version).unwrap();
+            for (serial, msg) in samples(version).into_iter().enumerate() {
+                let header = Header::new(0, terminal, serial as u16, version);
+                let mut out = BytesMut::new();
+                encode_message(&header, &msg, &mut out);
+                let mut scratch = [0u8; MAX_LOGICAL_FRAME];
+                let (p, m) = decode_frame(&out, &mut scratch, &DecodeOptions::default())
+                    .unwrap_or_else(|e| panic!("{version:?} {}: {e}", msg.name()));
+                assert_eq!(m, msg, "{version:?} {}", msg.name());
+                assert_eq!(p.header.message_id, msg.message_id());
+                assert_eq!(p.header.serial, serial as u16);
+                assert_eq!(p.header.terminal, terminal);
+                // The 2011 header is the 2013 header; only a 2011 register body says 2011.
+                let want = match (version, msg) {
+                    (Version::V2011, Message::Register(_)) => Version::V2011,
+                    (Version::V2011, _) => Version::V2013,
+                    (v, _) => v,
+                };
+                assert_eq!(p.header.version, want, "{}", msg.name());
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_ids_are_not_errors() {
+        let m = Message::decode(0xe001, Version::V2013, &[1, 2]).unwrap();
+        assert_eq!(
+            m,
+            Message::Unknown {
+                id: 0xe001,
+                body: &[1, 2]
+            }
+        );
+    }
+
+    #[test]
+    fn short_bodies_are_typed_body_errors() {
+        use crate::jt808::error::ErrorKind;
+        for id in [
+            id::TERMINAL_RESPONSE,
+            id::REGISTER,
+            id::LOCATION,
+            id::LOCATION_REPLY,
+            id::BATCH,
+            id::MEDIA,
+            id::PUBLIC_KEY,
+            id::TRACK_CONTROL,
+            id::SERVER_TIME,
+        ] {
+            let e = Message::decode(id, Version::V2013, &[0x00, 0x01]).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Body, "{id:#06x}");
+        }
+    }
+}

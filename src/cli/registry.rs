@@ -1,0 +1,84 @@
+//! `liengate registry`: import the device registry file into the store and look at it.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::registry;
+use crate::store::{Store, StoreConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct RegistryArgs {
+    #[command(subcommand)]
+    command: RegistryCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum RegistryCommand {
+    /// Validate a registry file (CSV or JSON, by extension) and store it in one atomic commit.
+    Import {
+        /// The registry file: one row per device (see config/registry.example.csv).
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Validate a registry file without touching the store.
+    Check { file: PathBuf },
+    /// Print the devices in the store, one JSON object per line, with vehicle and loan.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct StoreArgs {
+    /// Data directory of the store (the gateway's `--data-dir`). The gateway must not be
+    /// running on it: the store is opened exclusively.
+    #[arg(long, default_value = "data", env = "LIENGATE_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+impl StoreArgs {
+    fn open(&self) -> anyhow::Result<Store> {
+        Store::open(&StoreConfig::new(&self.data_dir))
+            .with_context(|| format!("opening the store in {}", self.data_dir.display()))
+    }
+}
+
+pub fn run(args: RegistryArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        RegistryCommand::Import { file, store } => {
+            let store = store.open()?;
+            let report = registry::import_file(&store, &file)?;
+            println!("{report}");
+        }
+        RegistryCommand::Check { file } => {
+            let reg = registry::load_file(&file)?;
+            println!(
+                "{}: ok, {} devices, {} vehicles, {} loans",
+                file.display(),
+                reg.devices.len(),
+                reg.vehicles.len(),
+                reg.loans.len()
+            );
+        }
+        RegistryCommand::List { store } => {
+            let store = store.open()?;
+            for device in store.devices()? {
+                let vehicle = match &device.vehicle_id {
+                    Some(v) => store.vehicle(v)?,
+                    None => None,
+                };
+                let loan = match vehicle.as_ref().and_then(|v| v.loan_id.as_deref()) {
+                    Some(l) => store.loan(l)?,
+                    None => None,
+                };
+                let line =
+                    serde_json::json!({ "device": device, "vehicle": vehicle, "loan": loan });
+                println!("{line}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,213 @@
+//! Domain types shared by the gateway, the store and the registry.
+//!
+//! These are plain data: no I/O, no clock. Times are Unix milliseconds in UTC. The store encodes
+//! them with postcard, so adding a field is a format change; append new fields at the end and give
+//! them `#[serde(default)]` so older records still decode.
+use serde::{Deserialize, Serialize};
+
+/// How a tracker is installed in the car. Lenders fit a wired unit (powered by the car, reports
+/// often) and a hidden wireless one (battery, reports rarely) so that removing one is noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceRole {
+    Wired,
+    Wireless,
+}
+
+impl std::str::FromStr for DeviceRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "wired" => Ok(DeviceRole::Wired),
+            "wireless" => Ok(DeviceRole::Wireless),
+            other => Err(format!(
+                "unknown role {other:?} (expected wired or wireless)"
+            )),
+        }
+    }
+}
+
+/// Where a loan stands; later issues drive alerting and watch rules from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoanStage {
+    #[default]
+    Normal,
+    Watch,
+    OverdueM1,
+    Serious,
+    Settled,
+}
+
+impl std::str::FromStr for LoanStage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "normal" => Ok(LoanStage::Normal),
+            "watch" => Ok(LoanStage::Watch),
+            "overdue_m1" => Ok(LoanStage::OverdueM1),
+            "serious" => Ok(LoanStage::Serious),
+            "settled" => Ok(LoanStage::Settled),
+            other => Err(format!(
+                "unknown stage {other:?} (expected normal, watch, overdue_m1, serious or settled)"
+            )),
+        }
+    }
+}
+
+/// A tracker as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Terminal id as sent in the JT808 header (phone number / terminal number), digits only.
+    pub terminal_id: String,
+    /// Wire protocol; only "jt808" today.
+    pub protocol: String,
+    pub role: DeviceRole,
+    pub sim: Option<String>,
+    pub imei: Option<String>,
+    /// `None` means the device is known but not fitted to any vehicle yet (unassigned).
+    pub vehicle_id: Option<String>,
+    pub model: Option<String>,
+    /// Per-model quirk: some firmware sends wrong check codes; accept them (counted) when true.
+    pub skip_checksum: bool,
+}
+
+/// A financed car.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vehicle {
+    pub vehicle_id: String,
+    pub plate: Option<String>,
+    pub vin: Option<String>,
+    pub loan_id: Option<String>,
+}
+
+/// The loan a car secures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loan {
+    pub loan_id: String,
+    pub vehicle_id: String,
+    pub stage: LoanStage,
+}
+
+bitflags::bitflags! {
+    /// Why a fix is suspect. A fix with any flag other than `BLIND_AREA` is stored (flagged) in the
+    /// track but never becomes the last known position.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+    #[serde(transparent)]
+    pub struct FixFlags: u16 {
+        /// The device says it has no GNSS fix (status bit 1 clear).
+        const NO_GNSS = 1 << 0;
+        /// Latitude and longitude are both zero.
+        const ZERO_COORD = 1 << 1;
+        /// Coordinates outside ±90 / ±180.
+        const OUT_OF_RANGE = 1 << 2;
+        /// Device time too far ahead of the gateway clock.
+        const FUTURE_TIME = 1 << 3;
+        /// Device time could not be parsed (bad BCD, impossible date).
+        const INVALID_TIME = 1 << 4;
+        /// Implied speed from the previous valid fix exceeds the configured limit.
+        const IMPOSSIBLE_JUMP = 1 << 5;
+        /// Sent late from the device's blind-area buffer (0x0704 type 1). Not a defect.
+        const BLIND_AREA = 1 << 6;
+        /// A re-send of a fix already processed.
+        const DUPLICATE = 1 << 7;
+    }
+}
+
+/// One position report from one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fix {
+    pub terminal_id: String,
+    /// Device time (UTC, Unix ms). Track order and "last known moves forward" use this time.
+    pub time_ms: i64,
+    /// Gateway wall clock when the frame arrived (Unix ms).
+    pub received_ms: i64,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub altitude_m: i32,
+    pub speed_kmh: f32,
+    pub course: u16,
+    pub alarm: u32,
+    pub status: u32,
+    pub flags: FixFlags,
+    pub battery_pct: Option<u8>,
+    pub voltage_mv: Option<u32>,
+}
+
+impl Fix {
+    /// True when the fix may become a last known position: no flags except `BLIND_AREA`.
+    pub fn is_valid(&self) -> bool {
+        (self.flags - FixFlags::BLIND_AREA).is_empty()
+    }
+}
+
+/// Derived motion state of a vehicle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Motion {
+    Moving,
+    Parked { since_ms: i64 },
+}
+
+/// Whether any of the vehicle's devices has been heard from recently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Online {
+    Online,
+    Offline { since_ms: i64 },
+}
+
+/// The freshest valid fix of a vehicle among all its devices, with derived state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastKnown {
+    pub vehicle_id: String,
+    /// The source device is `fix.terminal_id`.
+    pub fix: Fix,
+    pub motion: Motion,
+    pub acc: bool,
+    /// Wall clock (Unix ms) of the last frame from any of the vehicle's devices.
+    pub last_frame_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_ignores_only_blind_area() {
+        let mut fix = Fix {
+            terminal_id: "1".into(),
+            time_ms: 0,
+            received_ms: 0,
+            latitude: 1.0,
+            longitude: 1.0,
+            altitude_m: 0,
+            speed_kmh: 0.0,
+            course: 0,
+            alarm: 0,
+            status: 0,
+            flags: FixFlags::BLIND_AREA,
+            battery_pct: None,
+            voltage_mv: None,
+        };
+        assert!(fix.is_valid());
+        fix.flags |= FixFlags::ZERO_COORD;
+        assert!(!fix.is_valid());
+    }
+
+    #[test]
+    fn enums_use_documented_spellings() {
+        assert_eq!(
+            serde_json::to_string(&LoanStage::OverdueM1).unwrap(),
+            "\"overdue_m1\""
+        );
+        assert_eq!(
+            serde_json::to_string(&DeviceRole::Wireless).unwrap(),
+            "\"wireless\""
+        );
+        assert_eq!(
+            "Overdue_M1".parse::<LoanStage>().unwrap(),
+            LoanStage::OverdueM1
+        );
+    }
+}

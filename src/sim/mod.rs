@@ -1,0 +1,267 @@
+//! The JT808 terminal simulator and load generator behind `liengate sim`, and the "ceiling"
+//! server it is compared with.
+//!
+//! A run starts N terminals. Each connects (at most `connect_concurrency` at a time), registers
+//! (0x0100), authenticates with the code it got (0x0102) and then waits until every terminal
+//! has done so or the registration timeout passed: that moment gives the registration time.
+//! Then all terminals report at once for the run's duration — at a fixed rate per terminal, in
+//! closed loop (next report when the previous one is answered), or idle (heartbeats only) —
+//! and check every answer. Finally they wait a short drain time for outstanding answers.
+pub mod ceiling;
+pub mod frames;
+pub mod link;
+pub mod route;
+pub mod stats;
+pub mod summary;
+pub mod terminal;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use liengate_protocols::jt808::{TerminalId, Version};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use stats::{ErrorKind, Stats};
+pub use summary::Summary;
+
+use frames::Identity;
+use terminal::Terminal;
+
+/// How terminals pace their location reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// `per_second` reports per terminal and second; 0 = idle (heartbeats only).
+    FixedRate { per_second: f64 },
+    /// Each terminal sends its next report when the previous one is answered.
+    ClosedLoop,
+}
+
+/// Everything a run needs to know; built from the command line.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub target: SocketAddr,
+    pub devices: usize,
+    pub mode: Mode,
+    pub duration: Duration,
+    pub version: Version,
+    pub source_ips: Vec<IpAddr>,
+    /// Leading digits of every terminal phone number; the terminal number fills the rest.
+    pub terminal_prefix: String,
+    pub first_id: u64,
+    pub heartbeat: Duration,
+    pub answer_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub registration_timeout: Duration,
+    /// Time after the run for answers still outstanding.
+    pub drain: Duration,
+    pub max_in_flight: usize,
+    pub connect_concurrency: usize,
+    /// On average one coverage gap (ending in a 0x0704 blind-area batch) per this many positions; 0 = never.
+    pub blind_area_every: u32,
+    pub seed: u64,
+}
+
+/// Shared state of a running simulation.
+pub struct Run {
+    pub plan: Plan,
+    pub stats: Stats,
+    pub connect_gate: Semaphore,
+    /// Flips to true when the reporting phase starts.
+    pub start: watch::Receiver<bool>,
+    pub stop: CancellationToken,
+    /// Signalled each time a terminal finished (or gave up) registering.
+    pub registration_done: Notify,
+    /// Unix seconds where device clocks start. Device time runs a few hours behind the wall
+    /// clock and advances one report interval per position, so that closed-loop runs (many
+    /// reports per second) still send distinct, plausible times that are never in the future.
+    pub device_epoch: i64,
+}
+
+/// Phase timestamps of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    pub started: Instant,
+    pub started_unix_ms: u64,
+    /// When every terminal had registered or given up (None = registration timeout hit).
+    pub registered: Option<Instant>,
+    pub registered_unix_ms: Option<u64>,
+    pub reporting_started: Instant,
+    pub reporting_ended: Instant,
+}
+
+/// A progress snapshot, handed to the caller once a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub elapsed: Duration,
+    pub open: u64,
+    pub registered: u64,
+    pub positions_acked: u64,
+    pub errors: u64,
+    pub reporting: bool,
+}
+
+/// Errors in the run's parameters.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("terminal prefix {0:?} must be decimal digits")]
+    PrefixNotDigits(String),
+    #[error("terminal ids {first}..{last} do not fit in {width} digits after prefix {prefix:?}")]
+    IdsTooLong {
+        prefix: String,
+        first: u64,
+        last: u64,
+        width: usize,
+    },
+    #[error("--devices must be at least 1")]
+    NoDevices,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Terminal phone numbers: prefix + zero-padded number, 12 digits (2011/2013) or 20 (2019).
+pub fn terminal_digits(plan: &Plan, index: usize) -> Result<String, PlanError> {
+    if !plan.terminal_prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PlanError::PrefixNotDigits(plan.terminal_prefix.clone()));
+    }
+    let total: usize = match plan.version {
+        Version::V2019 => 20,
+        Version::V2011 | Version::V2013 => 12,
+    };
+    let width = total.saturating_sub(plan.terminal_prefix.len());
+    let last = plan.first_id + plan.devices.saturating_sub(1) as u64;
+    if width == 0 || last.to_string().len() > width {
+        return Err(PlanError::IdsTooLong {
+            prefix: plan.terminal_prefix.clone(),
+            first: plan.first_id,
+            last,
+            width,
+        });
+    }
+    let number = plan.first_id + index as u64;
+    Ok(format!(
+        "{}{:0width$}",
+        plan.terminal_prefix,
+        number,
+        width = width
+    ))
+}
+
+fn identity(plan: &Plan, index: usize) -> Result<Identity, PlanError> {
+    let digits = terminal_digits(plan, index)?;
+    let terminal = TerminalId::parse(&digits, plan.version)
+        .map_err(|_| PlanError::PrefixNotDigits(plan.terminal_prefix.clone()))?;
+    let number = plan.first_id + index as u64;
+    Ok(Identity {
+        terminal,
+        version: plan.version,
+        device_id: format!("S{:06}", number % 1_000_000),
+        vin: format!("LSIM0000{:09}", number % 1_000_000_000),
+        imei: format!("86{:013}", number % 10_000_000_000_000),
+    })
+}
+
+/// Runs a whole simulation and returns its summary. `progress` is called about once a second.
+pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summary, PlanError> {
+    if plan.devices == 0 {
+        return Err(PlanError::NoDevices);
+    }
+    let identities = (0..plan.devices)
+        .map(|i| identity(&plan, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (start_tx, start_rx) = watch::channel(false);
+    let device_epoch = (unix_ms() / 1000) as i64 - 6 * 3600;
+    let run = Arc::new(Run {
+        connect_gate: Semaphore::new(plan.connect_concurrency.max(1)),
+        plan,
+        stats: Stats::default(),
+        start: start_rx,
+        stop: CancellationToken::new(),
+        registration_done: Notify::new(),
+        device_epoch,
+    });
+    let started = Instant::now();
+    let started_unix_ms = unix_ms();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, ident) in identities.into_iter().enumerate() {
+        let terminal = Terminal::new(index, ident, &run);
+        tasks.spawn(terminal.run(run.clone()));
+    }
+
+    let snapshot = |run: &Run, reporting: bool| Progress {
+        elapsed: started.elapsed(),
+        open: Stats::get(&run.stats.open),
+        registered: Stats::get(&run.stats.registered),
+        positions_acked: Stats::get(&run.stats.positions_acked),
+        errors: run.stats.error_total(),
+        reporting,
+    };
+
+    // Registration phase: wait until every terminal registered or gave up.
+    let registration_deadline = started + run.plan.registration_timeout;
+    let mut next_progress = started + Duration::from_secs(1);
+    let mut registered_at = None;
+    loop {
+        let done = Stats::get(&run.stats.registered) + Stats::get(&run.stats.registration_failed);
+        if done >= run.plan.devices as u64 {
+            registered_at = Some(Instant::now());
+            break;
+        }
+        if Instant::now() >= registration_deadline {
+            break;
+        }
+        tokio::select! {
+            _ = run.registration_done.notified() => {}
+            _ = tokio::time::sleep_until(next_progress.min(registration_deadline)) => {
+                if Instant::now() >= next_progress {
+                    progress(&snapshot(&run, false));
+                    next_progress += Duration::from_secs(1);
+                }
+            }
+        }
+    }
+    let registered_unix_ms = registered_at.map(|_| unix_ms());
+    let not_done = run.plan.devices as u64
+        - (Stats::get(&run.stats.registered) + Stats::get(&run.stats.registration_failed));
+    run.stats.errors_n(ErrorKind::RegistrationTimeout, not_done);
+
+    // Reporting phase.
+    let reporting_started = Instant::now();
+    let _ = start_tx.send(true);
+    let end = reporting_started + run.plan.duration;
+    let mut next_progress = reporting_started + Duration::from_secs(1);
+    while next_progress < end {
+        tokio::time::sleep_until(next_progress).await;
+        progress(&snapshot(&run, true));
+        next_progress += Duration::from_secs(1);
+    }
+    tokio::time::sleep_until(end).await;
+    let reporting_ended = Instant::now();
+    // Positions acknowledged after this point (during the drain) are not part of the rate.
+    let acked_in_window = Stats::get(&run.stats.positions_acked);
+    run.stop.cancel();
+
+    // Terminals stop within the drain time; a hard bound protects against a stuck peer.
+    let bound = run.plan.drain + Duration::from_secs(5);
+    let _ = tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await;
+    tasks.abort_all();
+
+    let timeline = Timeline {
+        started,
+        started_unix_ms,
+        registered: registered_at,
+        registered_unix_ms,
+        reporting_started,
+        reporting_ended,
+    };
+    debug_assert!(run.stats.open.load(Ordering::Relaxed) <= run.plan.devices as u64);
+    Ok(Summary::new(&run, &timeline, acked_in_window))
+}

@@ -1,0 +1,382 @@
+//! The fjall side of the store: one keyspace, one partition per kind of record.
+//!
+//! Everything engine-specific lives here so that the rest of the store (API, committer) does not
+//! depend on the engine's types.
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use fjall::{Batch, Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::keys;
+use super::{Durability, SessionFacts, StoreError, Write};
+use crate::model::{Device, Fix, LastKnown, Loan, Vehicle};
+
+/// On-disk layout version; bumped when keys or value encodings change incompatibly.
+const FORMAT_VERSION: u32 = 1;
+
+/// How many deletes go into one batch when purging, so a huge purge does not build one huge
+/// batch in memory.
+const DELETE_CHUNK: usize = 10_000;
+
+#[derive(Clone)]
+pub(super) struct Engine {
+    keyspace: Keyspace,
+    devices: PartitionHandle,
+    vehicles: PartitionHandle,
+    loans: PartitionHandle,
+    /// (vehicle, terminal) -> empty: which devices a vehicle has.
+    vehicle_devices: PartitionHandle,
+    auth_codes: PartitionHandle,
+    last_known: PartitionHandle,
+    /// (vehicle, device time, terminal) -> Fix.
+    track: PartitionHandle,
+    /// vehicle -> empty: vehicles that have track points, so retention can walk per vehicle
+    /// instead of scanning the whole track.
+    track_vehicles: PartitionHandle,
+    sessions: PartitionHandle,
+}
+
+/// What one applied batch did, for metrics.
+pub(super) struct Applied {
+    pub positions: u64,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // postcard only fails on unsupported serde features (e.g. unknown-length sequences), which
+    // our model types do not use; a failure here is a programming error.
+    postcard::to_stdvec(v).expect("model types encode with postcard")
+}
+
+fn decode<T: DeserializeOwned>(keyspace: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|source| StoreError::Decode { keyspace, source })
+}
+
+impl Engine {
+    pub fn open(path: &Path) -> Result<Engine, StoreError> {
+        let open_err = |e: fjall::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Arc::new(e),
+        };
+        // We persist the journal ourselves after every batch (fsync or buffered), so fjall's own
+        // background persistence is not needed.
+        let keyspace = Config::new(path)
+            .manual_journal_persist(true)
+            .open()
+            .map_err(open_err)?;
+        let part = |name: &str| {
+            keyspace
+                .open_partition(name, PartitionCreateOptions::default())
+                .map_err(open_err)
+        };
+        let meta = part("meta")?;
+        let engine = Engine {
+            devices: part("devices")?,
+            vehicles: part("vehicles")?,
+            loans: part("loans")?,
+            vehicle_devices: part("vehicle_devices")?,
+            auth_codes: part("auth_codes")?,
+            last_known: part("last_known")?,
+            track: part("track")?,
+            track_vehicles: part("track_vehicles")?,
+            sessions: part("sessions")?,
+            keyspace: keyspace.clone(),
+        };
+        match meta.get("format")? {
+            Some(v) => {
+                let found = v
+                    .as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX);
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::Format {
+                        found,
+                        expected: FORMAT_VERSION,
+                    });
+                }
+            }
+            None => {
+                meta.insert("format", FORMAT_VERSION.to_be_bytes())?;
+                keyspace.persist(PersistMode::SyncAll)?;
+            }
+        }
+        Ok(engine)
+    }
+
+    fn persist_mode(durability: Durability) -> PersistMode {
+        match durability {
+            // fsync of the journal file; fjall syncs the directory itself when it rotates files.
+            Durability::Fsync => PersistMode::SyncAll,
+            // Flushes fjall's userspace journal buffer into the page cache: the data survives
+            // the death of our process, not an OS crash.
+            Durability::Buffered => PersistMode::Buffer,
+        }
+    }
+
+    /// Writes every request's writes as one atomic batch and persists it once.
+    pub fn apply<'a>(
+        &self,
+        requests: impl Iterator<Item = &'a [Write]>,
+        durability: Durability,
+    ) -> Result<Applied, StoreError> {
+        let mut batch = self
+            .keyspace
+            .batch()
+            .durability(Some(Self::persist_mode(durability)));
+        let mut positions = 0u64;
+        let mut track_vehicles: HashSet<&str> = HashSet::new();
+        // Devices written earlier in this batch: their index entries are not visible to reads
+        // until the batch commits, so a second write of the same device must see the first.
+        let mut devices_in_batch: HashMap<&str, Option<&str>> = HashMap::new();
+        for writes in requests {
+            for w in writes {
+                match w {
+                    Write::Fix { vehicle_id, fix } => {
+                        let key = keys::track_key(vehicle_id, fix.time_ms, &fix.terminal_id);
+                        batch.insert(&self.track, key, encode(fix));
+                        if track_vehicles.insert(vehicle_id) {
+                            batch.insert(&self.track_vehicles, vehicle_id.as_bytes(), []);
+                        }
+                        positions += 1;
+                    }
+                    Write::LastKnown(lk) => {
+                        batch.insert(&self.last_known, lk.vehicle_id.as_bytes(), encode(lk));
+                    }
+                    Write::AuthCode { terminal_id, code } => {
+                        batch.insert(&self.auth_codes, terminal_id.as_bytes(), code.as_bytes());
+                    }
+                    Write::Device(d) => {
+                        self.index_device(&mut batch, &mut devices_in_batch, d)?;
+                        batch.insert(&self.devices, d.terminal_id.as_bytes(), encode(d));
+                    }
+                    Write::Vehicle(v) => {
+                        batch.insert(&self.vehicles, v.vehicle_id.as_bytes(), encode(v));
+                    }
+                    Write::Loan(l) => {
+                        batch.insert(&self.loans, l.loan_id.as_bytes(), encode(l));
+                    }
+                    Write::Session { terminal_id, facts } => {
+                        batch.insert(&self.sessions, terminal_id.as_bytes(), encode(facts));
+                    }
+                }
+            }
+        }
+        batch.commit()?;
+        Ok(Applied { positions })
+    }
+
+    /// Keeps the vehicle -> devices index in step when a device is (re)assigned.
+    fn index_device<'a>(
+        &self,
+        batch: &mut Batch,
+        in_batch: &mut HashMap<&'a str, Option<&'a str>>,
+        d: &'a Device,
+    ) -> Result<(), StoreError> {
+        let old: Option<String> = match in_batch.get(d.terminal_id.as_str()) {
+            Some(v) => v.map(str::to_owned),
+            None => self.device(&d.terminal_id)?.and_then(|old| old.vehicle_id),
+        };
+        if let Some(old) = old.as_deref() {
+            if Some(old) != d.vehicle_id.as_deref() {
+                batch.remove(
+                    &self.vehicle_devices,
+                    keys::vehicle_device_key(old, &d.terminal_id),
+                );
+            }
+        }
+        if let Some(v) = &d.vehicle_id {
+            batch.insert(
+                &self.vehicle_devices,
+                keys::vehicle_device_key(v, &d.terminal_id),
+                [],
+            );
+        }
+        in_batch.insert(&d.terminal_id, d.vehicle_id.as_deref());
+        Ok(())
+    }
+
+    /// Makes everything written so far durable, whatever the configured mode.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.keyspace.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(
+        part: &PartitionHandle,
+        name: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match part.get(key)? {
+            Some(v) => decode(name, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn all<T: DeserializeOwned>(
+        part: &PartitionHandle,
+        name: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        part.iter()
+            .map(|kv| {
+                let (_, v) = kv?;
+                decode(name, &v)
+            })
+            .collect()
+    }
+
+    pub fn last_known(&self, vehicle_id: &str) -> Result<Option<LastKnown>, StoreError> {
+        Self::get(&self.last_known, "last_known", vehicle_id)
+    }
+
+    pub fn all_last_known(&self) -> Result<Vec<LastKnown>, StoreError> {
+        Self::all(&self.last_known, "last_known")
+    }
+
+    pub fn track(
+        &self,
+        vehicle_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Fix>, StoreError> {
+        if from_ms > to_ms || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lo = keys::track_lower(vehicle_id, from_ms);
+        let hi = keys::track_upper_inclusive(vehicle_id, to_ms);
+        self.track
+            .range(lo..hi)
+            .take(limit)
+            .map(|kv| {
+                let (_, v) = kv?;
+                decode("track", &v)
+            })
+            .collect()
+    }
+
+    pub fn auth_code(&self, terminal_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .auth_codes
+            .get(terminal_id)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn device(&self, terminal_id: &str) -> Result<Option<Device>, StoreError> {
+        Self::get(&self.devices, "devices", terminal_id)
+    }
+
+    pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        Self::all(&self.devices, "devices")
+    }
+
+    pub fn devices_of_vehicle(&self, vehicle_id: &str) -> Result<Vec<Device>, StoreError> {
+        let prefix = keys::id_prefix(vehicle_id);
+        let mut out = Vec::new();
+        for kv in self.vehicle_devices.prefix(&prefix) {
+            let (k, _) = kv?;
+            let terminal = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            // The index and the device record are written in the same batch, so a missing or
+            // reassigned device here would mean a torn write; skip it rather than fail reads.
+            if let Some(d) = self.device(&terminal)? {
+                if d.vehicle_id.as_deref() == Some(vehicle_id) {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn vehicle(&self, vehicle_id: &str) -> Result<Option<Vehicle>, StoreError> {
+        Self::get(&self.vehicles, "vehicles", vehicle_id)
+    }
+
+    pub fn vehicles(&self) -> Result<Vec<Vehicle>, StoreError> {
+        Self::all(&self.vehicles, "vehicles")
+    }
+
+    pub fn loan(&self, loan_id: &str) -> Result<Option<Loan>, StoreError> {
+        Self::get(&self.loans, "loans", loan_id)
+    }
+
+    pub fn session(&self, terminal_id: &str) -> Result<Option<SessionFacts>, StoreError> {
+        Self::get(&self.sessions, "sessions", terminal_id)
+    }
+
+    /// Deletes the track keys in `lo..hi` in chunks; returns how many were deleted.
+    fn delete_track_range(
+        &self,
+        lo: Vec<u8>,
+        hi: Vec<u8>,
+        durability: Durability,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0u64;
+        loop {
+            let keys: Vec<_> = self
+                .track
+                .range(lo.clone()..hi.clone())
+                .take(DELETE_CHUNK)
+                .map(|kv| kv.map(|(k, _)| k))
+                .collect::<Result<_, _>>()?;
+            if keys.is_empty() {
+                return Ok(deleted);
+            }
+            let n = keys.len();
+            let mut batch = self
+                .keyspace
+                .batch()
+                .durability(Some(Self::persist_mode(durability)));
+            for k in keys {
+                batch.remove(&self.track, k);
+            }
+            batch.commit()?;
+            deleted += n as u64;
+            if n < DELETE_CHUNK {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    pub fn purge_vehicle(
+        &self,
+        vehicle_id: &str,
+        durability: Durability,
+    ) -> Result<u64, StoreError> {
+        let deleted = self.delete_track_range(
+            keys::track_lower(vehicle_id, i64::MIN),
+            keys::track_upper_inclusive(vehicle_id, i64::MAX),
+            durability,
+        )?;
+        let mut batch = self
+            .keyspace
+            .batch()
+            .durability(Some(Self::persist_mode(durability)));
+        batch.remove(&self.last_known, vehicle_id.as_bytes());
+        batch.remove(&self.track_vehicles, vehicle_id.as_bytes());
+        batch.commit()?;
+        Ok(deleted)
+    }
+
+    pub fn drop_track_before(
+        &self,
+        cutoff_ms: i64,
+        durability: Durability,
+    ) -> Result<u64, StoreError> {
+        let vehicles: Vec<String> = self
+            .track_vehicles
+            .keys()
+            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()))
+            .collect::<Result<_, _>>()?;
+        let mut deleted = 0;
+        for v in vehicles {
+            deleted += self.delete_track_range(
+                keys::track_lower(&v, i64::MIN),
+                keys::track_lower(&v, cutoff_ms),
+                durability,
+            )?;
+        }
+        Ok(deleted)
+    }
+}

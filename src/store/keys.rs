@@ -1,0 +1,82 @@
+//! Key layouts. Keys are byte strings compared lexicographically by the engine, so every
+//! multi-part key is built so that byte order equals the order we want to scan in.
+
+/// Maps an `i64` to 8 bytes whose unsigned big-endian order equals the signed order, so that
+/// device times before 1970 (bad clocks) still sort before later ones instead of after them.
+pub fn time_bytes(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Inverse of [`time_bytes`].
+#[cfg(test)]
+pub fn time_from_bytes(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+/// A length-prefixed id, so that no id is a byte prefix of a composite key built from a longer
+/// id (vehicle "V1" must not match the scan of "V10"), whatever bytes the ids contain.
+pub fn id_prefix(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + id.len() + 8 + 16);
+    // Ids are checked to be at most u16::MAX bytes before they get here (see `check_id`).
+    key.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Track key: (vehicle, device time, terminal). A device re-sending the same fix writes the same
+/// key, so duplicates overwrite themselves, and a scan of one vehicle comes out in device-time
+/// order whatever order the fixes arrived in (blind-area batches arrive late).
+pub fn track_key(vehicle_id: &str, time_ms: i64, terminal_id: &str) -> Vec<u8> {
+    let mut key = id_prefix(vehicle_id);
+    key.extend_from_slice(&time_bytes(time_ms));
+    key.extend_from_slice(terminal_id.as_bytes());
+    key
+}
+
+/// First key of a vehicle's track at or after `time_ms`.
+pub fn track_lower(vehicle_id: &str, time_ms: i64) -> Vec<u8> {
+    let mut key = id_prefix(vehicle_id);
+    key.extend_from_slice(&time_bytes(time_ms));
+    key
+}
+
+/// Exclusive upper bound covering every key of a vehicle with device time `<= time_ms`.
+pub fn track_upper_inclusive(vehicle_id: &str, time_ms: i64) -> Vec<u8> {
+    let mut key = id_prefix(vehicle_id);
+    match time_ms.checked_add(1) {
+        Some(next) => key.extend_from_slice(&time_bytes(next)),
+        // Past the largest time: one 0xFF byte more than any time encoding sorts after all of
+        // them (the terminal id that follows a time is ASCII digits, never 0xFF).
+        None => key.extend_from_slice(&[0xFF; 9]),
+    }
+    key
+}
+
+/// Index key vehicle -> device.
+pub fn vehicle_device_key(vehicle_id: &str, terminal_id: &str) -> Vec<u8> {
+    let mut key = id_prefix(vehicle_id);
+    key.extend_from_slice(terminal_id.as_bytes());
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_order_is_preserved_across_zero() {
+        let times = [i64::MIN, -5_000, -1, 0, 1, 1_700_000_000_000, i64::MAX];
+        for w in times.windows(2) {
+            assert!(time_bytes(w[0]) < time_bytes(w[1]), "{} vs {}", w[0], w[1]);
+            assert_eq!(time_from_bytes(time_bytes(w[0])), w[0]);
+        }
+    }
+
+    #[test]
+    fn vehicle_prefixes_do_not_overlap() {
+        let v1 = track_key("V1", 10, "13800000000");
+        let lo = track_lower("V10", i64::MIN);
+        let hi = track_upper_inclusive("V10", i64::MAX);
+        assert!(!(lo <= v1 && v1 < hi));
+    }
+}

@@ -1,0 +1,374 @@
+//! The embedded store: registry, auth codes, last known positions, track history and session
+//! facts, in one fjall keyspace under `<data_dir>/store`.
+//!
+//! Writes go through [`Store::commit`], which hands them to a single committer thread (see
+//! `committer.rs`). The committer writes everything queued at that moment as one atomic batch
+//! and persists it once, so many connections share one fsync (group commit). Reads go straight
+//! to the engine from the caller's thread; they see every batch whose commit has returned.
+//!
+//! Values are encoded with postcard (compact, fast, schema from the serde derives in
+//! `crate::model`). Keys are laid out in `keys.rs`.
+mod committer;
+mod engine;
+mod keys;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{Device, Fix, LastKnown, Loan, Vehicle};
+use committer::Request;
+use engine::Engine;
+
+/// Where a commit is durable when `commit` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The batch is fsynced before callers are woken: survives kill -9, OS crash and power loss.
+    #[default]
+    Fsync,
+    /// The batch is handed to the OS (written, not fsynced) before callers are woken: survives
+    /// kill -9 of the gateway, but an OS crash or power loss can lose the last few seconds.
+    Buffered,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Data directory; the store lives in `<data_dir>/store`.
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    /// Track points older than this many days are dropped by [`Store::apply_retention`].
+    pub retention_days: u32,
+}
+
+impl StoreConfig {
+    /// Defaults: fsync group commit, 180 days of track.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            durability: Durability::Fsync,
+            retention_days: 180,
+        }
+    }
+}
+
+/// What can go wrong in the store. Cloneable because one failed group commit is reported to
+/// every caller whose writes were in it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("store engine failed: {0}")]
+    Engine(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    #[error("corrupt record in keyspace {keyspace}: {source}")]
+    Decode {
+        keyspace: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error("invalid {what} {id:?}: ids must be 1 to 1024 bytes")]
+    InvalidId { what: &'static str, id: String },
+    #[error("store format version {found} is not supported by this build (expected {expected})")]
+    Format { found: u32, expected: u32 },
+    #[error("the store at {path} is in use by another process (lock file held)")]
+    Locked { path: PathBuf },
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError::Engine(Arc::new(e))
+    }
+}
+
+impl From<fjall::LsmError> for StoreError {
+    fn from(e: fjall::LsmError) -> Self {
+        StoreError::Engine(Arc::new(e))
+    }
+}
+
+/// Facts about a terminal's last session, kept for admins and for the version-aware encoder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionFacts {
+    pub last_connect_ms: i64,
+    pub last_peer: String,
+    /// JT808 revision spoken: "2011", "2013" or "2019".
+    pub version: String,
+    pub last_frame_ms: i64,
+}
+
+/// One write. A `Vec<Write>` passed to [`Store::commit`] is applied atomically.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// A track point. Re-sending the same (vehicle, device time, terminal) overwrites it.
+    Fix {
+        vehicle_id: String,
+        fix: Fix,
+    },
+    /// The vehicle's last known position (latest write wins).
+    LastKnown(LastKnown),
+    AuthCode {
+        terminal_id: String,
+        code: String,
+    },
+    /// Inserts or replaces a device; the vehicle -> devices index follows `vehicle_id`.
+    Device(Device),
+    Vehicle(Vehicle),
+    Loan(Loan),
+    Session {
+        terminal_id: String,
+        facts: SessionFacts,
+    },
+}
+
+/// Longest id accepted; bounds key sizes.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// Bound of the committer's queue (requests, not writes). A full queue makes `commit` wait,
+/// which pushes back on the shard workers and from them on the device sockets.
+pub const COMMIT_QUEUE: usize = 4096;
+
+/// Handle to the store. Cheap to clone; all clones share one engine and one committer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    cfg: StoreConfig,
+    /// `None` only while dropping, to close the queue before joining the committer.
+    tx: Option<mpsc::Sender<Request>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    /// Exclusive lock on `<data_dir>/store.lock`, held for the life of the store. fjall does not
+    /// lock its directory, and two processes writing one keyspace would corrupt it (for example
+    /// `registry import` run against the data dir of a running `serve`).
+    _lock: std::fs::File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the committer drain what is queued and exit; joining it means
+        // the engine is persisted (its own drop flushes the journal) before we return.
+        self.tx.take();
+        if let Some(handle) = self.committer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store under `cfg.data_dir` and starts its committer thread.
+    pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let lock = lock_data_dir(&cfg.data_dir)?;
+        let engine = Engine::open(&cfg.data_dir.join("store"))?;
+        let (tx, rx) = mpsc::channel(COMMIT_QUEUE);
+        let committer = committer::spawn(engine.clone(), cfg.durability, rx)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                engine,
+                cfg: cfg.clone(),
+                tx: Some(tx),
+                committer: Some(committer),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.cfg
+    }
+
+    fn sender(&self) -> Result<&mpsc::Sender<Request>, StoreError> {
+        self.inner.tx.as_ref().ok_or(StoreError::Closed)
+    }
+
+    /// Applies `writes` atomically. Durable at the configured point when it returns: concurrent
+    /// callers are group-committed (one fsync for many).
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        validate(&writes)?;
+        let (done, wait) = oneshot::channel();
+        self.sender()?
+            .send(Request::Commit { writes, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::commit`] for callers outside an async runtime (CLI tools, tests). Must not be
+    /// called from inside a runtime thread.
+    pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        validate(&writes)?;
+        let (done, wait) = oneshot::channel();
+        self.sender()?
+            .blocking_send(Request::Commit { writes, done })
+            .map_err(|_| StoreError::Closed)?;
+        wait.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Makes everything committed so far durable on disk (fsync), whatever the durability mode.
+    /// Call on graceful shutdown.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.sender()?
+            .send(Request::Flush { done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Blocking form of [`Store::flush`].
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.sender()?
+            .blocking_send(Request::Flush { done })
+            .map_err(|_| StoreError::Closed)?;
+        wait.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    pub fn last_known(&self, vehicle_id: &str) -> Result<Option<LastKnown>, StoreError> {
+        self.inner.engine.last_known(vehicle_id)
+    }
+
+    /// Every stored last known position (startup recovery of the shard state).
+    pub fn all_last_known(&self) -> Result<Vec<LastKnown>, StoreError> {
+        self.inner.engine.all_last_known()
+    }
+
+    /// Track points of a vehicle with `from_ms <= device time <= to_ms`, in device-time order
+    /// (ties by terminal id), at most `limit` of them.
+    pub fn track(
+        &self,
+        vehicle_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Fix>, StoreError> {
+        self.inner.engine.track(vehicle_id, from_ms, to_ms, limit)
+    }
+
+    pub fn auth_code(&self, terminal_id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.engine.auth_code(terminal_id)
+    }
+
+    pub fn device(&self, terminal_id: &str) -> Result<Option<Device>, StoreError> {
+        self.inner.engine.device(terminal_id)
+    }
+
+    /// All devices, ordered by terminal id.
+    pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        self.inner.engine.devices()
+    }
+
+    /// Devices currently assigned to a vehicle, ordered by terminal id.
+    pub fn devices_of_vehicle(&self, vehicle_id: &str) -> Result<Vec<Device>, StoreError> {
+        self.inner.engine.devices_of_vehicle(vehicle_id)
+    }
+
+    pub fn vehicle(&self, vehicle_id: &str) -> Result<Option<Vehicle>, StoreError> {
+        self.inner.engine.vehicle(vehicle_id)
+    }
+
+    /// All vehicles, ordered by vehicle id.
+    pub fn vehicles(&self) -> Result<Vec<Vehicle>, StoreError> {
+        self.inner.engine.vehicles()
+    }
+
+    pub fn loan(&self, loan_id: &str) -> Result<Option<Loan>, StoreError> {
+        self.inner.engine.loan(loan_id)
+    }
+
+    pub fn session(&self, terminal_id: &str) -> Result<Option<SessionFacts>, StoreError> {
+        self.inner.engine.session(terminal_id)
+    }
+
+    /// Deletes a vehicle's track and last known position (the registry entries stay). Returns
+    /// the number of track points removed.
+    pub fn purge_vehicle(&self, vehicle_id: &str) -> Result<u64, StoreError> {
+        self.inner
+            .engine
+            .purge_vehicle(vehicle_id, self.inner.cfg.durability)
+    }
+
+    /// Drops track points whose device time is older than `retention_days` before `now_ms`.
+    /// Returns the number removed.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let keep_ms = i64::from(self.inner.cfg.retention_days) * 86_400_000;
+        self.inner
+            .engine
+            .drop_track_before(now_ms.saturating_sub(keep_ms), self.inner.cfg.durability)
+    }
+}
+
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    let open_err = |e: std::io::Error| StoreError::Open {
+        path: dir.to_path_buf(),
+        source: Arc::new(e),
+    };
+    std::fs::create_dir_all(dir).map_err(open_err)?;
+    let path = dir.join("store.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(open_err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(open_err(e)),
+    }
+}
+
+fn check_id(what: &'static str, id: &str) -> Result<(), StoreError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(StoreError::InvalidId {
+            what,
+            id: id.chars().take(64).collect(),
+        });
+    }
+    Ok(())
+}
+
+/// Rejects a request before it is queued, so one bad caller cannot fail a whole group commit.
+fn validate(writes: &[Write]) -> Result<(), StoreError> {
+    for w in writes {
+        match w {
+            Write::Fix { vehicle_id, fix } => {
+                check_id("vehicle id", vehicle_id)?;
+                check_id("terminal id", &fix.terminal_id)?;
+            }
+            Write::LastKnown(lk) => {
+                check_id("vehicle id", &lk.vehicle_id)?;
+                check_id("terminal id", &lk.fix.terminal_id)?;
+            }
+            Write::AuthCode { terminal_id, .. } | Write::Session { terminal_id, .. } => {
+                check_id("terminal id", terminal_id)?;
+            }
+            Write::Device(d) => {
+                check_id("terminal id", &d.terminal_id)?;
+                if let Some(v) = &d.vehicle_id {
+                    check_id("vehicle id", v)?;
+                }
+            }
+            Write::Vehicle(v) => check_id("vehicle id", &v.vehicle_id)?,
+            Write::Loan(l) => {
+                check_id("loan id", &l.loan_id)?;
+                check_id("vehicle id", &l.vehicle_id)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+use super::*;
+use crate::model::{DeviceRole, FixFlags, LoanStage, Motion};
+
+fn fix(terminal: &str, time_ms: i64, lat: f64) -> Fix {
+    Fix {
+        terminal_id: terminal.into(),
+        time_ms,
+        received_ms: time_ms + 500,
+        latitude: lat,
+        longitude: 113.9,
+        altitude_m: 12,
+        speed_kmh: 42.5,
+        course: 90,
+        alarm: 0,
+        status: 3,
+        flags: FixFlags::empty(),
+        battery_pct: Some(80),
+        voltage_mv: None,
+    }
+}
+
+fn open(dir: &std::path::Path, durability: Durability) -> Store {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.durability = durability;
+    Store::open(&cfg).unwrap()
+}
+
+fn device(terminal: &str, vehicle: Option<&str>) -> Device {
+    Device {
+        terminal_id: terminal.into(),
+        protocol: "jt808".into(),
+        role: DeviceRole::Wired,
+        sim: None,
+        imei: None,
+        vehicle_id: vehicle.map(Into::into),
+        model: None,
+        skip_checksum: false,
+    }
+}
+
+#[test]
+fn track_comes_out_in_device_time_order_and_duplicates_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Fsync);
+    // Arrival order differs from device-time order, as with a blind-area batch.
+    let times = [5_000, 1_000, 3_000, 1_000, -2_000];
+    for (i, t) in times.iter().enumerate() {
+        store
+            .commit_blocking(vec![Write::Fix {
+                vehicle_id: "V1".into(),
+                fix: fix("013800000001", *t, 22.0 + i as f64),
+            }])
+            .unwrap();
+    }
+    // Another vehicle whose id has V1 as prefix must not leak into V1's scan.
+    store
+        .commit_blocking(vec![Write::Fix {
+            vehicle_id: "V10".into(),
+            fix: fix("013800000002", 2_000, 1.0),
+        }])
+        .unwrap();
+    let track = store.track("V1", i64::MIN, i64::MAX, 100).unwrap();
+    let got: Vec<i64> = track.iter().map(|f| f.time_ms).collect();
+    assert_eq!(got, vec![-2_000, 1_000, 3_000, 5_000]);
+    // The re-sent fix at 1000 replaced the first one (latitude of the 4th write).
+    assert_eq!(track[1].latitude, 25.0);
+    assert_eq!(
+        store.track("V1", 1_000, 3_000, 100).unwrap().len(),
+        2,
+        "bounds are inclusive"
+    );
+    assert_eq!(store.track("V1", i64::MIN, i64::MAX, 2).unwrap().len(), 2);
+    assert!(store.track("V1", 10, 5, 100).unwrap().is_empty());
+}
+
+#[test]
+fn everything_committed_is_there_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    for durability in [Durability::Fsync, Durability::Buffered] {
+        let sub = dir.path().join(format!("{durability:?}"));
+        {
+            let store = open(&sub, durability);
+            let f = fix("013800000001", 10_000, 22.5);
+            store
+                .commit_blocking(vec![
+                    Write::Fix {
+                        vehicle_id: "V1".into(),
+                        fix: f.clone(),
+                    },
+                    Write::LastKnown(LastKnown {
+                        vehicle_id: "V1".into(),
+                        fix: f,
+                        motion: Motion::Parked { since_ms: 9_000 },
+                        acc: true,
+                        last_frame_ms: 10_500,
+                    }),
+                    Write::AuthCode {
+                        terminal_id: "013800000001".into(),
+                        code: "abc123".into(),
+                    },
+                    Write::Session {
+                        terminal_id: "013800000001".into(),
+                        facts: SessionFacts {
+                            last_connect_ms: 1,
+                            last_peer: "127.0.0.1:5000".into(),
+                            version: "2013".into(),
+                            last_frame_ms: 2,
+                        },
+                    },
+                ])
+                .unwrap();
+        }
+        let store = open(&sub, durability);
+        let lk = store.last_known("V1").unwrap().unwrap();
+        assert_eq!(lk.motion, Motion::Parked { since_ms: 9_000 });
+        assert_eq!(lk.fix.latitude, 22.5);
+        assert_eq!(store.all_last_known().unwrap().len(), 1);
+        assert_eq!(store.track("V1", 0, i64::MAX, 10).unwrap().len(), 1);
+        assert_eq!(
+            store.auth_code("013800000001").unwrap().as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(
+            store.session("013800000001").unwrap().unwrap().version,
+            "2013"
+        );
+        assert!(store.last_known("V2").unwrap().is_none());
+    }
+}
+
+#[test]
+fn vehicle_index_follows_device_reassignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Buffered);
+    store
+        .commit_blocking(vec![
+            Write::Device(device("1", Some("A"))),
+            Write::Device(device("2", Some("A"))),
+            Write::Device(device("3", None)),
+        ])
+        .unwrap();
+    let ids = |v: &str| -> Vec<String> {
+        store
+            .devices_of_vehicle(v)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.terminal_id)
+            .collect()
+    };
+    assert_eq!(ids("A"), vec!["1", "2"]);
+    // Two writes of the same device in one batch: the index must reflect the last one.
+    store
+        .commit_blocking(vec![
+            Write::Device(device("2", Some("B"))),
+            Write::Device(device("2", Some("C"))),
+            Write::Device(device("3", Some("C"))),
+        ])
+        .unwrap();
+    assert_eq!(ids("A"), vec!["1"]);
+    assert!(ids("B").is_empty());
+    assert_eq!(ids("C"), vec!["2", "3"]);
+    assert_eq!(store.devices().unwrap().len(), 3);
+    store
+        .commit_blocking(vec![
+            Write::Vehicle(Vehicle {
+                vehicle_id: "C".into(),
+                plate: Some("粤B12345".into()),
+                vin: None,
+                loan_id: Some("L1".into()),
+            }),
+            Write::Loan(Loan {
+                loan_id: "L1".into(),
+                vehicle_id: "C".into(),
+                stage: LoanStage::Watch,
+            }),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.vehicle("C").unwrap().unwrap().plate.as_deref(),
+        Some("粤B12345")
+    );
+    assert_eq!(store.loan("L1").unwrap().unwrap().stage, LoanStage::Watch);
+}
+
+#[test]
+fn retention_and_purge_remove_only_what_they_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.retention_days = 1;
+    let store = Store::open(&cfg).unwrap();
+    let day = 86_400_000;
+    let now = 10 * day;
+    let mut writes = Vec::new();
+    for v in ["A", "B"] {
+        for t in [now - 3 * day, now - day - 1, now - day, now - 5] {
+            writes.push(Write::Fix {
+                vehicle_id: v.into(),
+                fix: fix("1", t, 1.0),
+            });
+        }
+    }
+    let f = fix("1", now - 5, 1.0);
+    writes.push(Write::LastKnown(LastKnown {
+        vehicle_id: "A".into(),
+        fix: f,
+        motion: Motion::Moving,
+        acc: true,
+        last_frame_ms: now,
+    }));
+    store.commit_blocking(writes).unwrap();
+    assert_eq!(store.apply_retention(now).unwrap(), 4);
+    assert_eq!(store.track("A", i64::MIN, i64::MAX, 100).unwrap().len(), 2);
+    assert_eq!(store.apply_retention(now).unwrap(), 0);
+    assert_eq!(store.purge_vehicle("A").unwrap(), 2);
+    assert!(store
+        .track("A", i64::MIN, i64::MAX, 100)
+        .unwrap()
+        .is_empty());
+    assert!(store.last_known("A").unwrap().is_none());
+    assert_eq!(store.track("B", i64::MIN, i64::MAX, 100).unwrap().len(), 2);
+}
+
+#[test]
+fn invalid_ids_are_rejected_before_queueing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Buffered);
+    let err = store
+        .commit_blocking(vec![Write::Fix {
+            vehicle_id: String::new(),
+            fix: fix("1", 0, 0.0),
+        }])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidId {
+                what: "vehicle id",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_are_grouped_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Fsync);
+    let mut tasks = Vec::new();
+    for task in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                store
+                    .commit(vec![Write::Fix {
+                        vehicle_id: format!("V{task}"),
+                        fix: fix("1", i, 0.0),
+                    }])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    store.flush().await.unwrap();
+    for task in 0..64 {
+        assert_eq!(
+            store
+                .track(&format!("V{task}"), i64::MIN, i64::MAX, 100)
+                .unwrap()
+                .len(),
+            20
+        );
+    }
+}
+
+#[test]
+fn a_second_open_of_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Buffered);
+    let err = Store::open(&StoreConfig::new(dir.path())).err().unwrap();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    drop(store);
+    open(dir.path(), Durability::Buffered);
+}
