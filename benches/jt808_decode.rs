@@ -20,7 +20,10 @@ use jt808::codec::Jt808Codec;
 fn location_0200(c: &mut Criterion) {
     let frame = frames::location_0200();
     let mut group = c.benchmark_group("jt808_0200_split_decode");
-    group.throughput(Throughput::ElementsAndBytes { elements: 1, bytes: frame.len() as u64 });
+    group.throughput(Throughput::ElementsAndBytes {
+        elements: 1,
+        bytes: frame.len() as u64,
+    });
 
     let mut ours = Ours::default();
     let mut buf = Vec::with_capacity(4096);
@@ -37,12 +40,19 @@ fn location_0200(c: &mut Criterion) {
     group.bench_function("jt808 crate", |b| {
         b.iter(|| {
             peer_buf.extend_from_slice(black_box(&frame));
-            black_box(peers::jt808_crate_location(&mut codec, &mut peer_buf).expect("jt808 decodes the frame"))
+            black_box(
+                peers::jt808_crate_location(&mut codec, &mut peer_buf)
+                    .expect("jt808 decodes the frame"),
+            )
         })
     });
 
     group.bench_function("jt808-rs (framing only)", |b| {
-        b.iter(|| black_box(peers::jt808_rs_frame(black_box(&frame)).expect("jt808-rs unescapes the frame")))
+        b.iter(|| {
+            black_box(
+                peers::jt808_rs_frame(black_box(&frame)).expect("jt808-rs unescapes the frame"),
+            )
+        })
     });
     group.finish();
 }
@@ -50,7 +60,10 @@ fn location_0200(c: &mut Criterion) {
 fn batch_0704(c: &mut Criterion) {
     let frame = frames::batch_0704();
     let mut group = c.benchmark_group("jt808_0704_split_decode");
-    group.throughput(Throughput::ElementsAndBytes { elements: 1, bytes: frame.len() as u64 });
+    group.throughput(Throughput::ElementsAndBytes {
+        elements: 1,
+        bytes: frame.len() as u64,
+    });
 
     let mut ours = Ours::default();
     let mut buf = Vec::with_capacity(4096);
@@ -67,12 +80,19 @@ fn batch_0704(c: &mut Criterion) {
     group.bench_function("jt808 crate", |b| {
         b.iter(|| {
             peer_buf.extend_from_slice(black_box(&frame));
-            black_box(peers::jt808_crate_batch(&mut codec, &mut peer_buf).expect("jt808 decodes the batch"))
+            black_box(
+                peers::jt808_crate_batch(&mut codec, &mut peer_buf)
+                    .expect("jt808 decodes the batch"),
+            )
         })
     });
 
     group.bench_function("jt808-rs (framing only)", |b| {
-        b.iter(|| black_box(peers::jt808_rs_frame(black_box(&frame)).expect("jt808-rs unescapes the frame")))
+        b.iter(|| {
+            black_box(
+                peers::jt808_rs_frame(black_box(&frame)).expect("jt808-rs unescapes the frame"),
+            )
+        })
     });
     group.finish();
 }

@@ -30,7 +30,10 @@ fn frame_files() -> Vec<PathBuf> {
         })
         .unwrap_or_default();
     if files.is_empty() {
-        for shared in ["../shared/reference-frames/jt808.jsonl", "../../shared/reference-frames/jt808.jsonl"] {
+        for shared in [
+            "../shared/reference-frames/jt808.jsonl",
+            "../../shared/reference-frames/jt808.jsonl",
+        ] {
             let path = root.join(shared);
             if path.exists() {
                 files.push(path);
@@ -60,7 +63,10 @@ fn judge_location(location: &Jt0x0200, expect: &Value) -> Vec<String> {
     let bcd = expect["time_bcd"].as_str().unwrap_or("");
     let got = location.gps.time.format("%y%m%d%H%M%S").to_string();
     if got != bcd {
-        wrong.push(format!("time (BCD {bcd} read as binary: {})", location.gps.time.format("%Y-%m-%d %H:%M:%S")));
+        wrong.push(format!(
+            "time (BCD {bcd} read as binary: {})",
+            location.gps.time.format("%Y-%m-%d %H:%M:%S")
+        ));
     }
     wrong
 }
@@ -79,7 +85,11 @@ fn jt808_crate_verdict(wire: &[u8], expect: &Value, values: &Value) -> String {
             wrong.push(format!("accepted a frame that must be rejected ({error})"));
         }
         if values.is_null() {
-            return if wrong.is_empty() { "header only".into() } else { format!("wrong: {}", wrong.join("; ")) };
+            return if wrong.is_empty() {
+                "header only".into()
+            } else {
+                format!("wrong: {}", wrong.join("; "))
+            };
         }
         if let Some(terminal) = values["terminal_id"].as_str() {
             if frame.sim.to_string().trim_start_matches('0') != terminal.trim_start_matches('0') {
@@ -118,8 +128,13 @@ fn jt808_crate_verdict(wire: &[u8], expect: &Value, values: &Value) -> String {
 fn jt808_rs_verdict(wire: &[u8], expect: &Value) -> String {
     let outcome = catch_unwind(|| match jt808_rs::model::Base::try_from(wire.to_vec()) {
         Err(e) => format!("rejected ({e})"),
-        Ok(_) if expect.get("error").is_some() => "unescaped a frame that must be rejected; no body decoder".into(),
-        Ok(base) => format!("framing only (id 0x{:04x}); no body decoder", base.meta.msgtp),
+        Ok(_) if expect.get("error").is_some() => {
+            "unescaped a frame that must be rejected; no body decoder".into()
+        }
+        Ok(base) => format!(
+            "framing only (id 0x{:04x}); no body decoder",
+            base.meta.msgtp
+        ),
     });
     outcome.unwrap_or_else(|p| format!("PANIC: {}", panic_text(p)))
 }
@@ -134,23 +149,39 @@ pub fn print_peer_coverage() {
     }
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    println!("peer coverage over {}:", files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    println!(
+        "peer coverage over {}:",
+        files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let (mut total, mut jt808_ok, mut jt808_panic) = (0, 0, 0);
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let Ok(frame) = serde_json::from_str::<Value>(line) else { continue };
+            let Ok(frame) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
             let expect = &frame["expect"];
             let id = frame["id"].as_str().unwrap_or("?");
             let malformed = expect.get("error").is_some();
             // A frame a strict decoder rejects may still carry the values a
             // lenient one finds (`lenient_expect`, bad check byte only).
-            let values = if malformed { &frame["lenient_expect"] } else { expect };
+            let values = if malformed {
+                &frame["lenient_expect"]
+            } else {
+                expect
+            };
             let message_id = values["message_id"].as_u64().unwrap_or(0);
-            if !(malformed || matches!(message_id, 0x0200 | 0x0704)) || frame["direction"] == "down" {
+            if !(malformed || matches!(message_id, 0x0200 | 0x0704)) || frame["direction"] == "down"
+            {
                 continue;
             }
-            let Some(wire) = frame["hex"].as_str().and_then(|h| hex::decode(h).ok()) else { continue };
+            let Some(wire) = frame["hex"].as_str().and_then(|h| hex::decode(h).ok()) else {
+                continue;
+            };
             let jt808 = jt808_crate_verdict(&wire, expect, values);
             let jt808_rs = jt808_rs_verdict(&wire, expect);
             total += 1;

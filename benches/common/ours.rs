@@ -28,13 +28,20 @@ impl Default for Ours {
         Self {
             splitter: Splitter::new(DEFAULT_MAX_FRAME),
             scratch: Box::new([0u8; MAX_LOGICAL_FRAME]),
-            opts: DecodeOptions { skip_checksum: false, max_frame: DEFAULT_MAX_FRAME },
+            opts: DecodeOptions {
+                skip_checksum: false,
+                max_frame: DEFAULT_MAX_FRAME,
+            },
         }
     }
 }
 
 fn fix_of(location: &liengate_protocols::jt808::Location<'_>) -> Fix {
-    let extras = location.extras.iter().map(|item| item.value.len() + 1).sum();
+    let extras = location
+        .extras
+        .iter()
+        .map(|item| item.value.len() + 1)
+        .sum();
     Fix {
         lat_raw: location.lat_raw,
         lon_raw: location.lon_raw,

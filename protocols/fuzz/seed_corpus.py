@@ -14,7 +14,7 @@ import os
 import sys
 
 here = os.path.dirname(os.path.abspath(__file__))
-default = os.path.join(here, "..", "..", "fixtures", "jt808", "jt808.jsonl")
+default = os.path.join(here, "..", "..", "fixtures", "jt808", "frames.jsonl")
 if not os.path.exists(default):
     default = os.path.join(here, "..", "..", "..", "shared", "reference-frames", "jt808.jsonl")
 source = sys.argv[1] if len(sys.argv) > 1 else default

@@ -85,19 +85,32 @@ fn split_and_decode(
     scratch: &mut [u8; MAX_LOGICAL_FRAME],
     stream: &[u8],
 ) -> (usize, usize, usize) {
-    let opts = DecodeOptions { skip_checksum: false, max_frame: DEFAULT_MAX_FRAME };
+    let opts = DecodeOptions {
+        skip_checksum: false,
+        max_frame: DEFAULT_MAX_FRAME,
+    };
     let (mut frames, mut locations, mut extras) = (0, 0, 0);
     let mut at = 0;
     loop {
         match splitter.next(&stream[at..]) {
             Split::Frame { frame, consumed } => {
                 let wire = &stream[at + frame.start..at + frame.end];
-                let (packet, message) = decode_frame(wire, scratch, &opts).expect("reference frame decodes");
+                let (packet, message) =
+                    decode_frame(wire, scratch, &opts).expect("reference frame decodes");
                 std::hint::black_box(packet.header.terminal);
                 let mut visit = |l: &liengate_protocols::jt808::Location<'_>| {
                     locations += 1;
-                    std::hint::black_box((l.latitude(), l.longitude(), l.speed_kmh(), l.time.to_unix().ok()));
-                    std::hint::black_box((l.extras.mileage_km(), l.extras.rssi(), l.extras.satellites()));
+                    std::hint::black_box((
+                        l.latitude(),
+                        l.longitude(),
+                        l.speed_kmh(),
+                        l.time.to_unix().ok(),
+                    ));
+                    std::hint::black_box((
+                        l.extras.mileage_km(),
+                        l.extras.rssi(),
+                        l.extras.satellites(),
+                    ));
                     for item in l.extras.iter() {
                         extras += 1;
                         std::hint::black_box(item.value);
@@ -105,7 +118,9 @@ fn split_and_decode(
                 };
                 match message {
                     Message::Location(l) => visit(&l),
-                    Message::Batch(b) => b.items().for_each(|item| visit(&item.expect("batch item decodes"))),
+                    Message::Batch(b) => b
+                        .items()
+                        .for_each(|item| visit(&item.expect("batch item decodes"))),
                     other => panic!("unexpected message {other:?}"),
                 }
                 frames += 1;
@@ -133,7 +148,10 @@ fn split_and_decode_allocate_nothing() {
     assert_eq!(frames, 3);
     assert_eq!(locations, 5);
     assert_eq!(extras, 8 + 6 + 3 * 4, "extra items seen");
-    assert_eq!(allocations, 0, "the hot decode path allocated {allocations} times");
+    assert_eq!(
+        allocations, 0,
+        "the hot decode path allocated {allocations} times"
+    );
 }
 
 #[test]

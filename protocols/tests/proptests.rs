@@ -15,7 +15,7 @@
 
 use bytes::BytesMut;
 use liengate_protocols::jt808::{
-    decode_frame, encode_message, parse_packet, Alarm, BatchKind, BcdTime, Batch, CameraReply,
+    decode_frame, encode_message, parse_packet, Alarm, Batch, BatchKind, BcdTime, CameraReply,
     DecodeOptions, Extras, GeneralResponse, Header, Location, Media, MediaEvent, MediaReply,
     Message, PackageIndices, Params, ParamsReply, PublicKey, Register, RegisterReply,
     ResendRequest, SetParams, Split, Splitter, Status, TerminalControl, TerminalId, Text,
@@ -66,9 +66,25 @@ enum Spec {
     Heartbeat,
     Logout,
     QueryServerTime,
-    Register { province: u16, city: u16, maker: Vec<u8>, model: Vec<u8>, device: Vec<u8>, color: u8, plate: Vec<u8> },
-    Auth { code: Vec<u8>, imei: Option<Vec<u8>>, software: Option<Vec<u8>> },
-    ParamsReply { reply_serial: u16, count: u8, params: Vec<u8> },
+    Register {
+        province: u16,
+        city: u16,
+        maker: Vec<u8>,
+        model: Vec<u8>,
+        device: Vec<u8>,
+        color: u8,
+        plate: Vec<u8>,
+    },
+    Auth {
+        code: Vec<u8>,
+        imei: Option<Vec<u8>>,
+        software: Option<Vec<u8>>,
+    },
+    ParamsReply {
+        reply_serial: u16,
+        count: u8,
+        params: Vec<u8>,
+    },
     Attributes {
         terminal_type: u16,
         maker: Vec<u8>,
@@ -86,43 +102,97 @@ enum Spec {
     EventReport(u8),
     QuestionReply(u16, u8),
     InfoDemand(u8, u8),
-    Batch { kind: u8, items: Vec<LocSpec>, raw: Vec<u8> },
+    Batch {
+        kind: u8,
+        items: Vec<LocSpec>,
+        raw: Vec<u8>,
+    },
     MediaEvent(u32, u8, u8, u8, u8),
-    Media { head: (u32, u8, u8, u8, u8), location: LocSpec, data: Vec<u8> },
-    CameraReply { reply_serial: u16, result: u8, ids: Vec<u8> },
+    Media {
+        head: (u32, u8, u8, u8, u8),
+        location: LocSpec,
+        data: Vec<u8>,
+    },
+    CameraReply {
+        reply_serial: u16,
+        result: u8,
+        ids: Vec<u8>,
+    },
     Passthrough(u8, Vec<u8>),
     PublicKey(u32, Vec<u8>),
     PlatformResponse(u16, u16, u8),
-    ResendRequest { original_serial: u16, indices: Vec<u16> },
+    ResendRequest {
+        original_serial: u16,
+        indices: Vec<u16>,
+    },
     ServerTime([u8; 6]),
-    RegisterReply { reply_serial: u16, result: u8, code: Vec<u8> },
-    SetParams { count: u8, params: Vec<u8> },
+    RegisterReply {
+        reply_serial: u16,
+        result: u8,
+        code: Vec<u8>,
+    },
+    SetParams {
+        count: u8,
+        params: Vec<u8>,
+    },
     QueryParams,
     TerminalControl(u8, Vec<u8>),
     QueryLocation,
     TrackControl(u16, u32),
-    Text { flag: u8, text_type: Option<u8>, text: Vec<u8> },
+    Text {
+        flag: u8,
+        text_type: Option<u8>,
+        text: Vec<u8>,
+    },
     VehicleFlag(u8),
     VehicleItems(u16, Vec<u8>),
-    MediaReply { media_id: u32, indices: Vec<u16> },
-    Fragment { id: u16, total: u16, index: u16, body: Vec<u8> },
+    MediaReply {
+        media_id: u32,
+        indices: Vec<u16>,
+    },
+    Fragment {
+        id: u16,
+        total: u16,
+        index: u16,
+        body: Vec<u8>,
+    },
     Unknown(u16, Vec<u8>),
 }
 
-fn media_event((media_id, media_type, format, event, channel): (u32, u8, u8, u8, u8)) -> MediaEvent {
-    MediaEvent { media_id, media_type, format, event, channel }
+fn media_event(
+    (media_id, media_type, format, event, channel): (u32, u8, u8, u8, u8),
+) -> MediaEvent {
+    MediaEvent {
+        media_id,
+        media_type,
+        format,
+        event,
+        channel,
+    }
 }
 
 impl Spec {
     fn message(&self) -> Message<'_> {
         match self {
             Spec::GeneralResponse(reply_serial, reply_id, result) => {
-                Message::GeneralResponse(GeneralResponse { reply_serial: *reply_serial, reply_id: *reply_id, result: *result })
+                Message::GeneralResponse(GeneralResponse {
+                    reply_serial: *reply_serial,
+                    reply_id: *reply_id,
+                    result: *result,
+                })
             }
             Spec::Heartbeat => Message::Heartbeat,
             Spec::Logout => Message::Logout,
             Spec::QueryServerTime => Message::QueryServerTime,
-            Spec::Register { province, city, maker, model, device, color, plate } => Message::Register(Register {
+            Spec::Register {
+                province,
+                city,
+                maker,
+                model,
+                device,
+                color,
+                plate,
+            } => Message::Register(Register {
                 province: *province,
                 city: *city,
                 maker_id: maker,
@@ -131,49 +201,85 @@ impl Spec {
                 plate_color: *color,
                 plate,
             }),
-            Spec::Auth { code, imei, software } => Message::Auth(Auth {
+            Spec::Auth {
+                code,
+                imei,
+                software,
+            } => Message::Auth(Auth {
                 code,
                 imei: imei.as_deref(),
                 software_version: software.as_deref(),
             }),
-            Spec::ParamsReply { reply_serial, count, params } => {
-                Message::ParamsReply(ParamsReply { reply_serial: *reply_serial, count: *count, params: Params(params) })
-            }
-            Spec::Attributes { terminal_type, maker, model, terminal, iccid, hardware, firmware, gnss, comm } => {
-                Message::Attributes(Attributes {
-                    terminal_type: *terminal_type,
-                    maker_id: maker,
-                    model,
-                    terminal_id: terminal,
-                    iccid: *iccid,
-                    hardware_version: hardware,
-                    firmware_version: firmware,
-                    gnss: *gnss,
-                    comm: *comm,
-                })
-            }
-            Spec::UpgradeResult(kind, result) => Message::UpgradeResult(UpgradeResult { kind: *kind, result: *result }),
+            Spec::ParamsReply {
+                reply_serial,
+                count,
+                params,
+            } => Message::ParamsReply(ParamsReply {
+                reply_serial: *reply_serial,
+                count: *count,
+                params: Params(params),
+            }),
+            Spec::Attributes {
+                terminal_type,
+                maker,
+                model,
+                terminal,
+                iccid,
+                hardware,
+                firmware,
+                gnss,
+                comm,
+            } => Message::Attributes(Attributes {
+                terminal_type: *terminal_type,
+                maker_id: maker,
+                model,
+                terminal_id: terminal,
+                iccid: *iccid,
+                hardware_version: hardware,
+                firmware_version: firmware,
+                gnss: *gnss,
+                comm: *comm,
+            }),
+            Spec::UpgradeResult(kind, result) => Message::UpgradeResult(UpgradeResult {
+                kind: *kind,
+                result: *result,
+            }),
             Spec::Location(l) => Message::Location(l.location()),
-            Spec::LocationReply(reply_serial, l) => {
-                Message::LocationReply { reply_serial: *reply_serial, location: l.location() }
-            }
+            Spec::LocationReply(reply_serial, l) => Message::LocationReply {
+                reply_serial: *reply_serial,
+                location: l.location(),
+            },
             Spec::EventReport(e) => Message::EventReport(*e),
-            Spec::QuestionReply(reply_serial, answer_id) => {
-                Message::QuestionReply { reply_serial: *reply_serial, answer_id: *answer_id }
-            }
-            Spec::InfoDemand(info_type, flag) => Message::InfoDemand { info_type: *info_type, flag: *flag },
+            Spec::QuestionReply(reply_serial, answer_id) => Message::QuestionReply {
+                reply_serial: *reply_serial,
+                answer_id: *answer_id,
+            },
+            Spec::InfoDemand(info_type, flag) => Message::InfoDemand {
+                info_type: *info_type,
+                flag: *flag,
+            },
             Spec::Batch { kind, items, raw } => Message::Batch(Batch {
                 kind: BatchKind::from_u8(*kind),
                 count: items.len() as u16,
                 raw_items: raw,
             }),
-            Spec::MediaEvent(a, b, c, d, e) => Message::MediaEvent(media_event((*a, *b, *c, *d, *e))),
-            Spec::Media { head, location, data } => Message::Media(Media {
+            Spec::MediaEvent(a, b, c, d, e) => {
+                Message::MediaEvent(media_event((*a, *b, *c, *d, *e)))
+            }
+            Spec::Media {
+                head,
+                location,
+                data,
+            } => Message::Media(Media {
                 head: media_event(*head),
                 location: location.location(),
                 data,
             }),
-            Spec::CameraReply { reply_serial, result, ids } => Message::CameraReply(CameraReply {
+            Spec::CameraReply {
+                reply_serial,
+                result,
+                ids,
+            } => Message::CameraReply(CameraReply {
                 reply_serial: *reply_serial,
                 result: *result,
                 count: (ids.len() / 4) as u16,
@@ -181,37 +287,73 @@ impl Spec {
             }),
             Spec::Passthrough(kind, data) => Message::Passthrough { kind: *kind, data },
             Spec::PublicKey(e, n) => Message::PublicKey(PublicKey { e: *e, n }),
-            Spec::PlatformResponse(reply_serial, reply_id, result) => Message::PlatformResponse(GeneralResponse {
-                reply_serial: *reply_serial,
-                reply_id: *reply_id,
-                result: *result,
-            }),
-            Spec::ResendRequest { original_serial, indices } => Message::ResendRequest(ResendRequest {
+            Spec::PlatformResponse(reply_serial, reply_id, result) => {
+                Message::PlatformResponse(GeneralResponse {
+                    reply_serial: *reply_serial,
+                    reply_id: *reply_id,
+                    result: *result,
+                })
+            }
+            Spec::ResendRequest {
+                original_serial,
+                indices,
+            } => Message::ResendRequest(ResendRequest {
                 original_serial: *original_serial,
                 indices: PackageIndices::List(indices),
             }),
             Spec::ServerTime(t) => Message::ServerTime(BcdTime(*t)),
-            Spec::RegisterReply { reply_serial, result, code } => {
-                Message::RegisterReply(RegisterReply { reply_serial: *reply_serial, result: *result, auth_code: code })
-            }
-            Spec::SetParams { count, params } => Message::SetParams(SetParams { count: *count, params: Params(params) }),
+            Spec::RegisterReply {
+                reply_serial,
+                result,
+                code,
+            } => Message::RegisterReply(RegisterReply {
+                reply_serial: *reply_serial,
+                result: *result,
+                auth_code: code,
+            }),
+            Spec::SetParams { count, params } => Message::SetParams(SetParams {
+                count: *count,
+                params: Params(params),
+            }),
             Spec::QueryParams => Message::QueryParams,
-            Spec::TerminalControl(command, params) => {
-                Message::TerminalControl(TerminalControl { command: *command, params })
-            }
+            Spec::TerminalControl(command, params) => Message::TerminalControl(TerminalControl {
+                command: *command,
+                params,
+            }),
             Spec::QueryLocation => Message::QueryLocation,
-            Spec::TrackControl(interval_s, validity_s) => {
-                Message::TrackControl { interval_s: *interval_s, validity_s: *validity_s }
-            }
-            Spec::Text { flag, text_type, text } => Message::Text(Text { flag: *flag, text_type: *text_type, text }),
+            Spec::TrackControl(interval_s, validity_s) => Message::TrackControl {
+                interval_s: *interval_s,
+                validity_s: *validity_s,
+            },
+            Spec::Text {
+                flag,
+                text_type,
+                text,
+            } => Message::Text(Text {
+                flag: *flag,
+                text_type: *text_type,
+                text,
+            }),
             Spec::VehicleFlag(f) => Message::VehicleControl(VehicleControl::Flag(*f)),
-            Spec::VehicleItems(count, items) => Message::VehicleControl(VehicleControl::Items { count: *count, items }),
-            Spec::MediaReply { media_id, indices } => {
-                Message::MediaReply(MediaReply { media_id: *media_id, retransmit: PackageIndices::List(indices) })
-            }
-            Spec::Fragment { id, total, index, body } => {
-                Message::Fragment { id: *id, total: *total, index: *index, body }
-            }
+            Spec::VehicleItems(count, items) => Message::VehicleControl(VehicleControl::Items {
+                count: *count,
+                items,
+            }),
+            Spec::MediaReply { media_id, indices } => Message::MediaReply(MediaReply {
+                media_id: *media_id,
+                retransmit: PackageIndices::List(indices),
+            }),
+            Spec::Fragment {
+                id,
+                total,
+                index,
+                body,
+            } => Message::Fragment {
+                id: *id,
+                total: *total,
+                index: *index,
+                body,
+            },
             Spec::Unknown(id, body) => Message::Unknown { id: *id, body },
         }
     }
@@ -222,7 +364,11 @@ impl Spec {
 // ---------------------------------------------------------------------------
 
 fn version() -> impl Strategy<Value = Version> {
-    prop_oneof![Just(Version::V2011), Just(Version::V2013), Just(Version::V2019)]
+    prop_oneof![
+        Just(Version::V2011),
+        Just(Version::V2013),
+        Just(Version::V2019)
+    ]
 }
 
 /// A fixed-width text field as the decoder returns it: at most `width` bytes
@@ -256,19 +402,25 @@ fn extras() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn location_with(extras: BoxedStrategy<Vec<u8>>) -> impl Strategy<Value = LocSpec> {
-    (any::<(u32, u32, u32, u32)>(), any::<(u16, u16, u16)>(), any::<[u8; 6]>(), extras).prop_map(
-        |((alarm, status, lat, lon), (altitude, speed, course), time, extras)| LocSpec {
-            alarm,
-            status,
-            lat,
-            lon,
-            altitude,
-            speed,
-            course,
-            time,
-            extras,
-        },
+    (
+        any::<(u32, u32, u32, u32)>(),
+        any::<(u16, u16, u16)>(),
+        any::<[u8; 6]>(),
+        extras,
     )
+        .prop_map(
+            |((alarm, status, lat, lon), (altitude, speed, course), time, extras)| LocSpec {
+                alarm,
+                status,
+                lat,
+                lon,
+                altitude,
+                speed,
+                course,
+                time,
+                extras,
+            },
+        )
 }
 
 fn location() -> impl Strategy<Value = LocSpec> {
@@ -282,9 +434,9 @@ fn media_head() -> impl Strategy<Value = (u32, u8, u8, u8, u8)> {
 /// Message ids that no typed decoder claims (they decode as `Unknown`).
 fn unknown_id() -> impl Strategy<Value = u16> {
     const KNOWN: &[u16] = &[
-        0x0001, 0x0002, 0x0003, 0x0004, 0x0100, 0x0102, 0x0104, 0x0107, 0x0108, 0x0200, 0x0201, 0x0301, 0x0302,
-        0x0303, 0x0704, 0x0800, 0x0801, 0x0805, 0x0900, 0x0a00, 0x8001, 0x8003, 0x8004, 0x8100, 0x8103, 0x8104,
-        0x8105, 0x8201, 0x8202, 0x8300, 0x8500, 0x8800,
+        0x0001, 0x0002, 0x0003, 0x0004, 0x0100, 0x0102, 0x0104, 0x0107, 0x0108, 0x0200, 0x0201,
+        0x0301, 0x0302, 0x0303, 0x0704, 0x0800, 0x0801, 0x0805, 0x0900, 0x0a00, 0x8001, 0x8003,
+        0x8004, 0x8100, 0x8103, 0x8104, 0x8105, 0x8201, 0x8202, 0x8300, 0x8500, 0x8800,
     ];
     any::<u16>().prop_filter("a typed message id", |id| !KNOWN.contains(id))
 }
@@ -303,20 +455,46 @@ fn spec(v: Version) -> impl Strategy<Value = Spec> {
         // a 2011 plate is shorter than 12 bytes; its model is space-padded,
         // and the decoder keeps the spaces as sent.
         let plate_max = if v == Version::V2011 { 11 } else { 24 };
-        (any::<(u16, u16, u8)>(), fixed_text(maker_w), fixed_text(model_w), fixed_text(device_w), bytes(plate_max))
-            .prop_map(move |((province, city, color), maker, mut model, device, plate)| {
-                if v == Version::V2011 {
-                    model.resize(8, b' ');
-                }
-                Spec::Register { province, city, maker, model, device, color, plate }
-            })
+        (
+            any::<(u16, u16, u8)>(),
+            fixed_text(maker_w),
+            fixed_text(model_w),
+            fixed_text(device_w),
+            bytes(plate_max),
+        )
+            .prop_map(
+                move |((province, city, color), maker, mut model, device, plate)| {
+                    if v == Version::V2011 {
+                        model.resize(8, b' ');
+                    }
+                    Spec::Register {
+                        province,
+                        city,
+                        maker,
+                        model,
+                        device,
+                        color,
+                        plate,
+                    }
+                },
+            )
     };
     let auth = if v2019 {
         (bytes(40), fixed_text(15), fixed_text(20))
-            .prop_map(|(code, imei, software)| Spec::Auth { code, imei: Some(imei), software: Some(software) })
+            .prop_map(|(code, imei, software)| Spec::Auth {
+                code,
+                imei: Some(imei),
+                software: Some(software),
+            })
             .boxed()
     } else {
-        bytes(40).prop_map(|code| Spec::Auth { code, imei: None, software: None }).boxed()
+        bytes(40)
+            .prop_map(|code| Spec::Auth {
+                code,
+                imei: None,
+                software: None,
+            })
+            .boxed()
     };
     let attributes = {
         let (model_w, terminal_w) = if v2019 { (30, 30) } else { (20, 7) };
@@ -330,20 +508,49 @@ fn spec(v: Version) -> impl Strategy<Value = Spec> {
             bytes(20),
             any::<(u8, u8)>(),
         )
-            .prop_map(|(terminal_type, maker, model, terminal, iccid, hardware, firmware, (gnss, comm))| {
-                Spec::Attributes { terminal_type, maker, model, terminal, iccid, hardware, firmware, gnss, comm }
-            })
+            .prop_map(
+                |(
+                    terminal_type,
+                    maker,
+                    model,
+                    terminal,
+                    iccid,
+                    hardware,
+                    firmware,
+                    (gnss, comm),
+                )| {
+                    Spec::Attributes {
+                        terminal_type,
+                        maker,
+                        model,
+                        terminal,
+                        iccid,
+                        hardware,
+                        firmware,
+                        gnss,
+                        comm,
+                    }
+                },
+            )
     };
     let batch = (any::<u8>(), vec(location(), 0..5)).prop_map(|(kind, items)| {
         let mut raw = BytesMut::new();
         for item in &items {
             Batch::put_item(&mut raw, &item.location());
         }
-        Spec::Batch { kind, items, raw: raw.to_vec() }
+        Spec::Batch {
+            kind,
+            items,
+            raw: raw.to_vec(),
+        }
     });
     // 2011/2013 count indices in a BYTE, 2019 in a WORD.
-    let resend = (any::<u16>(), vec(any::<u16>(), 0..40))
-        .prop_map(|(original_serial, indices)| Spec::ResendRequest { original_serial, indices });
+    let resend = (any::<u16>(), vec(any::<u16>(), 0..40)).prop_map(|(original_serial, indices)| {
+        Spec::ResendRequest {
+            original_serial,
+            indices,
+        }
+    });
     // 2019 text carries a type byte; older editions have none.
     let text = (any::<u8>(), any::<u8>(), bytes(60)).prop_map(move |(flag, t, text)| Spec::Text {
         flag,
@@ -351,14 +558,21 @@ fn spec(v: Version) -> impl Strategy<Value = Spec> {
         text,
     });
     let vehicle = if v2019 {
-        (any::<u16>(), bytes(12)).prop_map(|(count, items)| Spec::VehicleItems(count, items)).boxed()
+        (any::<u16>(), bytes(12))
+            .prop_map(|(count, items)| Spec::VehicleItems(count, items))
+            .boxed()
     } else {
         any::<u8>().prop_map(Spec::VehicleFlag).boxed()
     };
     // The register reply carries an auth code only on success (result 0).
-    let register_reply = (any::<u16>(), 0u8..5, bytes(20)).prop_map(|(reply_serial, result, code)| {
-        Spec::RegisterReply { reply_serial, result, code: if result == 0 { code } else { Vec::new() } }
-    });
+    let register_reply =
+        (any::<u16>(), 0u8..5, bytes(20)).prop_map(|(reply_serial, result, code)| {
+            Spec::RegisterReply {
+                reply_serial,
+                result,
+                code: if result == 0 { code } else { Vec::new() },
+            }
+        });
     let params_list = || {
         vec((any::<u32>(), bytes(10)), 0..6).prop_map(|items| {
             let mut out = BytesMut::new();
@@ -376,8 +590,13 @@ fn spec(v: Version) -> impl Strategy<Value = Spec> {
         Just(Spec::QueryServerTime),
         register,
         auth,
-        (any::<(u16, u8)>(), params_list())
-            .prop_map(|((reply_serial, count), params)| Spec::ParamsReply { reply_serial, count, params }),
+        (any::<(u16, u8)>(), params_list()).prop_map(|((reply_serial, count), params)| {
+            Spec::ParamsReply {
+                reply_serial,
+                count,
+                params,
+            }
+        }),
         attributes,
         any::<(u8, u8)>().prop_map(|(a, b)| Spec::UpgradeResult(a, b)),
         location().prop_map(Spec::Location),
@@ -387,11 +606,25 @@ fn spec(v: Version) -> impl Strategy<Value = Spec> {
         any::<(u8, u8)>().prop_map(|(a, b)| Spec::InfoDemand(a, b)),
         batch,
         media_head().prop_map(|(a, b, c, d, e)| Spec::MediaEvent(a, b, c, d, e)),
-        (media_head(), location_with(Just(Vec::new()).boxed()), bytes(64))
-            .prop_map(|(head, location, data)| Spec::Media { head, location, data }),
-        (any::<(u16, u8)>(), vec(any::<[u8; 4]>(), 0..8)).prop_map(|((reply_serial, result), ids)| {
-            Spec::CameraReply { reply_serial, result, ids: ids.concat() }
-        }),
+        (
+            media_head(),
+            location_with(Just(Vec::new()).boxed()),
+            bytes(64)
+        )
+            .prop_map(|(head, location, data)| Spec::Media {
+                head,
+                location,
+                data
+            }),
+        (any::<(u16, u8)>(), vec(any::<[u8; 4]>(), 0..8)).prop_map(
+            |((reply_serial, result), ids)| {
+                Spec::CameraReply {
+                    reply_serial,
+                    result,
+                    ids: ids.concat(),
+                }
+            }
+        ),
         (any::<u8>(), bytes(64)).prop_map(|(k, d)| Spec::Passthrough(k, d)),
         (any::<u32>(), vec(any::<u8>(), 128)).prop_map(|(e, n)| Spec::PublicKey(e, n)),
         any::<(u16, u16, u8)>().prop_map(|(a, b, c)| Spec::PlatformResponse(a, b, c)),
@@ -407,8 +640,14 @@ fn spec(v: Version) -> impl Strategy<Value = Spec> {
         vehicle,
         (any::<u32>(), vec(any::<u16>(), 0..20))
             .prop_map(|(media_id, indices)| Spec::MediaReply { media_id, indices }),
-        (any::<u16>(), any::<u16>(), any::<u16>(), bytes(64))
-            .prop_map(|(id, total, index, body)| Spec::Fragment { id, total, index, body }),
+        (any::<u16>(), any::<u16>(), any::<u16>(), bytes(64)).prop_map(
+            |(id, total, index, body)| Spec::Fragment {
+                id,
+                total,
+                index,
+                body
+            }
+        ),
         (unknown_id(), bytes(64)).prop_map(|(id, body)| Spec::Unknown(id, body)),
     ]
 }
@@ -417,14 +656,16 @@ fn spec(v: Version) -> impl Strategy<Value = Spec> {
 /// 2019 protocol version byte.
 fn header_for(v: Version) -> impl Strategy<Value = Header> {
     let phone_len = if v == Version::V2019 { 10 } else { 6 };
-    (vec(any::<u8>(), phone_len), any::<u16>(), 1u8..=255).prop_map(move |(phone, serial, protocol_version)| {
-        let terminal = TerminalId::from_bytes(&phone).expect("6 or 10 phone bytes");
-        let mut header = Header::new(0, terminal, serial, v);
-        if v == Version::V2019 {
-            header.protocol_version = protocol_version;
-        }
-        header
-    })
+    (vec(any::<u8>(), phone_len), any::<u16>(), 1u8..=255).prop_map(
+        move |(phone, serial, protocol_version)| {
+            let terminal = TerminalId::from_bytes(&phone).expect("6 or 10 phone bytes");
+            let mut header = Header::new(0, terminal, serial, v);
+            if v == Version::V2019 {
+                header.protocol_version = protocol_version;
+            }
+            header
+        },
+    )
 }
 
 fn case() -> impl Strategy<Value = (Header, Spec)> {
@@ -452,7 +693,10 @@ fn reported_version(sent: Version, spec: &Spec) -> Version {
 }
 
 fn strict() -> DecodeOptions {
-    DecodeOptions { skip_checksum: false, max_frame: DEFAULT_MAX_FRAME }
+    DecodeOptions {
+        skip_checksum: false,
+        max_frame: DEFAULT_MAX_FRAME,
+    }
 }
 
 /// Drains every complete frame from `buf` with `splitter`, checks each
@@ -543,10 +787,8 @@ proptest! {
                         prop_assert_eq!(buf[frame.end - 1], 0x7e);
                         let wire = &buf[frame];
                         let _ = decode_frame(wire, &mut scratch, &strict());
-                        if let Ok((_, message)) = decode_frame(wire, &mut scratch, &lenient) {
-                            if let Message::Batch(batch) = message {
-                                batch.items().take(1024).for_each(drop);
-                            }
+                        if let Ok((_, Message::Batch(batch))) = decode_frame(wire, &mut scratch, &lenient) {
+                            batch.items().take(1024).for_each(drop);
                         }
                         buf.drain(..consumed);
                     }
@@ -658,6 +900,21 @@ fn walk(l: &Location<'_>) {
         let _ = (item.id, item.value.len());
     }
     let e = l.extras;
-    let _ = (e.mileage_km(), e.fuel_l(), e.recorder_speed_kmh(), e.alarm_event_id(), e.overspeed(), e.area());
-    let _ = (e.route_time(), e.ext_status(), e.io_status(), e.analog(), e.rssi(), e.satellites(), e.overrun());
+    let _ = (
+        e.mileage_km(),
+        e.fuel_l(),
+        e.recorder_speed_kmh(),
+        e.alarm_event_id(),
+        e.overspeed(),
+        e.area(),
+    );
+    let _ = (
+        e.route_time(),
+        e.ext_status(),
+        e.io_status(),
+        e.analog(),
+        e.rssi(),
+        e.satellites(),
+        e.overrun(),
+    );
 }
