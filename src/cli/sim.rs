@@ -1,6 +1,7 @@
 //! `liengate sim`: simulated JT808 terminals against a gateway, or the ceiling server.
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use anyhow::{bail, Context};
 use liengate_protocols::jt808::Version;
 use tokio_util::sync::CancellationToken;
 
-use crate::sim::{self, ceiling, Mode, Plan};
+use crate::sim::{self, ceiling, summary, Mode, Plan, Summary};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -19,7 +20,7 @@ use crate::sim::{self, ceiling, Mode, Plan};
 )]
 pub struct SimArgs {
     /// Gateway JT808 address, HOST:PORT (loopback only unless --allow-remote).
-    #[arg(long, required_unless_present = "ceiling_server")]
+    #[arg(long, required_unless_present_any = ["ceiling_server", "merge"])]
     pub target: Option<String>,
     /// Number of simulated terminals.
     #[arg(long, default_value_t = 100)]
@@ -56,6 +57,10 @@ pub struct SimArgs {
     /// every message as a gateway would, storing nothing. Prints `listening jt808 IP:PORT`.
     #[arg(long, value_name = "ADDR", conflicts_with = "target")]
     pub ceiling_server: Option<SocketAddr>,
+    /// Instead of simulating, merge the `--json` summaries in FILE (one per line, from sim
+    /// processes that ran together; `-` = stdin) into one summary.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["target", "ceiling_server"])]
+    pub merge: Option<PathBuf>,
     /// Ceiling server: most connections served at once.
     #[arg(long, default_value_t = 100_000)]
     pub ceiling_max_connections: usize,
@@ -191,6 +196,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = args.ceiling_server {
         return run_ceiling(addr, args.ceiling_max_connections, args.tuning.threads);
     }
+    if let Some(path) = &args.merge {
+        return run_merge(path, args.json);
+    }
     let plan = match plan(&args) {
         Ok(plan) => plan,
         Err(err) => {
@@ -213,6 +221,16 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime(args.tuning.threads)?;
     let mut last_acked = 0u64;
     let summary = rt.block_on(sim::run(plan, |p| {
+        if p.registration_ended {
+            // Always printed: scripts wait for this line before measuring idle connections.
+            eprintln!(
+                "sim: registration ended after {:.3} s: {} registered, {} open",
+                p.elapsed.as_secs_f64(),
+                p.registered,
+                p.open
+            );
+            return;
+        }
         if quiet {
             return;
         }
@@ -242,8 +260,12 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     };
     // Terminals that never finished connecting may still hold sockets; do not wait for them.
     rt.shutdown_timeout(Duration::from_secs(1));
-    if args.json {
-        let line = serde_json::to_string(&summary).context("serialising the summary")?;
+    print_summary(&summary, args.json)
+}
+
+fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        let line = serde_json::to_string(summary).context("serialising the summary")?;
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{line}")?;
         stdout.flush()?;
@@ -257,6 +279,30 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn run_merge(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading summaries from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let parts = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str::<Summary>(line).with_context(|| {
+                format!(
+                    "{} line {}: not a sim --json summary",
+                    path.display(),
+                    n + 1
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let merged = summary::merge(&parts)?;
+    print_summary(&merged, json)
 }
 
 fn run_ceiling(

@@ -93,9 +93,11 @@ pub struct Timeline {
     pub reporting_ended: Instant,
 }
 
-/// A progress snapshot, handed to the caller once a second.
+/// A progress snapshot, handed to the caller once a second and once when registration ends.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
+    /// True for the one snapshot taken when the registration phase ended.
+    pub registration_ended: bool,
     pub elapsed: Duration,
     pub open: u64,
     pub registered: u64,
@@ -197,6 +199,7 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
     }
 
     let snapshot = |run: &Run, reporting: bool| Progress {
+        registration_ended: false,
         elapsed: started.elapsed(),
         open: Stats::get(&run.stats.open),
         registered: Stats::get(&run.stats.registered),
@@ -232,6 +235,11 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
     let not_done = run.plan.devices as u64
         - (Stats::get(&run.stats.registered) + Stats::get(&run.stats.registration_failed));
     run.stats.errors_n(ErrorKind::RegistrationTimeout, not_done);
+
+    progress(&Progress {
+        registration_ended: true,
+        ..snapshot(&run, false)
+    });
 
     // Reporting phase.
     let reporting_started = Instant::now();

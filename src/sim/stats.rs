@@ -142,7 +142,8 @@ pub struct Stats {
     errors: Mutex<BTreeMap<ErrorKind, u64>>,
     /// Answer latency of location messages (send to answer).
     pub report_latency: LatencyRecorder,
-    /// Time from starting to connect to the authentication answer, per terminal.
+    /// Time from starting to connect (after waiting for a connect slot) to the authentication
+    /// answer, per terminal.
     pub registration_latency: LatencyRecorder,
 }
 

@@ -2,14 +2,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::stats::Stats;
 use super::{Mode, Run, Timeline};
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
     pub count: u64,
     pub p50_us: u64,
@@ -43,15 +44,18 @@ impl Latency {
 }
 
 /// What one run measured. Field names are the JSON keys `--json` prints.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub target: String,
+    /// Simulator processes merged into this summary (1 for a single run).
+    #[serde(default = "one")]
+    pub processes: u32,
     pub devices: usize,
     /// "fixed", "closed_loop" or "idle".
-    pub mode: &'static str,
+    pub mode: String,
     /// Reports per terminal and second in fixed mode (0 otherwise).
     pub rate: f64,
-    pub version: &'static str,
+    pub version: String,
     pub first_id: u64,
     pub registered: u64,
     pub registration_failed: u64,
@@ -77,10 +81,121 @@ pub struct Summary {
     pub platform_requests: u64,
     /// Answer latency of location messages (0x0200 and 0x0704).
     pub latency: Latency,
-    pub errors: BTreeMap<&'static str, u64>,
+    pub errors: BTreeMap<String, u64>,
     pub error_total: u64,
     /// Errors where the server answered against the protocol (wrong serial, id, result, frame).
     pub wrong_answers: u64,
+    /// The latency histograms, HdrHistogram V2 + deflate, hex: lets `--merge` combine the
+    /// summaries of several simulator processes exactly.
+    pub latency_hist: String,
+    pub registration_latency_hist: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn histogram_hex(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    match V2DeflateSerializer::new().serialize(h, &mut bytes) {
+        Ok(_) => hex::encode(bytes),
+        Err(_) => String::new(),
+    }
+}
+
+/// Errors when merging summaries.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("no summaries to merge")]
+    Empty,
+    #[error("summary {index}: histogram does not decode: {detail}")]
+    Histogram { index: usize, detail: String },
+}
+
+fn histogram_from_hex(text: &str, index: usize) -> Result<Histogram<u64>, MergeError> {
+    let bytes = hex::decode(text).map_err(|e| MergeError::Histogram {
+        index,
+        detail: e.to_string(),
+    })?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| MergeError::Histogram {
+            index,
+            detail: format!("{e:?}"),
+        })
+}
+
+fn rounded(value: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (value * f).round() / f
+}
+
+/// Combines the summaries of simulator processes that ran at the same time against the same
+/// server: counts and rates add up, histograms merge exactly, and the registration time runs
+/// from the earliest start to the latest "all registered".
+pub fn merge(parts: &[Summary]) -> Result<Summary, MergeError> {
+    let first = parts.first().ok_or(MergeError::Empty)?;
+    let mut latency = Histogram::<u64>::new(3).expect("valid precision");
+    let mut registration = Histogram::<u64>::new(3).expect("valid precision");
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for (index, part) in parts.iter().enumerate() {
+        latency
+            .add(histogram_from_hex(&part.latency_hist, index)?)
+            .map_err(|e| MergeError::Histogram {
+                index,
+                detail: format!("{e:?}"),
+            })?;
+        registration
+            .add(histogram_from_hex(&part.registration_latency_hist, index)?)
+            .map_err(|e| MergeError::Histogram {
+                index,
+                detail: format!("{e:?}"),
+            })?;
+        for (kind, n) in &part.errors {
+            *errors.entry(kind.clone()).or_default() += n;
+        }
+    }
+    let sum = |f: fn(&Summary) -> u64| parts.iter().map(f).sum::<u64>();
+    let started_unix_ms = parts.iter().map(|p| p.started_unix_ms).min().unwrap_or(0);
+    let registered_unix_ms = parts
+        .iter()
+        .map(|p| p.registered_unix_ms)
+        .collect::<Option<Vec<u64>>>()
+        .and_then(|all| all.into_iter().max());
+    let all_registered = parts.iter().all(|p| p.registration_ms.is_some());
+    Ok(Summary {
+        target: first.target.clone(),
+        processes: parts.iter().map(|p| p.processes).sum(),
+        devices: parts.iter().map(|p| p.devices).sum(),
+        mode: first.mode.clone(),
+        rate: first.rate,
+        version: first.version.clone(),
+        first_id: parts.iter().map(|p| p.first_id).min().unwrap_or(0),
+        registered: sum(|p| p.registered),
+        registration_failed: sum(|p| p.registration_failed),
+        registration_ms: registered_unix_ms
+            .filter(|_| all_registered)
+            .map(|end| end.saturating_sub(started_unix_ms) as f64),
+        started_unix_ms,
+        registered_unix_ms,
+        registration_latency: Latency::from(&registration),
+        duration_s: parts.iter().map(|p| p.duration_s).fold(0.0, f64::max),
+        connects: sum(|p| p.connects),
+        reports_sent: sum(|p| p.reports_sent),
+        positions_sent: sum(|p| p.positions_sent),
+        positions_acked: sum(|p| p.positions_acked),
+        positions_acked_total: sum(|p| p.positions_acked_total),
+        acked_positions_per_s: rounded(parts.iter().map(|p| p.acked_positions_per_s).sum(), 1),
+        heartbeats_acked: sum(|p| p.heartbeats_acked),
+        deferred_ticks: sum(|p| p.deferred_ticks),
+        platform_requests: sum(|p| p.platform_requests),
+        latency: Latency::from(&latency),
+        error_total: errors.values().sum(),
+        wrong_answers: sum(|p| p.wrong_answers),
+        errors,
+        latency_hist: histogram_hex(&latency),
+        registration_latency_hist: histogram_hex(&registration),
+    })
 }
 
 impl Summary {
@@ -102,16 +217,15 @@ impl Summary {
             Mode::FixedRate { per_second } if per_second > 0.0 => ("fixed", per_second),
             Mode::FixedRate { .. } => ("idle", 0.0),
         };
+        let latency = stats.report_latency.merged();
+        let registration = stats.registration_latency.merged();
         Summary {
             target: plan.target.to_string(),
+            processes: 1,
             devices: plan.devices,
-            mode,
+            mode: mode.to_string(),
             rate,
-            version: match plan.version {
-                liengate_protocols::jt808::Version::V2011 => "2011",
-                liengate_protocols::jt808::Version::V2013 => "2013",
-                liengate_protocols::jt808::Version::V2019 => "2019",
-            },
+            version: plan.version.as_str().to_string(),
             first_id: plan.first_id,
             registered: Stats::get(&stats.registered),
             registration_failed: Stats::get(&stats.registration_failed),
@@ -123,7 +237,7 @@ impl Summary {
                 }),
             started_unix_ms: timeline.started_unix_ms,
             registered_unix_ms: timeline.registered_unix_ms,
-            registration_latency: Latency::from(&stats.registration_latency.merged()),
+            registration_latency: Latency::from(&registration),
             duration_s: (duration_s * 1000.0).round() / 1000.0,
             connects: Stats::get(&stats.connects),
             reports_sent: Stats::get(&stats.reports_sent),
@@ -138,10 +252,15 @@ impl Summary {
             heartbeats_acked: Stats::get(&stats.heartbeats_acked),
             deferred_ticks: Stats::get(&stats.deferred),
             platform_requests: Stats::get(&stats.platform_requests),
-            latency: Latency::from(&stats.report_latency.merged()),
+            latency: Latency::from(&latency),
             error_total: errors.values().sum(),
-            errors: errors.into_iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            errors: errors
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_string(), v))
+                .collect(),
             wrong_answers,
+            latency_hist: histogram_hex(&latency),
+            registration_latency_hist: histogram_hex(&registration),
         }
     }
 }
@@ -157,10 +276,15 @@ impl fmt::Display for Summary {
         } else {
             String::new()
         };
+        let processes = if self.processes > 1 {
+            format!(" ({} processes)", self.processes)
+        } else {
+            String::new()
+        };
         writeln!(
             f,
-            "sim: {} JT808 {} devices -> {}, {}{}, {:.1} s",
-            self.devices, self.version, self.target, self.mode, rate, self.duration_s
+            "sim: {} JT808 {} devices{} -> {}, {}{}, {:.1} s",
+            self.devices, self.version, processes, self.target, self.mode, rate, self.duration_s
         )?;
         match self.registration_ms {
             Some(ms) => writeln!(
@@ -222,5 +346,76 @@ impl fmt::Display for Summary {
                 list.join(", ")
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(first_id: u64, started: u64, registered: u64, latencies_us: &[u64]) -> Summary {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for &l in latencies_us {
+            h.record(l).unwrap();
+        }
+        Summary {
+            target: "127.0.0.1:1".into(),
+            processes: 1,
+            devices: 10,
+            mode: "closed_loop".into(),
+            rate: 0.0,
+            version: "2013".into(),
+            first_id,
+            registered: 10,
+            registration_failed: 0,
+            registration_ms: Some((registered - started) as f64),
+            started_unix_ms: started,
+            registered_unix_ms: Some(registered),
+            registration_latency: Latency::from(&h),
+            duration_s: 10.0,
+            connects: 10,
+            reports_sent: 100,
+            positions_sent: 120,
+            positions_acked: 110,
+            positions_acked_total: 120,
+            acked_positions_per_s: 11.0,
+            heartbeats_acked: 0,
+            deferred_ticks: 0,
+            platform_requests: 0,
+            latency: Latency::from(&h),
+            errors: BTreeMap::from([("timeout".to_string(), 2)]),
+            error_total: 2,
+            wrong_answers: 0,
+            latency_hist: histogram_hex(&h),
+            registration_latency_hist: histogram_hex(&h),
+        }
+    }
+
+    #[test]
+    fn merging_adds_counts_and_merges_histograms_exactly() {
+        let a = part(0, 1_000, 1_400, &[100, 200, 300]);
+        let b = part(10, 1_050, 1_900, &[5_000]);
+        let line = serde_json::to_string(&b).unwrap();
+        let b: Summary = serde_json::from_str(&line).unwrap();
+        let m = merge(&[a, b]).unwrap();
+        assert_eq!(m.processes, 2);
+        assert_eq!(m.devices, 20);
+        assert_eq!(m.positions_acked, 220);
+        assert_eq!(m.acked_positions_per_s, 22.0);
+        assert_eq!(m.registration_ms, Some(900.0));
+        assert_eq!(m.latency.count, 4);
+        assert!(m.latency.max_us >= 4_990 && m.latency.max_us <= 5_010);
+        assert!(m.latency.p50_us >= 199 && m.latency.p50_us <= 201);
+        assert_eq!(m.errors["timeout"], 4);
+        assert_eq!(m.error_total, 4);
+    }
+
+    #[test]
+    fn registration_time_is_unknown_when_a_part_did_not_finish() {
+        let a = part(0, 1_000, 1_400, &[100]);
+        let mut b = part(10, 1_000, 1_500, &[100]);
+        b.registration_ms = None;
+        assert_eq!(merge(&[a, b]).unwrap().registration_ms, None);
+        assert!(matches!(merge(&[]), Err(MergeError::Empty)));
     }
 }

@@ -100,9 +100,8 @@ impl Terminal {
     /// Runs the terminal until the run stops.
     pub async fn run(mut self, run: Arc<Run>) {
         let stats = &run.stats;
-        let started = Instant::now();
-        let mut link = match self.login(&run).await {
-            Ok(link) => link,
+        let (mut link, took) = match self.login(&run).await {
+            Ok(done) => done,
             Err(kind) => {
                 stats.error(kind);
                 Stats::add(&stats.registration_failed, 1);
@@ -110,9 +109,7 @@ impl Terminal {
                 return;
             }
         };
-        stats
-            .registration_latency
-            .record(self.index, started.elapsed());
+        stats.registration_latency.record(self.index, took);
         Stats::add(&stats.registered, 1);
         run.registration_done.notify_one();
 
@@ -142,7 +139,7 @@ impl Terminal {
                         _ = run.stop.cancelled() => return,
                     }
                     link = match self.login(&run).await {
-                        Ok(link) => link,
+                        Ok((link, _)) => link,
                         Err(kind) => {
                             stats.error(kind);
                             return;
@@ -160,12 +157,14 @@ impl Terminal {
     }
 
     /// Connects and authenticates, registering first if this terminal has no code yet. At most
-    /// `connect_concurrency` terminals do this at once.
-    async fn login(&mut self, run: &Run) -> Result<Link, ErrorKind> {
+    /// `connect_concurrency` terminals do this at once. Returns the link and the time from
+    /// starting to connect to the authentication answer.
+    async fn login(&mut self, run: &Run) -> Result<(Link, Duration), ErrorKind> {
         let _permit = tokio::select! {
             permit = run.connect_gate.acquire() => permit.map_err(|_| ErrorKind::Connect)?,
             _ = run.stop.cancelled() => return Err(ErrorKind::RegistrationTimeout),
         };
+        let started = Instant::now();
         let plan = &run.plan;
         let source = if plan.source_ips.is_empty() {
             None
@@ -185,7 +184,7 @@ impl Terminal {
         if result.is_err() {
             Self::close(&mut link, &run.stats);
         }
-        result.map(|()| link)
+        result.map(|()| (link, started.elapsed()))
     }
 
     async fn handshake(&mut self, link: &mut Link, run: &Run) -> Result<(), ErrorKind> {

@@ -21,7 +21,7 @@ impl Version {
         }
     }
 
-    /// Length of the terminal phone field in bytes: BCD[6] before 2019, BCD[10] in 2019.
+    /// Length of the terminal phone field in bytes: `BCD[6]` before 2019, `BCD[10]` in 2019.
     pub fn phone_len(&self) -> usize {
         match self {
             Version::V2019 => 10,
@@ -113,9 +113,15 @@ impl TerminalId {
 
     /// True when every nibble is a decimal digit.
     pub fn is_bcd(&self) -> bool {
-        self.bytes()
-            .iter()
-            .all(|b| (b >> 4) < 10 && (b & 0x0f) < 10)
+        // A nibble is 10..=15 exactly when bit 3 is set together with bit 1
+        // or bit 2. Checking all nibbles of the zero-padded array at once
+        // keeps this branch-free on the hot path.
+        let mut b = [0u8; 16];
+        b[..10].copy_from_slice(&self.raw);
+        let v = u128::from_be_bytes(b);
+        let hi = v & 0x8888_8888_8888_8888_8888_8888_8888_8888;
+        let mid = v & 0x6666_6666_6666_6666_6666_6666_6666_6666;
+        hi & ((mid << 1) | (mid << 2)) == 0
     }
 }
 
@@ -229,7 +235,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
 /// The declared body length must match the bytes present exactly (§4.4.3);
 /// the only tolerated mismatch is the "2019 flag on a 2013 layout" quirk,
 /// recognised because only the 12-byte interpretation makes the lengths agree.
-#[inline]
+#[inline(always)]
 pub(crate) fn parse_header(logical: &[u8]) -> Result<(Header, usize, Quirks), Error> {
     let total = logical.len();
     if total < 13 {
@@ -273,7 +279,13 @@ pub(crate) fn parse_header(logical: &[u8]) -> Result<(Header, usize, Quirks), Er
     } else {
         (0, 4)
     };
-    let terminal = TerminalId::from_bytes(&logical[phone_at..phone_at + version.phone_len()])?;
+    let plen = version.phone_len();
+    let mut raw = [0u8; 10];
+    raw[..plen].copy_from_slice(&logical[phone_at..phone_at + plen]);
+    let terminal = TerminalId {
+        raw,
+        len: plen as u8,
+    };
     if !terminal.is_bcd() {
         quirks |= Quirks::NON_BCD_PHONE;
     }
@@ -350,6 +362,22 @@ mod tests {
         assert_eq!(t.to_string(), "00000000017299841738");
         assert!(TerminalId::parse("1234567890123", Version::V2013).is_err());
         assert!(TerminalId::parse("12x", Version::V2013).is_err());
+    }
+
+    #[test]
+    fn is_bcd_matches_the_nibble_rule_for_every_byte_and_position() {
+        for pos in 0..10 {
+            for b in 0..=255u8 {
+                let mut raw = [0x12u8; 10];
+                raw[pos] = b;
+                let t = TerminalId::from_bytes(&raw).unwrap();
+                assert_eq!(t.is_bcd(), (b >> 4) < 10 && (b & 0x0f) < 10, "{pos} {b:#x}");
+                if pos < 6 {
+                    let t = TerminalId::from_bytes(&raw[..6]).unwrap();
+                    assert_eq!(t.is_bcd(), (b >> 4) < 10 && (b & 0x0f) < 10);
+                }
+            }
+        }
     }
 
     #[test]

@@ -219,7 +219,40 @@ pub fn frame_json(p: &Packet<'_>, m: &Message<'_>) -> Value {
         | Message::Logout
         | Message::QueryServerTime
         | Message::QueryParams
+        | Message::QueryAttributes
+        | Message::LinkCheck
         | Message::QueryLocation => {}
+        Message::TerminalResendRequest(r) => put(
+            "resend_request",
+            json!({"orig_serial": r.original_serial, "count": r.indices.len(), "ids": r.indices.iter().collect::<Vec<_>>()}),
+        ),
+        Message::VehicleControlReply {
+            reply_serial,
+            location,
+        } => {
+            put("reply_serial", json!(reply_serial));
+            let v = location_json(location, &mut quirks);
+            put("location", v)
+        }
+        Message::QueryGivenParams(q) => put(
+            "params_query",
+            json!({"count": q.count, "ids": q.ids().collect::<Vec<_>>()}),
+        ),
+        Message::AlarmConfirm {
+            alarm_serial,
+            types,
+        } => put(
+            "alarm_confirm",
+            json!({"alarm_serial": alarm_serial, "types": types.bits(),
+                   "type_flags": types.iter_names().map(|(n, _)| n).collect::<Vec<_>>()}),
+        ),
+        Message::PassthroughDown { kind, data } => put(
+            "passthrough",
+            json!({"type": kind, "hex": hex::encode(data)}),
+        ),
+        Message::PlatformPublicKey(k) => {
+            put("public_key", json!({"e": k.e, "n": hex::encode(k.n)}))
+        }
         Message::Register(r) => put(
             "register",
             json!({
@@ -383,4 +416,110 @@ pub fn frame_json(p: &Packet<'_>, m: &Message<'_>) -> Value {
     }
     o.insert("quirks".into(), json!(quirks));
     Value::Object(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::jt808::flags::{Alarm, Status};
+    use crate::jt808::header::{Header, TerminalId};
+    use crate::jt808::msg::{Batch, BatchKind};
+    use crate::jt808::packet::{decode_frame, encode_message, DecodeOptions};
+    use crate::jt808::MAX_LOGICAL_FRAME;
+
+    fn json_of(version: Version, msg: &Message<'_>) -> Value {
+        let t = TerminalId::parse("13912345678", version).unwrap();
+        let mut out = BytesMut::new();
+        encode_message(&Header::new(0, t, 5, version), msg, &mut out);
+        let mut s = [0u8; MAX_LOGICAL_FRAME];
+        match decode_frame(&out, &mut s, &DecodeOptions::default()) {
+            Ok((p, m)) => frame_json(&p, &m),
+            Err(e) => error_json(&e),
+        }
+    }
+
+    fn loc(time: [u8; 6]) -> Location<'static> {
+        Location {
+            alarm: Alarm::POWER_OFF,
+            status: Status::FIXED | Status::WEST,
+            lat_raw: 31_230_416,
+            lon_raw: 121_473_701,
+            altitude_m: 4,
+            speed_raw: 0,
+            course: 0,
+            time: BcdTime(time),
+            extras: Extras(&[0x01, 4, 0, 0, 0, 10]),
+        }
+    }
+
+    #[test]
+    fn location_units_and_names() {
+        let v = json_of(
+            Version::V2019,
+            &Message::Location(loc([0x24, 0x01, 0x02, 0x11, 0x04, 0x05])),
+        );
+        assert_eq!(v["message"], "location");
+        assert_eq!(v["version"], "2019");
+        assert_eq!(v["version_flag"], true);
+        assert_eq!(v["protocol_version"], 1);
+        assert_eq!(v["terminal_id"], "00000000013912345678");
+        let l = &v["location"];
+        assert_eq!(l["latitude"], 31.230416);
+        assert_eq!(l["longitude"], -121.473701);
+        assert_eq!(l["time"], "2024-01-02T03:04:05Z");
+        assert_eq!(l["time_bcd"], "240102110405");
+        assert_eq!(l["alarm"], 256);
+        assert_eq!(l["alarm_flags"], json!(["POWER_OFF"]));
+        assert_eq!(l["extras_decoded"]["mileage_km"], 1.0);
+        assert_eq!(v["quirks"], json!([]));
+    }
+
+    #[test]
+    fn invalid_time_is_reported_not_guessed() {
+        let v = json_of(
+            Version::V2013,
+            &Message::Location(loc([0x24, 0x02, 0x30, 0x00, 0x00, 0x00])),
+        );
+        assert_eq!(v["location"]["time"], Value::Null);
+        assert_eq!(v["location"]["time_error"], "time is not a valid date");
+        assert_eq!(v["location"]["time_bcd"], "240230000000");
+    }
+
+    #[test]
+    fn batch_with_a_broken_item_keeps_the_good_ones() {
+        let mut items = BytesMut::new();
+        Batch::put_item(&mut items, &loc([0x24, 0x01, 0x02, 0x11, 0x04, 0x05]));
+        items.extend_from_slice(&[0x00, 0x40, 1, 2, 3]); // announces 64 bytes, has 3
+        let v = json_of(
+            Version::V2013,
+            &Message::Batch(Batch {
+                kind: BatchKind::BlindArea,
+                count: 2,
+                raw_items: &items,
+            }),
+        );
+        let items = v["batch"]["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0]["course"], 0);
+        assert_eq!(items[1]["kind"], "body");
+        assert_eq!(v["batch"]["type"], 1);
+    }
+
+    #[test]
+    fn errors_carry_kind_offset_and_header() {
+        let t = TerminalId::parse("13912345678", Version::V2013).unwrap();
+        let mut h = Header::new(0x0200, t, 9, Version::V2013);
+        h.encryption = 1;
+        let mut out = BytesMut::new();
+        crate::jt808::frame::encode_frame(&h, &[0; 28], &mut out);
+        let mut s = [0u8; MAX_LOGICAL_FRAME];
+        let e = decode_frame(&out, &mut s, &DecodeOptions::default()).unwrap_err();
+        let v = error_json(&e);
+        assert_eq!(v["error"]["kind"], "encrypted");
+        assert_eq!(v["error"]["message_id"], 512);
+        assert_eq!(v["error"]["terminal_id"], "013912345678");
+        assert!(v["error"]["offset"].is_u64());
+    }
 }

@@ -108,11 +108,13 @@ pub fn parse_packet<'s>(
         if opts.skip_checksum {
             quirks |= Quirks::CHECKSUM_MISMATCH_ACCEPTED;
         } else {
-            let mut e = Error::new(
-                ErrorKind::Checksum,
-                wire.len() - 2,
-                "XOR check code does not match",
-            );
+            // Point at the check byte on the wire (escaped, it takes two bytes).
+            let at = if wire.len() >= 4 && wire[wire.len() - 3] == 0x7d {
+                wire.len() - 3
+            } else {
+                wire.len() - 2
+            };
+            let mut e = Error::new(ErrorKind::Checksum, at, "XOR check code does not match");
             if let Ok((h, _, _)) = parse_header(logical) {
                 e.header = Some(h);
             }

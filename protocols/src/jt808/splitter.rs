@@ -77,6 +77,10 @@ impl Splitter {
     /// handling the result and calls again while progress is made.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self, buf: &[u8]) -> Split {
+        // Usual case: the buffer starts at a frame's opening flag.
+        if self.skip == Skip::Nothing && buf.first() == Some(&FLAG) {
+            return self.find(buf, Some(0));
+        }
         let flag = memchr::memchr(FLAG, buf);
         let skipped = match (self.skip, flag) {
             (Skip::Nothing, _) => 0,

@@ -1,5 +1,21 @@
 //! Typed message bodies, one module per message family, and the `Message`
 //! enum that dispatches on the message id (JT/T 808-2013 §8).
+//!
+//! Decoding borrows from the unescaped frame and never allocates. Encoding
+//! then decoding gives the same value back, except where the wire cannot
+//! carry the difference:
+//! - fixed-width text fields and the register plate lose trailing 0x00
+//!   padding (values ending in 0x00 do not survive), and are truncated to
+//!   their width;
+//! - in 2019, `Auth::imei`/`software_version` always decode as `Some` and
+//!   `Text::text_type` as `Some` (`None` is sent as 1);
+//! - `VehicleControl::Flag` is the 2011/2013 form and `Items` the 2019 form;
+//!   each decodes only with the matching header version;
+//! - `RegisterReply::auth_code` is sent only with result 0 (§8.6);
+//! - a 2011 register body of 37 bytes or more reads as 2013 (the editions
+//!   differ only in the body, see `Register::layout`);
+//! - 0x8003 (2013) and 0x8800 carry at most 255 indices, and lists are
+//!   compared by value whether they came from the wire or from the caller.
 
 use bytes::{BufMut, BytesMut};
 
@@ -22,13 +38,15 @@ pub use control::{PublicKey, ResendRequest, TerminalControl, Text, VehicleContro
 pub use general::GeneralResponse;
 pub use indices::PackageIndices;
 pub use location::{
-    AreaDetail, ExtraItem, ExtraIter, Extras, Location, OverspeedDetail, RouteTimeDetail, BASIC_LEN,
+    AreaDetail, ExtraItem, ExtraIter, Extras, Location, OverspeedDetail, RouteTimeDetail,
+    StandardExtras, BASIC_LEN,
 };
 pub use media::{CameraReply, Media, MediaEvent, MediaReply};
-pub use params::{Param, ParamIter, Params, ParamsReply, SetParams};
+pub use params::{Param, ParamIds, ParamIter, Params, ParamsReply, SetParams};
 pub use register::{Register, RegisterReply};
 
 use crate::jt808::error::Error;
+use crate::jt808::flags::Alarm;
 use crate::jt808::header::Version;
 use crate::jt808::time::BcdTime;
 use reader::Reader;
@@ -39,6 +57,7 @@ pub mod id {
     pub const HEARTBEAT: u16 = 0x0002;
     pub const LOGOUT: u16 = 0x0003;
     pub const QUERY_SERVER_TIME: u16 = 0x0004;
+    pub const TERMINAL_RESEND_REQUEST: u16 = 0x0005;
     pub const REGISTER: u16 = 0x0100;
     pub const AUTH: u16 = 0x0102;
     pub const PARAMS_REPLY: u16 = 0x0104;
@@ -47,6 +66,7 @@ pub mod id {
     pub const LOCATION: u16 = 0x0200;
     pub const LOCATION_REPLY: u16 = 0x0201;
     pub const EVENT_REPORT: u16 = 0x0301;
+    pub const VEHICLE_CONTROL_REPLY: u16 = 0x0500;
     pub const QUESTION_REPLY: u16 = 0x0302;
     pub const INFO_DEMAND: u16 = 0x0303;
     pub const BATCH: u16 = 0x0704;
@@ -62,11 +82,17 @@ pub mod id {
     pub const SET_PARAMS: u16 = 0x8103;
     pub const QUERY_PARAMS: u16 = 0x8104;
     pub const TERMINAL_CONTROL: u16 = 0x8105;
+    pub const QUERY_GIVEN_PARAMS: u16 = 0x8106;
+    pub const QUERY_ATTRIBUTES: u16 = 0x8107;
     pub const QUERY_LOCATION: u16 = 0x8201;
     pub const TRACK_CONTROL: u16 = 0x8202;
+    pub const ALARM_CONFIRM: u16 = 0x8203;
+    pub const LINK_CHECK: u16 = 0x8204;
     pub const TEXT: u16 = 0x8300;
     pub const VEHICLE_CONTROL: u16 = 0x8500;
     pub const MEDIA_REPLY: u16 = 0x8800;
+    pub const PASSTHROUGH_DOWN: u16 = 0x8900;
+    pub const PLATFORM_PUBLIC_KEY: u16 = 0x8a00;
 }
 
 /// One decoded message. Uplink (terminal -> platform) first, then downlink.
@@ -80,6 +106,9 @@ pub enum Message<'a> {
     Logout,
     /// 0x0004 (2019)
     QueryServerTime,
+    /// 0x0005 (2019) the terminal asks the platform to resend packages;
+    /// same layout as the 2019 0x8003.
+    TerminalResendRequest(ResendRequest<'a>),
     /// 0x0100
     Register(Register<'a>),
     /// 0x0102
@@ -103,6 +132,11 @@ pub enum Message<'a> {
     QuestionReply { reply_serial: u16, answer_id: u8 },
     /// 0x0303 info-on-demand order (flag 1) / cancel (flag 0)
     InfoDemand { info_type: u8, flag: u8 },
+    /// 0x0500 answer to 0x8500: reply serial + location (§8.34 table 55)
+    VehicleControlReply {
+        reply_serial: u16,
+        location: Location<'a>,
+    },
     /// 0x0704
     Batch(Batch<'a>),
     /// 0x0800
@@ -129,16 +163,30 @@ pub enum Message<'a> {
     QueryParams,
     /// 0x8105
     TerminalControl(TerminalControl<'a>),
+    /// 0x8106 query the listed parameters
+    QueryGivenParams(ParamIds<'a>),
+    /// 0x8107 query terminal attributes (empty body)
+    QueryAttributes,
     /// 0x8201
     QueryLocation,
     /// 0x8202 temporary tracking; interval 0 stops tracking
     TrackControl { interval_s: u16, validity_s: u32 },
+    /// 0x8203 manual alarm confirmation (§8.22 tables 35-36): serial of the
+    /// alarm message (0 = all of these types) and the alarm types confirmed.
+    AlarmConfirm { alarm_serial: u16, types: Alarm },
+    /// 0x8204 (2019) link check (empty body)
+    LinkCheck,
     /// 0x8300
     Text(Text<'a>),
     /// 0x8500
     VehicleControl(VehicleControl<'a>),
     /// 0x8800
     MediaReply(MediaReply<'a>),
+    /// 0x8900 downlink passthrough (§8.61 table 91); vendors carry their own
+    /// commands (e.g. fuel cut) in it.
+    PassthroughDown { kind: u8, data: &'a [u8] },
+    /// 0x8A00 platform RSA public key (§8.63)
+    PlatformPublicKey(PublicKey<'a>),
     /// One package of a subpackaged message (§4.4.3 table 3): feed it to
     /// `Reassembler` and decode the whole body with `Message::decode`.
     Fragment {
@@ -162,6 +210,9 @@ impl<'a> Message<'a> {
             HEARTBEAT => Message::Heartbeat,
             LOGOUT => Message::Logout,
             QUERY_SERVER_TIME => Message::QueryServerTime,
+            TERMINAL_RESEND_REQUEST => {
+                Message::TerminalResendRequest(ResendRequest::decode(body, Version::V2019)?)
+            }
             REGISTER => Message::Register(Register::decode(body, version)?),
             AUTH => Message::Auth(Auth::decode(body, version)?),
             PARAMS_REPLY => Message::ParamsReply(ParamsReply::decode(body)?),
@@ -187,6 +238,16 @@ impl<'a> Message<'a> {
                 info_type: r.u8("info demand: type missing")?,
                 flag: r.u8("info demand: flag missing")?,
             },
+            VEHICLE_CONTROL_REPLY => {
+                let reply_serial = r.u16("vehicle control reply: reply serial missing")?;
+                Message::VehicleControlReply {
+                    reply_serial,
+                    location: Location::decode(r.rest()).map_err(|mut e| {
+                        e.offset += 2;
+                        e
+                    })?,
+                }
+            }
             BATCH => Message::Batch(Batch::decode(body)?),
             MEDIA_EVENT => Message::MediaEvent(MediaEvent::decode(body)?),
             MEDIA => Message::Media(Media::decode(body)?),
@@ -206,6 +267,8 @@ impl<'a> Message<'a> {
             SET_PARAMS => Message::SetParams(SetParams::decode(body)?),
             QUERY_PARAMS => Message::QueryParams,
             TERMINAL_CONTROL => Message::TerminalControl(TerminalControl::decode(body)?),
+            QUERY_GIVEN_PARAMS => Message::QueryGivenParams(ParamIds::decode(body)?),
+            QUERY_ATTRIBUTES => Message::QueryAttributes,
             QUERY_LOCATION => Message::QueryLocation,
             TRACK_CONTROL => {
                 let interval_s = r.u16("track control: interval missing")?;
@@ -220,9 +283,19 @@ impl<'a> Message<'a> {
                     validity_s,
                 }
             }
+            ALARM_CONFIRM => Message::AlarmConfirm {
+                alarm_serial: r.u16("alarm confirmation: serial missing")?,
+                types: Alarm::from_bits_retain(r.u32("alarm confirmation: types missing")?),
+            },
+            LINK_CHECK => Message::LinkCheck,
             TEXT => Message::Text(Text::decode(body, version)?),
             VEHICLE_CONTROL => Message::VehicleControl(VehicleControl::decode(body, version)?),
             MEDIA_REPLY => Message::MediaReply(MediaReply::decode(body)?),
+            PASSTHROUGH_DOWN => Message::PassthroughDown {
+                kind: r.u8("passthrough: type missing")?,
+                data: r.rest(),
+            },
+            PLATFORM_PUBLIC_KEY => Message::PlatformPublicKey(PublicKey::decode(body)?),
             other => Message::Unknown { id: other, body },
         })
     }
@@ -235,6 +308,7 @@ impl<'a> Message<'a> {
             Message::Heartbeat => HEARTBEAT,
             Message::Logout => LOGOUT,
             Message::QueryServerTime => QUERY_SERVER_TIME,
+            Message::TerminalResendRequest(_) => TERMINAL_RESEND_REQUEST,
             Message::Register(_) => REGISTER,
             Message::Auth(_) => AUTH,
             Message::ParamsReply(_) => PARAMS_REPLY,
@@ -245,6 +319,7 @@ impl<'a> Message<'a> {
             Message::EventReport(_) => EVENT_REPORT,
             Message::QuestionReply { .. } => QUESTION_REPLY,
             Message::InfoDemand { .. } => INFO_DEMAND,
+            Message::VehicleControlReply { .. } => VEHICLE_CONTROL_REPLY,
             Message::Batch(_) => BATCH,
             Message::MediaEvent(_) => MEDIA_EVENT,
             Message::Media(_) => MEDIA,
@@ -258,11 +333,17 @@ impl<'a> Message<'a> {
             Message::SetParams(_) => SET_PARAMS,
             Message::QueryParams => QUERY_PARAMS,
             Message::TerminalControl(_) => TERMINAL_CONTROL,
+            Message::QueryGivenParams(_) => QUERY_GIVEN_PARAMS,
+            Message::QueryAttributes => QUERY_ATTRIBUTES,
             Message::QueryLocation => QUERY_LOCATION,
             Message::TrackControl { .. } => TRACK_CONTROL,
+            Message::AlarmConfirm { .. } => ALARM_CONFIRM,
+            Message::LinkCheck => LINK_CHECK,
             Message::Text(_) => TEXT,
             Message::VehicleControl(_) => VEHICLE_CONTROL,
             Message::MediaReply(_) => MEDIA_REPLY,
+            Message::PassthroughDown { .. } => PASSTHROUGH_DOWN,
+            Message::PlatformPublicKey(_) => PLATFORM_PUBLIC_KEY,
             Message::Fragment { id, .. } | Message::Unknown { id, .. } => *id,
         }
     }
@@ -274,6 +355,7 @@ impl<'a> Message<'a> {
             Message::Heartbeat => "heartbeat",
             Message::Logout => "logout",
             Message::QueryServerTime => "query_server_time",
+            Message::TerminalResendRequest(_) => "terminal_resend_request",
             Message::Register(_) => "register",
             Message::Auth(_) => "auth",
             Message::ParamsReply(_) => "params_reply",
@@ -284,6 +366,7 @@ impl<'a> Message<'a> {
             Message::EventReport(_) => "event_report",
             Message::QuestionReply { .. } => "question_reply",
             Message::InfoDemand { .. } => "info_demand",
+            Message::VehicleControlReply { .. } => "vehicle_control_reply",
             Message::Batch(_) => "batch",
             Message::MediaEvent(_) => "media_event",
             Message::Media(_) => "media",
@@ -297,11 +380,17 @@ impl<'a> Message<'a> {
             Message::SetParams(_) => "set_params",
             Message::QueryParams => "query_params",
             Message::TerminalControl(_) => "terminal_control",
+            Message::QueryGivenParams(_) => "query_given_params",
+            Message::QueryAttributes => "query_attributes",
             Message::QueryLocation => "query_location",
             Message::TrackControl { .. } => "track_control",
+            Message::AlarmConfirm { .. } => "alarm_confirm",
+            Message::LinkCheck => "link_check",
             Message::Text(_) => "text",
             Message::VehicleControl(_) => "vehicle_control",
             Message::MediaReply(_) => "media_reply",
+            Message::PassthroughDown { .. } => "passthrough_down",
+            Message::PlatformPublicKey(_) => "platform_public_key",
             Message::Fragment { .. } => "fragment",
             Message::Unknown { .. } => "unknown",
         }
@@ -316,7 +405,30 @@ impl<'a> Message<'a> {
             | Message::Logout
             | Message::QueryServerTime
             | Message::QueryParams
+            | Message::QueryAttributes
+            | Message::LinkCheck
             | Message::QueryLocation => {}
+            Message::TerminalResendRequest(m) => m.encode(Version::V2019, out),
+            Message::VehicleControlReply {
+                reply_serial,
+                location,
+            } => {
+                out.put_u16(*reply_serial);
+                location.encode(out);
+            }
+            Message::QueryGivenParams(m) => m.encode(out),
+            Message::AlarmConfirm {
+                alarm_serial,
+                types,
+            } => {
+                out.put_u16(*alarm_serial);
+                out.put_u32(types.bits());
+            }
+            Message::PassthroughDown { kind, data } => {
+                out.put_u8(*kind);
+                out.put_slice(data);
+            }
+            Message::PlatformPublicKey(k) => k.encode(out),
             Message::Register(m) => m.encode(version, out),
             Message::Auth(m) => m.encode(version, out),
             Message::ParamsReply(m) => m.encode(out),
@@ -547,6 +659,32 @@ mod tests {
             Message::MediaReply(MediaReply {
                 media_id: 49503,
                 retransmit: PackageIndices::List(&[1, 3]),
+            }),
+            Message::TerminalResendRequest(ResendRequest {
+                original_serial: 7,
+                indices: PackageIndices::List(&[1, 300]),
+            }),
+            Message::VehicleControlReply {
+                reply_serial: 3,
+                location: loc,
+            },
+            Message::QueryGivenParams(ParamIds {
+                count: 2,
+                raw_ids: &[0, 0, 0, 1, 0, 0, 0, 0x13],
+            }),
+            Message::QueryAttributes,
+            Message::AlarmConfirm {
+                alarm_serial: 0,
+                types: Alarm::EMERGENCY | Alarm::ILLEGAL_DISPLACEMENT,
+            },
+            Message::LinkCheck,
+            Message::PassthroughDown {
+                kind: 0xf0,
+                data: b"CUT_OIL",
+            },
+            Message::PlatformPublicKey(PublicKey {
+                e: 3,
+                n: &[0x7e; 128],
             }),
             Message::Unknown {
                 id: 0x0f01,

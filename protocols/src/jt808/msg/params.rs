@@ -120,3 +120,37 @@ impl<'a> SetParams<'a> {
         out.put_slice(self.params.0);
     }
 }
+
+/// 0x8106 query given parameters (JT/T 808-2013 §8.10 table 15): count BYTE
+/// and DWORD parameter ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamIds<'a> {
+    pub count: u8,
+    /// Big-endian DWORD ids.
+    pub raw_ids: &'a [u8],
+}
+
+impl<'a> ParamIds<'a> {
+    pub(crate) fn decode(body: &'a [u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(body);
+        let count = r.u8("query params: count missing")?;
+        let raw_ids = r.bytes(4 * count as usize, "query params: fewer ids than count")?;
+        Ok(ParamIds { count, raw_ids })
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = u32> + 'a {
+        self.raw_ids
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+    }
+
+    /// Append one id to a list being built.
+    pub fn put(out: &mut BytesMut, id: u32) {
+        out.put_u32(id);
+    }
+
+    pub(crate) fn encode(&self, out: &mut BytesMut) {
+        out.put_u8(self.count);
+        out.put_slice(self.raw_ids);
+    }
+}

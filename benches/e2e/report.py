@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Turns one scripts/bench-e2e.sh output directory into Markdown tables and a goal check.
+
+Usage: benches/e2e/report.py DIR
+"""
+import json
+import pathlib
+import sys
+
+GOAL_RATIO = 0.75  # fsync group commit vs ceiling, acknowledged positions/s
+GOAL_KB_PER_CONN = 3.0  # per idle registered connection
+GOAL_REGISTRATION_MS = 2000.0  # 10,000 terminals registered + authenticated
+
+
+def load(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ms(us):
+    return f"{us / 1000:.2f}"
+
+
+def main(out):
+    out = pathlib.Path(out)
+    runs, idle = [], []
+    for server_file in sorted(out.glob("*.server.json")):
+        server = load(server_file)
+        if server is None:
+            continue
+        label = server["label"]
+        sim = load(out / f"{label}.json") or {}
+        exit_file = out / f"{label}.exit"
+        server["exit"] = exit_file.read_text().strip() if exit_file.exists() else "?"
+        (idle if server["mode"] == "idle" else runs).append((server, sim))
+
+    ceiling = {
+        (s["devices"], s["mode"]): sim.get("acked_positions_per_s", 0.0)
+        for s, sim in runs
+        if s["server"] == "ceiling"
+    }
+    order = {"ceiling": 0, "fsync": 1, "buffered": 2}
+    runs.sort(key=lambda r: (r[0]["devices"], r[0]["mode"], order.get(r[0]["server"], 9)))
+
+    lines = []
+    env = out / "env.txt"
+    if env.exists():
+        lines.append("```")
+        lines.extend(env.read_text().strip().splitlines())
+        lines.append("```")
+        lines.append("")
+    lines.append(
+        "| server | devices | mode | acked positions/s | × ceiling | p50 ms | p99 ms | max ms "
+        "| registration ms | errors | server CPU s | server RSS end MB | sim exit |"
+    )
+    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    for server, sim in runs:
+        rate = sim.get("acked_positions_per_s", 0.0)
+        base = ceiling.get((server["devices"], server["mode"]))
+        ratio = f"{rate / base:.2f}" if base else "–"
+        lat = sim.get("latency", {})
+        errors = sim.get("errors", {})
+        err = ", ".join(f"{k}={v}" for k, v in errors.items()) or "0"
+        reg = sim.get("registration_ms")
+        lines.append(
+            f"| {server['server']} | {server['devices']} | {server['mode']} | {rate:,.0f} | {ratio} "
+            f"| {ms(lat.get('p50_us', 0))} | {ms(lat.get('p99_us', 0))} | {ms(lat.get('max_us', 0))} "
+            f"| {reg if reg is not None else 'incomplete'} | {err} | {server.get('server_cpu_s', '?')} "
+            f"| {server.get('rss_end_kb', 0) / 1024:.1f} | {server['exit']} |"
+        )
+    lines.append("")
+    lines.append(
+        "| server | idle registered connections | RSS before KB | RSS idle KB | KB per connection "
+        "| registration ms | errors |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---|")
+    for server, sim in idle:
+        errors = sim.get("errors", {})
+        err = ", ".join(f"{k}={v}" for k, v in errors.items()) or "0"
+        reg = sim.get("registration_ms")
+        lines.append(
+            f"| {server['server']} | {server['devices']} | {server['rss_before_kb']} | {server['rss_idle_kb']} "
+            f"| {server['kb_per_connection']} | {reg if reg is not None else 'incomplete'} | {err} |"
+        )
+
+    lines.append("")
+    lines.append("Goals:")
+    for server, sim in runs:
+        if server["server"] == "fsync" and server["mode"] == "closed":
+            base = ceiling.get((server["devices"], "closed"))
+            if base:
+                ratio = sim.get("acked_positions_per_s", 0.0) / base
+                verdict = "met" if ratio >= GOAL_RATIO else "MISSED"
+                lines.append(
+                    f"- fsync closed loop, {server['devices']} devices: {ratio:.2f}× ceiling "
+                    f"(goal ≥ {GOAL_RATIO}×): {verdict}"
+                )
+    for server, sim in idle:
+        if server["server"] in ("fsync", "buffered"):
+            kb = float(server["kb_per_connection"])
+            verdict = "met" if kb <= GOAL_KB_PER_CONN else "MISSED"
+            lines.append(
+                f"- {server['server']}: {kb:.2f} KB per idle registered connection "
+                f"(goal ≤ {GOAL_KB_PER_CONN} KB): {verdict}"
+            )
+    for server, sim in idle + runs:
+        if server["server"] in ("fsync", "buffered") and server["devices"] >= 10000:
+            reg = sim.get("registration_ms")
+            verdict = "met" if reg is not None and reg < GOAL_REGISTRATION_MS else "MISSED"
+            lines.append(
+                f"- {server['label']}: {server['devices']} registrations in "
+                f"{reg if reg is not None else 'incomplete'} ms (goal < {GOAL_REGISTRATION_MS:.0f} ms): {verdict}"
+            )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

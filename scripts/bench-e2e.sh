@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: `liengate sim` against `liengate serve` (durability fsync and buffered)
+# and against the ceiling server (`liengate sim --ceiling-server`: frames, checks, answers,
+# stores nothing), all measured in the same run on this machine. See benches/RESULTS.md,
+# section "End-to-end", for what it measures and the recorded figures.
+#
+# Usage: scripts/bench-e2e.sh            full run (about 8 minutes)
+#        QUICK=1 scripts/bench-e2e.sh    1k devices only, 5 s per run (about 1.5 minutes)
+#
+# Knobs (environment): SIZES="1000 10000" DURATION=15 RATE=1 CHUNK=5000 IDLE_DEVICES=10000
+#   SERVERS="ceiling fsync buffered" MODES="closed fixed" OUT=benches/e2e/runs/<utc time>
+#   SKIP_BUILD=1 (use the existing target/release/liengate)
+#
+# Every server and simulator process is bounded by `timeout`; targets are 127.0.0.1 only.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+if [[ "${QUICK:-0}" == 1 ]]; then
+    SIZES=${SIZES:-1000}
+    DURATION=${DURATION:-5}
+    IDLE_DEVICES=${IDLE_DEVICES:-1000}
+fi
+SIZES=${SIZES:-"1000 10000"}
+DURATION=${DURATION:-15}
+RATE=${RATE:-1}
+CHUNK=${CHUNK:-5000}
+IDLE_DEVICES=${IDLE_DEVICES:-10000}
+SERVERS=${SERVERS:-"ceiling fsync buffered"}
+MODES=${MODES:-"closed fixed"}
+SOURCE_IPS=${SOURCE_IPS:-127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4}
+OUT=${OUT:-$ROOT/benches/e2e/runs/$(date -u +%Y%m%dT%H%M%SZ)}
+BIN=$ROOT/target/release/liengate
+# Bound for one simulator process: registration, the run, the drain and some slack.
+SIM_TIMEOUT=$((DURATION + 150))
+
+log() { echo "bench-e2e: $*" >&2; }
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    log "building release binary"
+    cargo build --release --bin liengate >&2
+fi
+[[ -x "$BIN" ]] || { log "missing $BIN"; exit 1; }
+
+# Each connection is a file descriptor: raise the soft limit to the hard one (20,000 here).
+ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+if (( CHUNK + 100 > NOFILE )); then
+    log "CHUNK=$CHUNK needs more than the open-file limit $NOFILE"
+    exit 1
+fi
+mkdir -p "$OUT"
+log "results in $OUT"
+
+{
+    echo "date_utc=$(date -u +%FT%TZ)"
+    echo "git=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "cpus=$(nproc)"
+    echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "kernel=$(uname -r)"
+    echo "nofile=$NOFILE"
+    echo "sizes=$SIZES duration=$DURATION rate=$RATE chunk=$CHUNK idle_devices=$IDLE_DEVICES"
+    echo "servers=$SERVERS modes=$MODES source_ips=$SOURCE_IPS"
+} >"$OUT/env.txt"
+
+SRV_PID=
+SRV_DIR=
+SRV_ADDR=
+
+cleanup() {
+    if [[ -n "$SRV_PID" ]] && kill -0 "$SRV_PID" 2>/dev/null; then
+        kill -KILL "$SRV_PID" 2>/dev/null || true
+    fi
+    if [[ -n "$SRV_DIR" ]]; then rm -rf "$SRV_DIR"; fi
+}
+trap cleanup EXIT
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+# utime + stime of a process in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICKS=$(getconf CLK_TCK)
+
+# start_server KIND LABEL: ceiling | fsync | buffered. Sets SRV_PID, SRV_DIR, SRV_ADDR.
+start_server() {
+    local kind=$1 label=$2
+    SRV_DIR=$(mktemp -d "${TMPDIR:-/tmp}/liengate-bench.XXXXXX")
+    case "$kind" in
+    ceiling)
+        timeout --kill-after=5 3600 "$BIN" sim --ceiling-server 127.0.0.1:0 \
+            >"$SRV_DIR/stdout" 2>"$OUT/$label.server.log" &
+        ;;
+    fsync | buffered)
+        # max_connections above the largest run; the process limit (20,000 files) bounds it anyway.
+        cat >"$SRV_DIR/liengate.toml" <<EOF
+[jt808]
+listen = "127.0.0.1:0"
+max_connections = 19000
+
+[http]
+listen = "127.0.0.1:0"
+
+[store]
+data_dir = "$SRV_DIR/data"
+durability = "$kind"
+EOF
+        LIENGATE_LOG=${LIENGATE_LOG:-warn} timeout --kill-after=5 3600 "$BIN" serve \
+            --config "$SRV_DIR/liengate.toml" >"$SRV_DIR/stdout" 2>"$OUT/$label.server.log" &
+        ;;
+    *)
+        log "unknown server kind $kind"
+        exit 1
+        ;;
+    esac
+    SRV_PID=$!
+    local waited=0
+    until grep -q '^listening jt808 ' "$SRV_DIR/stdout" 2>/dev/null; do
+        if ! kill -0 "$SRV_PID" 2>/dev/null || ((waited > 300)); then
+            log "$kind server did not start; log:"
+            tail -20 "$OUT/$label.server.log" >&2
+            exit 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    SRV_ADDR=$(sed -n 's/^listening jt808 //p' "$SRV_DIR/stdout" | head -1)
+    # timeout(1) runs the server as its child: measure the server itself.
+    local child
+    child=$(pgrep -P "$SRV_PID" -n liengate || true)
+    if [[ -n "$child" ]]; then
+        SRV_PID=$child
+    fi
+}
+
+stop_server() {
+    kill -TERM "$SRV_PID" 2>/dev/null || true
+    local waited=0
+    while kill -0 "$SRV_PID" 2>/dev/null && ((waited < 200)); do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    if kill -0 "$SRV_PID" 2>/dev/null; then
+        log "server $SRV_PID did not stop in 20 s; killing it"
+        kill -KILL "$SRV_PID" 2>/dev/null || true
+    fi
+    wait 2>/dev/null || true
+    rm -rf "$SRV_DIR"
+    SRV_PID=
+    SRV_DIR=
+}
+
+# run_sims N LABEL ARGS...: N terminals split over processes of at most CHUNK, started
+# together; waits for them and merges their summaries into LABEL.json.
+run_sims() {
+    local n=$1 label=$2
+    shift 2
+    local procs=$(((n + CHUNK - 1) / CHUNK)) i first count pids=()
+    for ((i = 0; i < procs; i++)); do
+        first=$((i * CHUNK))
+        count=$((n - first < CHUNK ? n - first : CHUNK))
+        timeout --kill-after=10 "$SIM_TIMEOUT" "$BIN" sim --target "$SRV_ADDR" \
+            --devices "$count" --first-id "$first" --source-ips "$SOURCE_IPS" --json --quiet "$@" \
+            >"$OUT/$label.part$i.json" 2>"$OUT/$label.part$i.log" &
+        pids+=($!)
+    done
+    local rc=0 status
+    for i in "${!pids[@]}"; do
+        status=0
+        wait "${pids[$i]}" || status=$?
+        if ((status > rc)); then rc=$status; fi
+    done
+    cat "$OUT/$label".part*.json >"$OUT/$label.parts.jsonl"
+    "$BIN" sim --merge "$OUT/$label.parts.jsonl" --json >"$OUT/$label.json" || true
+    echo "$rc" >"$OUT/$label.exit"
+    if ((rc == 1)); then
+        log "$label: WRONG ANSWERS (see $OUT/$label.json)"
+    elif ((rc != 0)); then
+        log "$label: sim exit status $rc (transport errors or timeout)"
+    fi
+}
+
+# One measured run: fresh server (empty data dir), N terminals, one pacing mode.
+bench_run() {
+    local kind=$1 n=$2 mode=$3
+    local label="$kind-$n-$mode"
+    local args=(--duration "$DURATION")
+    if [[ "$mode" == closed ]]; then args+=(--closed-loop); else args+=(--rate "$RATE"); fi
+    start_server "$kind" "$label"
+    local cpu0 rss0
+    cpu0=$(cpu_ticks "$SRV_PID")
+    rss0=$(rss_kb "$SRV_PID")
+    log "$label: server $SRV_ADDR (pid $SRV_PID, RSS ${rss0} KB)"
+    run_sims "$n" "$label" "${args[@]}"
+    local cpu1 rss1 hwm
+    cpu1=$(cpu_ticks "$SRV_PID")
+    rss1=$(rss_kb "$SRV_PID")
+    hwm=$(hwm_kb "$SRV_PID")
+    echo "{\"label\":\"$label\",\"server\":\"$kind\",\"devices\":$n,\"mode\":\"$mode\",\"rss_start_kb\":$rss0,\"rss_end_kb\":$rss1,\"rss_peak_kb\":$hwm,\"server_cpu_s\":$(awk -v a="$cpu0" -v b="$cpu1" -v t="$TICKS" 'BEGIN{printf "%.2f", (b-a)/t}')}" >"$OUT/$label.server.json"
+    stop_server
+    log "$label: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$label.json" 2>/dev/null || echo 'no summary')"
+}
+
+# Memory per idle registered connection: RSS before and after IDLE_DEVICES terminals
+# registered, authenticated and stay connected sending only heartbeats.
+bench_idle() {
+    local kind=$1
+    local label="$kind-idle-$IDLE_DEVICES"
+    start_server "$kind" "$label"
+    sleep 1
+    local rss0
+    rss0=$(rss_kb "$SRV_PID")
+    local hold=$((DURATION > 10 ? DURATION : 10))
+    run_sims "$IDLE_DEVICES" "$label" --rate 0 --heartbeat 30 --duration "$hold" &
+    local sims=$!
+    # Wait until every simulator process has finished registering, then let the server settle.
+    local procs=$(((IDLE_DEVICES + CHUNK - 1) / CHUNK)) waited=0 done_count
+    while :; do
+        done_count=$(cat "$OUT/$label".part*.log 2>/dev/null | grep -c 'registration ended' || true)
+        if ((done_count >= procs)); then break; fi
+        if ((waited > 1200)); then
+            log "$label: registration did not end within 120 s"
+            break
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    sleep 2
+    local rss1 open
+    rss1=$(rss_kb "$SRV_PID")
+    open=$(find "/proc/$SRV_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+    wait "$sims" || true
+    echo "{\"label\":\"$label\",\"server\":\"$kind\",\"devices\":$IDLE_DEVICES,\"mode\":\"idle\",\"rss_before_kb\":$rss0,\"rss_idle_kb\":$rss1,\"server_fds\":$open,\"kb_per_connection\":$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_DEVICES" 'BEGIN{printf "%.2f", (b-a)/n}')}" >"$OUT/$label.server.json"
+    stop_server
+    log "$label: RSS $rss0 KB -> $rss1 KB with $IDLE_DEVICES idle connections ($(jq -r .kb_per_connection "$OUT/$label.server.json") KB each)"
+}
+
+for kind in $SERVERS; do
+    bench_idle "$kind"
+    for n in $SIZES; do
+        for mode in $MODES; do
+            bench_run "$kind" "$n" "$mode"
+        done
+    done
+done
+
+echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
+python3 "$ROOT/benches/e2e/report.py" "$OUT" | tee "$OUT/results.md"
