@@ -246,7 +246,6 @@ fn location_secs(http: SocketAddr, path: &str) -> i64 {
 }
 
 #[test]
-#[ignore = "enable once `liengate serve` is on main"]
 fn kill9_mid_stream_loses_no_acknowledged_position() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
