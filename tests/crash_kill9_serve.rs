@@ -30,7 +30,7 @@ struct Server {
     http: SocketAddr,
 }
 
-fn spawn_server(data_dir: &Path, log: &Path) -> Server {
+fn spawn_server(data_dir: &Path, config: &Path, log: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_liengate"))
         .args([
             "serve",
@@ -41,6 +41,8 @@ fn spawn_server(data_dir: &Path, log: &Path) -> Server {
         ])
         .arg("--data-dir")
         .arg(data_dir)
+        .arg("--config")
+        .arg(config)
         .env("LIENGATE_ADMIN_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -246,13 +248,25 @@ fn location_secs(http: SocketAddr, path: &str) -> i64 {
 }
 
 #[test]
-fn kill9_mid_stream_loses_no_acknowledged_position() {
+fn kill9_mid_stream_loses_no_acknowledged_position_with_fsync() {
+    kill9_mid_stream("fsync");
+}
+
+/// Buffered commits are not fsynced, but the kernel keeps them when only the process dies.
+#[test]
+fn kill9_mid_stream_loses_no_acknowledged_position_with_buffered() {
+    kill9_mid_stream("buffered");
+}
+
+fn kill9_mid_stream(durability: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let config = dir.path().join("liengate.toml");
+    std::fs::write(&config, format!("[store]\ndurability = \"{durability}\"\n")).unwrap();
     let terminals = VEHICLES * 2;
     import_registry(dir.path(), &data, terminals);
 
-    let mut server = spawn_server(&data, &dir.path().join("serve-1.log"));
+    let mut server = spawn_server(&data, &config, &dir.path().join("serve-1.log"));
     // Device times an hour in the past, one second apart per terminal: valid and in order.
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -297,11 +311,13 @@ fn kill9_mid_stream_loses_no_acknowledged_position() {
         .iter()
         .map(|t| t.lock().unwrap().max_sent - first_secs + 1)
         .sum();
-    eprintln!("killed the server after {total} acknowledged of {sent} sent positions");
+    eprintln!(
+        "{durability}: killed the server after {total} acknowledged of {sent} sent positions"
+    );
     assert!(total >= 400);
 
     // Restart on the same data dir: the last known positions must be there at once.
-    let mut server = spawn_server(&data, &dir.path().join("serve-2.log"));
+    let mut server = spawn_server(&data, &config, &dir.path().join("serve-2.log"));
     let mut newest_by_vehicle: HashMap<String, (i64, i64)> = HashMap::new();
     let mut last_known_seen: Vec<(usize, i64)> = Vec::new();
     for (i, tally) in tallies.iter().enumerate() {

@@ -103,3 +103,30 @@ fn unsupported_extension_is_refused() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_data_dir_can_come_from_the_gateway_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-config");
+    let config = dir.path().join("liengate.toml");
+    std::fs::write(
+        &config,
+        format!("[store]\ndata_dir = {:?}\n", data.to_str().unwrap()),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/registry.example.json");
+    let out = liengate(&["registry", "import", example, "--config", config]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        data.join("store").is_dir(),
+        "the store must be under store.data_dir"
+    );
+    let out = liengate(&["registry", "list", "--config", config]);
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        4,
+        "{}",
+        text(&out.stderr)
+    );
+}
