@@ -1,7 +1,8 @@
 //! Store micro-benchmark: fjall vs redb for the gateway's access patterns, and the liengate
 //! `Store` (group commit) end to end.
 //!
-//! Run: `cargo bench --bench store` (add `-- quick` for a short smoke run). Results and the
+//! Run: `cargo bench --bench store --features bench-redb` (without the feature only fjall is
+//! measured; add `-- quick` for a short smoke run, `-- engines` or `-- store` for one part). Results and the
 //! commands used are recorded in benches/RESULTS.md, section "Store".
 //!
 //! A plain harness rather than criterion: the quantities that matter here (fsyncs per second,
@@ -146,13 +147,17 @@ impl Engine for Fjall {
     }
 }
 
+#[cfg(feature = "bench-redb")]
 const TRACK: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("track");
+#[cfg(feature = "bench-redb")]
 const LAST_KNOWN: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("last_known");
 
+#[cfg(feature = "bench-redb")]
 struct Redb {
     db: redb::Database,
 }
 
+#[cfg(feature = "bench-redb")]
 impl Redb {
     fn open(dir: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap();
@@ -165,6 +170,7 @@ impl Redb {
     }
 }
 
+#[cfg(feature = "bench-redb")]
 impl Engine for Redb {
     fn name(&self) -> &'static str {
         "redb"
@@ -317,11 +323,14 @@ fn bench_reads(e: &dyn Engine, per_vehicle: usize, reads: usize, scans: usize) {
 }
 
 /// The liengate Store: `callers` concurrent tasks, each committing one position (track point +
-/// last known) and waiting for it, as a connection does before acknowledging a frame.
+/// last known) and waiting for it, as a connection does before acknowledging a frame; or, with
+/// `per_call` > 1, committing that many positions per call as a shard worker does with the
+/// frames it drained from its queue.
 fn bench_group_commit(
     dir: &Path,
     durability: Durability,
     callers: usize,
+    per_call: usize,
     window: Duration,
 ) -> Stats {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -338,26 +347,26 @@ fn bench_group_commit(
         for c in 0..callers {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                let vehicle = format!("VH-{c:06}");
+                let vehicles: Vec<String> = (0..per_call)
+                    .map(|j| format!("VH-{:06}", c * per_call + j))
+                    .collect();
                 let mut h = Histogram::<u64>::new(3).unwrap();
                 let mut n = 0u64;
                 let mut t_ms = 1_700_000_000_000i64;
                 while Instant::now() < deadline {
-                    let f = fix(c as u32, t_ms);
-                    let lk = last_known(&vehicle, &f);
+                    let mut writes = Vec::with_capacity(2 * per_call);
+                    for (j, vehicle) in vehicles.iter().enumerate() {
+                        let f = fix((c * per_call + j) as u32, t_ms);
+                        writes.push(Write::LastKnown(last_known(vehicle, &f)));
+                        writes.push(Write::Fix {
+                            vehicle_id: vehicle.clone(),
+                            fix: f,
+                        });
+                    }
                     let t = Instant::now();
-                    store
-                        .commit(vec![
-                            Write::Fix {
-                                vehicle_id: vehicle.clone(),
-                                fix: f,
-                            },
-                            Write::LastKnown(lk),
-                        ])
-                        .await
-                        .unwrap();
+                    store.commit(writes).await.unwrap();
                     h.record(t.elapsed().as_nanos() as u64).unwrap();
-                    n += 1;
+                    n += per_call as u64;
                     t_ms += 10_000;
                 }
                 (n, h)
@@ -391,10 +400,19 @@ fn summary(text: &str, name: &str) -> (f64, f64) {
     (get("_sum"), get("_count"))
 }
 
+/// The engines compared: redb only with `--features bench-redb` (it is not a dependency of
+/// the gateway itself).
+const ENGINES: &[&str] = if cfg!(feature = "bench-redb") {
+    &["fjall", "redb"]
+} else {
+    &["fjall"]
+};
+
 fn open_engine(name: &str, dir: &Path) -> Box<dyn Engine> {
     match name {
-        "fjall" => Box::new(Fjall::open(dir)),
-        _ => Box::new(Redb::open(dir)),
+        #[cfg(feature = "bench-redb")]
+        "redb" => Box::new(Redb::open(dir)),
+        _ => Box::new(Fjall::open(dir)),
     }
 }
 
@@ -458,13 +476,15 @@ fn main() {
                         m.p99_us
                     );
                 }
-                println!("        fjall/redb = {:.2}x", per_sec[0] / per_sec[1]);
+                if per_sec.len() == 2 {
+                    println!("        fjall/redb = {:.2}x", per_sec[0] / per_sec[1]);
+                }
             }
         }
 
         println!("\n## engines: reads (200 vehicles)");
         let per_vehicle = if quick { 500 } else { 5_000 };
-        for name in ["fjall", "redb"] {
+        for name in ENGINES {
             let dir = root.path().join(format!("{name}-reads"));
             let e = open_engine(name, &dir);
             bench_reads(e.as_ref(), per_vehicle, 200_000, 2_000);
@@ -476,25 +496,35 @@ fn main() {
     if only("store") {
         println!("\n## liengate Store (fjall): N concurrent callers, one position per commit call");
         println!(
-            "mode      callers   positions/s   commit p50    commit p99   mean batch (requests)"
+            "mode      callers x positions/call   positions/s   commit p50    commit p99   mean batch (requests)"
         );
         for durability in [Durability::Fsync, Durability::Buffered] {
-            for callers in [1usize, 16, 256, 2048] {
+            for (callers, per_call) in [
+                (1usize, 1usize),
+                (16, 1),
+                (256, 1),
+                (2048, 1),
+                (2, 64),
+                (2, 512),
+            ] {
                 let mut stats = Vec::new();
                 let before = summary(&prometheus.render(), "store_commit_batch_size");
                 for round in 0..rounds {
                     let dir = root
                         .path()
-                        .join(format!("store-{durability:?}-{callers}-{round}"));
-                    stats.push(bench_group_commit(&dir, durability, callers, window));
+                        .join(format!("store-{durability:?}-{callers}-{per_call}-{round}"));
+                    stats.push(bench_group_commit(
+                        &dir, durability, callers, per_call, window,
+                    ));
                     let _ = std::fs::remove_dir_all(&dir);
                 }
                 let after = summary(&prometheus.render(), "store_commit_batch_size");
                 let mean_batch = (after.0 - before.0) / (after.1 - before.1).max(1.0);
                 let m = median(stats);
                 println!(
-                    "{:9} {callers:<7} {:>13.0} {:>10.1}us {:>10.1}us {:>10.1}",
+                    "{:9} {:<22} {:>13.0} {:>10.1}us {:>10.1}us {:>10.1}",
                     format!("{durability:?}").to_lowercase(),
+                    format!("{callers} x {per_call}"),
                     m.per_sec,
                     m.p50_us,
                     m.p99_us,

@@ -4,7 +4,12 @@
 pub use liengate_protocols as protocols;
 
 pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod registry;
 pub mod sim;
 pub mod store;

@@ -68,6 +68,7 @@ fn split_and_decode_allocate_nothing() {
                         sum += l.extras.rssi().unwrap_or(0) as f64;
                         sum += l.extras.iter().map(|i| i.value.len()).sum::<usize>() as f64;
                         sum += l.time.to_unix().unwrap() as f64;
+                        sum += l.extras.standard().satellites.unwrap_or(0) as f64;
                     }
                     Message::Batch(b) => {
                         for item in b.items() {

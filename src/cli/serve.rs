@@ -1,9 +1,241 @@
-//! `liengate serve` (placeholder until its owner fills it in).
+//! `liengate serve`: the gateway process.
+//!
+//! Start-up order: config (fail fast, naming the key), logging, metrics, store, registry import,
+//! last known positions into memory, shard workers, listeners. Once both listeners are bound it
+//! prints `listening jt808 ADDR` and `listening http ADDR` on stdout (tests and scripts read these;
+//! logs go to stderr). SIGINT/SIGTERM start a graceful shutdown: stop accepting, let connections
+//! answer what is in flight, drain the shards, flush the store, exit 0.
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::gateway::{self, Gateway};
+use crate::http::{self, ApiState};
+use crate::pipeline::{self, live::LiveView, Pipeline};
+use crate::store::{Store, StoreConfig};
 
 #[derive(clap::Args, Debug)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// TOML configuration file (see config/liengate.example.toml). Without it, defaults apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// JT/T 808 listen address; overrides jt808.listen.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_jt808: Option<SocketAddr>,
+    /// HTTP API listen address; overrides http.listen.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_http: Option<SocketAddr>,
+    /// Data directory of the embedded store; overrides store.data_dir.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
 
-pub fn run(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`liengate serve` is not built yet")
+/// How long connections get to answer in-flight frames after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often track points older than `store.retention_days` are dropped.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(addr) = args.listen_jt808 {
+        config.jt808.listen = addr;
+    }
+    if let Some(addr) = args.listen_http {
+        config.http.listen = addr;
+    }
+    if let Some(dir) = args.data_dir {
+        config.store.data_dir = dir;
+    }
+    let file = args
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<command line>".into());
+    config.validate(&file)?;
+
+    init_logging();
+    let metrics = crate::metrics::install().context("installing the metrics recorder")?;
+    let admin_token = std::env::var("LIENGATE_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    if admin_token.is_none() {
+        tracing::warn!("LIENGATE_ADMIN_TOKEN is not set: the location API refuses every request");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("liengate")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config, admin_token, metrics))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LIENGATE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn serve(
+    config: Config,
+    admin_token: Option<String>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let store_cfg = StoreConfig {
+        data_dir: config.store.data_dir.clone(),
+        durability: config.store.durability,
+        retention_days: config.store.retention_days,
+    };
+    let store = Store::open(&store_cfg)
+        .with_context(|| format!("opening the store in {}", store_cfg.data_dir.display()))?;
+
+    if let Some(path) = &config.registry.import {
+        let report = crate::registry::import_file(&store, path)
+            .with_context(|| format!("importing the registry from {}", path.display()))?;
+        tracing::info!(%report, "registry imported");
+    }
+
+    let live = Arc::new(LiveView::new());
+    let (vehicles, devices) = pipeline::load_last_known(&live, store.all_last_known()?);
+    tracing::info!(vehicles, devices, "last known positions loaded");
+
+    let (pipe, shard_handles) = Pipeline::start(&config, store.clone(), live.clone());
+    tracing::info!(shards = pipe.shards(), "shard workers started");
+
+    let jt808_listener = TcpListener::bind(config.jt808.listen)
+        .await
+        .with_context(|| format!("binding jt808.listen {}", config.jt808.listen))?;
+    let http_listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding http.listen {}", config.http.listen))?;
+    let jt808_addr = jt808_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let api = Arc::new(ApiState {
+        store: store.clone(),
+        live: live.clone(),
+        admin_token,
+        metrics: metrics.clone(),
+        state: config.state.clone(),
+    });
+    let http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http::router(api))
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await
+    });
+
+    let gw = Arc::new(Gateway::new(
+        config.clone(),
+        store.clone(),
+        pipe,
+        live,
+        shutdown.clone(),
+    ));
+    let tasks = TaskTracker::new();
+    let listener_task = tokio::spawn(gateway::serve(jt808_listener, gw.clone(), tasks.clone()));
+
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening jt808 {jt808_addr}")?;
+        writeln!(out, "listening http {http_addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%jt808_addr, %http_addr, "liengate serving");
+
+    let upkeep = tokio::spawn(upkeep(store.clone(), metrics, shutdown.clone()));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections; answering in-flight frames");
+    shutdown.cancel();
+
+    // 1. Stop accepting.
+    let _ = listener_task.await;
+    // 2. Let connections answer what they have in flight and close.
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "connections did not finish within the grace period; closing them"
+        );
+        gw.hard_stop.cancel();
+        tasks.wait().await;
+    }
+    // 3. Dropping the last pipeline handle lets the shards drain their queues and stop.
+    drop(gw);
+    for h in shard_handles {
+        let _ = h.await;
+    }
+    // 4. Make everything durable.
+    store.flush().await.context("flushing the store")?;
+    let _ = upkeep.await;
+    let _ = http_task.await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Periodic chores: metric upkeep (histogram rotation) and track retention.
+async fn upkeep(
+    store: Store,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut last_retention: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        metrics.run_upkeep();
+        if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_INTERVAL) {
+            last_retention = Some(tokio::time::Instant::now());
+            let store = store.clone();
+            let now = pipeline::now_ms();
+            match tokio::task::spawn_blocking(move || store.apply_retention(now)).await {
+                Ok(Ok(dropped)) if dropped > 0 => {
+                    tracing::info!(dropped, "track retention applied")
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "track retention failed"),
+                Err(err) => tracing::error!(error = %err, "track retention task failed"),
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -21,7 +21,7 @@ impl Version {
         }
     }
 
-    /// Length of the terminal phone field in bytes: BCD[6] before 2019, BCD[10] in 2019.
+    /// Length of the terminal phone field in bytes: `BCD[6]` before 2019, `BCD[10]` in 2019.
     pub fn phone_len(&self) -> usize {
         match self {
             Version::V2019 => 10,

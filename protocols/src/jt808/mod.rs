@@ -5,6 +5,52 @@
 //! Hot path: `Splitter::next` finds a frame in the connection buffer,
 //! `decode_frame` unescapes it into a caller-owned scratch array and returns
 //! borrowed views; nothing is allocated.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use liengate_protocols::jt808::{
+//!     decode_frame, encode_message, DecodeOptions, GeneralResponse, Message, Split, Splitter,
+//!     MAX_LOGICAL_FRAME,
+//! };
+//!
+//! // A heartbeat followed by half of the next frame, as one read might deliver them.
+//! let buf = [0x7e, 0x00, 0x02, 0x00, 0x00, 0x01, 0x23, 0x45, 0x67, 0x89, 0x00, 0x00, 0x0a,
+//!            0x81, 0x7e, 0x7e, 0x02, 0x00];
+//! let mut splitter = Splitter::default();
+//! let mut scratch = [0u8; MAX_LOGICAL_FRAME];
+//! let mut replies = BytesMut::new();
+//! let mut rest = &buf[..];
+//! loop {
+//!     match splitter.next(rest) {
+//!         Split::Frame { frame, consumed } => {
+//!             match decode_frame(&rest[frame], &mut scratch, &DecodeOptions::default()) {
+//!                 Ok((packet, message)) => {
+//!                     assert_eq!(message, Message::Heartbeat);
+//!                     // §8.2: answer with 0x8001, our own serial, the device's serial and id.
+//!                     let reply = Message::PlatformResponse(GeneralResponse {
+//!                         reply_serial: packet.header.serial,
+//!                         reply_id: packet.header.message_id,
+//!                         result: GeneralResponse::OK,
+//!                     });
+//!                     encode_message(&packet.header.reply(0x8001, 1), &reply, &mut replies);
+//!                 }
+//!                 Err(e) => panic!("rejected: {e}"), // a gateway counts e.kind.as_str()
+//!             }
+//!             rest = &rest[consumed..];
+//!         }
+//!         Split::Invalid { error, consumed } => {
+//!             let _ = error; // count it, then resynchronise
+//!             rest = &rest[consumed..];
+//!         }
+//!         Split::Incomplete { consumed } => {
+//!             rest = &rest[consumed..];
+//!             break; // keep `rest`, read more bytes
+//!         }
+//!     }
+//! }
+//! assert_eq!(rest, &[0x7e, 0x02, 0x00]);
+//! assert_eq!(replies[0], 0x7e);
+//! ```
 
 pub mod error;
 pub mod flags;

@@ -1,4 +1,4 @@
-//! BCD device time (JT/T 808-2013 §8.18 table 23: BCD[6] YYMMDDhhmmss in
+//! BCD device time (JT/T 808-2013 §8.18 table 23: `BCD[6]` YYMMDDhhmmss in
 //! GMT+8) converted to and from Unix seconds UTC.
 
 use super::error::{Error, ErrorKind};

@@ -14,7 +14,7 @@ pub struct Attributes<'a> {
     pub maker_id: &'a [u8],
     pub model: &'a [u8],
     pub terminal_id: &'a [u8],
-    /// SIM ICCID, BCD[10].
+    /// SIM ICCID, `BCD[10]`.
     pub iccid: [u8; 10],
     pub hardware_version: &'a [u8],
     pub firmware_version: &'a [u8],

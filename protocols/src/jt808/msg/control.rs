@@ -151,7 +151,7 @@ impl<'a> VehicleControl<'a> {
     }
 }
 
-/// 0x0A00 terminal RSA public key: exponent DWORD, modulus BYTE[128].
+/// 0x0A00 terminal RSA public key: exponent DWORD, modulus `BYTE[128]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublicKey<'a> {
     pub e: u32,

@@ -153,7 +153,74 @@ pub struct RouteTimeDetail {
     pub result: u8,
 }
 
+/// The standard additional items of one location (§8.18 table 27), read in
+/// one pass. Items with a non-standard length are left out (vendors reuse
+/// the ids); the first occurrence of an id wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StandardExtras {
+    /// 0x01, 1/10 km.
+    pub mileage_raw: Option<u32>,
+    /// 0x02, 1/10 L.
+    pub fuel_raw: Option<u16>,
+    /// 0x03, 1/10 km/h.
+    pub recorder_speed_raw: Option<u16>,
+    /// 0x04.
+    pub alarm_event_id: Option<u16>,
+    /// 0x11.
+    pub overspeed: Option<OverspeedDetail>,
+    /// 0x12.
+    pub area: Option<AreaDetail>,
+    /// 0x13.
+    pub route_time: Option<RouteTimeDetail>,
+    /// 0x25.
+    pub ext_status: Option<u32>,
+    /// 0x2A.
+    pub io_status: Option<u16>,
+    /// 0x2B.
+    pub analog: Option<u32>,
+    /// 0x30.
+    pub rssi: Option<u8>,
+    /// 0x31.
+    pub satellites: Option<u8>,
+}
+
+fn set<T>(slot: &mut Option<T>, v: Option<T>) {
+    if slot.is_none() {
+        *slot = v;
+    }
+}
+
 impl<'a> Extras<'a> {
+    /// All standard items in one pass (cheaper than calling each getter).
+    pub fn standard(&self) -> StandardExtras {
+        let mut s = StandardExtras::default();
+        for it in self.iter() {
+            if it.overrun {
+                break;
+            }
+            let v = it.value;
+            let w = || <[u8; 2]>::try_from(v).ok().map(u16::from_be_bytes);
+            let d = || <[u8; 4]>::try_from(v).ok().map(u32::from_be_bytes);
+            let b = || <[u8; 1]>::try_from(v).ok().map(|x| x[0]);
+            match it.id {
+                0x01 => set(&mut s.mileage_raw, d()),
+                0x02 => set(&mut s.fuel_raw, w()),
+                0x03 => set(&mut s.recorder_speed_raw, w()),
+                0x04 => set(&mut s.alarm_event_id, w()),
+                0x11 => set(&mut s.overspeed, overspeed(v)),
+                0x12 => set(&mut s.area, area(v)),
+                0x13 => set(&mut s.route_time, route_time(v)),
+                0x25 => set(&mut s.ext_status, d()),
+                0x2a => set(&mut s.io_status, w()),
+                0x2b => set(&mut s.analog, d()),
+                0x30 => set(&mut s.rssi, b()),
+                0x31 => set(&mut s.satellites, b()),
+                _ => {}
+            }
+        }
+        s
+    }
+
     /// Walk the items in order without allocating.
     pub fn iter(&self) -> ExtraIter<'a> {
         ExtraIter { rest: self.0 }
@@ -208,35 +275,17 @@ impl<'a> Extras<'a> {
 
     /// 0x11 overspeed detail (1 or 5 bytes).
     pub fn overspeed(&self) -> Option<OverspeedDetail> {
-        match self.get(0x11)? {
-            [t] => Some(OverspeedDetail {
-                location_type: *t,
-                area_id: None,
-            }),
-            [t, a, b, c, d] => Some(OverspeedDetail {
-                location_type: *t,
-                area_id: Some(u32::from_be_bytes([*a, *b, *c, *d])),
-            }),
-            _ => None,
-        }
+        overspeed(self.get(0x11)?)
     }
 
     /// 0x12 area/route entry-exit detail.
     pub fn area(&self) -> Option<AreaDetail> {
-        self.fixed::<6>(0x12).map(|b| AreaDetail {
-            location_type: b[0],
-            area_id: u32::from_be_bytes([b[1], b[2], b[3], b[4]]),
-            direction: b[5],
-        })
+        area(self.get(0x12)?)
     }
 
     /// 0x13 section driving time detail.
     pub fn route_time(&self) -> Option<RouteTimeDetail> {
-        self.fixed::<7>(0x13).map(|b| RouteTimeDetail {
-            section_id: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-            time_s: u16::from_be_bytes([b[4], b[5]]),
-            result: b[6],
-        })
+        route_time(self.get(0x13)?)
     }
 
     /// 0x25 extended vehicle signal status (DWORD).
@@ -271,6 +320,38 @@ impl<'a> Extras<'a> {
         out.put_u8(n as u8);
         out.put_slice(&value[..n]);
     }
+}
+
+fn overspeed(v: &[u8]) -> Option<OverspeedDetail> {
+    match v {
+        [t] => Some(OverspeedDetail {
+            location_type: *t,
+            area_id: None,
+        }),
+        [t, a, b, c, d] => Some(OverspeedDetail {
+            location_type: *t,
+            area_id: Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        }),
+        _ => None,
+    }
+}
+
+fn area(v: &[u8]) -> Option<AreaDetail> {
+    let b: [u8; 6] = v.try_into().ok()?;
+    Some(AreaDetail {
+        location_type: b[0],
+        area_id: u32::from_be_bytes([b[1], b[2], b[3], b[4]]),
+        direction: b[5],
+    })
+}
+
+fn route_time(v: &[u8]) -> Option<RouteTimeDetail> {
+    let b: [u8; 7] = v.try_into().ok()?;
+    Some(RouteTimeDetail {
+        section_id: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        time_s: u16::from_be_bytes([b[4], b[5]]),
+        result: b[6],
+    })
 }
 
 pub struct ExtraIter<'a> {
@@ -330,6 +411,32 @@ mod tests {
         assert!(items[1].overrun);
         assert_eq!(e.overrun(), Some((0xfb, 2, 1)));
         assert_eq!(e.rssi(), Some(0x17));
+    }
+
+    #[test]
+    fn one_pass_matches_the_getters() {
+        let e = Extras(&[
+            0x01, 4, 0, 0, 0x24, 0xc7, 0x02, 2, 0, 55, 0x03, 2, 1, 0, 0x04, 2, 0, 44, 0x11, 5, 1,
+            0, 0, 0, 9, 0x12, 6, 2, 0, 0, 0, 7, 1, 0x13, 7, 0, 0, 0, 3, 0, 60, 1, 0x25, 4, 0, 0, 0,
+            3, 0x2a, 2, 0, 2, 0x2b, 4, 0, 1, 0, 2, 0x30, 1, 0x17, 0x31, 1, 0x1b, 0x01, 4, 9, 9, 9,
+            9,
+        ]);
+        let s = e.standard();
+        assert_eq!(s.mileage_raw.map(|m| m as f64 / 10.0), e.mileage_km());
+        assert_eq!(s.fuel_raw, Some(55));
+        assert_eq!(s.recorder_speed_raw, Some(256));
+        assert_eq!(s.alarm_event_id, e.alarm_event_id());
+        assert_eq!(s.overspeed, e.overspeed());
+        assert_eq!(s.overspeed.unwrap().area_id, Some(9));
+        assert_eq!(s.area, e.area());
+        assert_eq!(s.area.unwrap().direction, 1);
+        assert_eq!(s.route_time, e.route_time());
+        assert_eq!(s.route_time.unwrap().time_s, 60);
+        assert_eq!(s.ext_status, e.ext_status());
+        assert_eq!(s.io_status, e.io_status());
+        assert_eq!(s.analog, e.analog());
+        assert_eq!(s.rssi, Some(0x17));
+        assert_eq!(s.satellites, e.satellites());
     }
 
     #[test]

@@ -33,15 +33,30 @@ fn widths(layout: Version) -> (usize, usize, usize) {
 /// Fixed part of the 2013 body (2+2+5+20+7+1).
 const FIXED_2013: usize = 37;
 
+/// 2011 layout, colour 0 (no plate) and a 17-character VIN.
+fn is_2011_with_vin(body: &[u8]) -> bool {
+    body.len() == 25 + 17
+        && body[24] == 0
+        && body[25..]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
 impl<'a> Register<'a> {
     /// Which body layout a 0x0100 with this header version uses. The 2011 and
     /// 2013 headers are identical, so the edition shows only in the body:
     /// a body shorter than the 37-byte 2013 fixed part must be 2011
     /// (25-byte fixed part), as other servers also decide.
+    ///
+    /// One longer 2011 body is recognised as well: plate colour 0 followed
+    /// by a 17-character VIN (25 + 17 = 42 bytes), which unregistered cars
+    /// send. Read as 2013, its colour byte would be a VIN letter, so the
+    /// 2011 reading is the only sensible one.
     pub fn layout(body: &[u8], header_version: Version) -> Version {
         match header_version {
             Version::V2019 => Version::V2019,
             _ if body.len() < FIXED_2013 => Version::V2011,
+            _ if is_2011_with_vin(body) => Version::V2011,
             _ => Version::V2013,
         }
     }
@@ -107,5 +122,35 @@ impl<'a> RegisterReply<'a> {
         if self.result == 0 {
             out.put_slice(self.auth_code);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_2011_registration_with_a_vin_reads_as_2011() {
+        let reg = Register {
+            province: 31,
+            city: 115,
+            maker_id: b"70111",
+            model: b"BSJ-M7B ",
+            device_id: b"0000001",
+            plate_color: 0,
+            plate: b"LSVAM4187C2184847",
+        };
+        let mut out = BytesMut::new();
+        reg.encode(Version::V2011, &mut out);
+        assert_eq!(out.len(), 42);
+        assert_eq!(Register::layout(&out, Version::V2013), Version::V2011);
+        assert_eq!(Register::decode(&out, Version::V2013).unwrap(), reg);
+        // The same registration in the 2013 layout stays 2013.
+        let mut out = BytesMut::new();
+        reg.encode(Version::V2013, &mut out);
+        assert_eq!(Register::layout(&out, Version::V2013), Version::V2013);
+        let mut want = reg;
+        want.model = b"BSJ-M7B ";
+        assert_eq!(Register::decode(&out, Version::V2013).unwrap(), want);
     }
 }

@@ -1,0 +1,101 @@
+//! Criterion benchmark: split + decode of real JT808 frames by liengate and,
+//! in the same run, by the crates.io crates `jt808` and `jt808-rs`.
+//!
+//! Every iteration copies the frame into the connection buffer first (what a
+//! socket read does), then splits and decodes it, for every implementation
+//! alike. Throughput is reported per frame (elements) and per byte.
+//!
+//! Run: `cargo bench --bench jt808_decode`; `cargo bench --bench jt808_ratio`
+//! prints the ours / fastest-peer ratio.
+
+mod common;
+
+use std::hint::black_box;
+
+use bytes::BytesMut;
+use common::{frames, ours::Ours, peers};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use jt808::codec::Jt808Codec;
+
+fn location_0200(c: &mut Criterion) {
+    let frame = frames::location_0200();
+    let mut group = c.benchmark_group("jt808_0200_split_decode");
+    group.throughput(Throughput::ElementsAndBytes {
+        elements: 1,
+        bytes: frame.len() as u64,
+    });
+
+    let mut ours = Ours::default();
+    let mut buf = Vec::with_capacity(4096);
+    group.bench_function("liengate", |b| {
+        b.iter(|| {
+            buf.clear();
+            buf.extend_from_slice(black_box(&frame));
+            black_box(ours.location(&buf).expect("liengate decodes the frame"))
+        })
+    });
+
+    let mut codec = Jt808Codec::new();
+    let mut peer_buf = BytesMut::with_capacity(4096);
+    group.bench_function("jt808 crate", |b| {
+        b.iter(|| {
+            peer_buf.extend_from_slice(black_box(&frame));
+            black_box(
+                peers::jt808_crate_location(&mut codec, &mut peer_buf)
+                    .expect("jt808 decodes the frame"),
+            )
+        })
+    });
+
+    group.bench_function("jt808-rs (framing only)", |b| {
+        b.iter(|| {
+            black_box(
+                peers::jt808_rs_frame(black_box(&frame)).expect("jt808-rs unescapes the frame"),
+            )
+        })
+    });
+    group.finish();
+}
+
+fn batch_0704(c: &mut Criterion) {
+    let frame = frames::batch_0704();
+    let mut group = c.benchmark_group("jt808_0704_split_decode");
+    group.throughput(Throughput::ElementsAndBytes {
+        elements: 1,
+        bytes: frame.len() as u64,
+    });
+
+    let mut ours = Ours::default();
+    let mut buf = Vec::with_capacity(4096);
+    group.bench_function("liengate", |b| {
+        b.iter(|| {
+            buf.clear();
+            buf.extend_from_slice(black_box(&frame));
+            black_box(ours.batch(&buf).expect("liengate decodes the batch"))
+        })
+    });
+
+    let mut codec = Jt808Codec::new();
+    let mut peer_buf = BytesMut::with_capacity(4096);
+    group.bench_function("jt808 crate", |b| {
+        b.iter(|| {
+            peer_buf.extend_from_slice(black_box(&frame));
+            black_box(
+                peers::jt808_crate_batch(&mut codec, &mut peer_buf)
+                    .expect("jt808 decodes the batch"),
+            )
+        })
+    });
+
+    group.bench_function("jt808-rs (framing only)", |b| {
+        b.iter(|| {
+            black_box(
+                peers::jt808_rs_frame(black_box(&frame)).expect("jt808-rs unescapes the frame"),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, location_0200, batch_0704);
+criterion_main!(benches);

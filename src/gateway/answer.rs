@@ -1,0 +1,66 @@
+//! Downlink frames the gateway sends on its own: general response (0x8001), register reply
+//! (0x8100), server time (0x8004) and resend request (0x8003).
+//!
+//! Each answer reuses the terminal id and header layout (2013 or 2019, with the device's protocol
+//! version) of the frame it answers, and carries the platform's own serial number.
+use bytes::BytesMut;
+use liengate_protocols::jt808::{
+    encode_message, BcdTime, GeneralResponse, Header, Message, PackageIndices, RegisterReply,
+    ResendRequest,
+};
+
+/// 0x8001 result codes (JT/T 808-2013 §8.2).
+pub mod result {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const MESSAGE_ERROR: u8 = 2;
+    pub const UNSUPPORTED: u8 = 3;
+}
+
+/// 0x8100 result codes (JT/T 808-2013 §8.6).
+pub mod register_result {
+    pub const OK: u8 = 0;
+    pub const NO_SUCH_TERMINAL: u8 = 4;
+}
+
+fn reply_header(to: &Header, message_id: u16, serial: u16) -> Header {
+    let mut h = Header::new(message_id, to.terminal, serial, to.version);
+    h.protocol_version = to.protocol_version;
+    h
+}
+
+/// 0x8001 platform general response to the frame with header `to`.
+pub fn general(to: &Header, serial: u16, result: u8, out: &mut BytesMut) {
+    let msg = Message::PlatformResponse(GeneralResponse {
+        reply_serial: to.serial,
+        reply_id: to.message_id,
+        result,
+    });
+    encode_message(&reply_header(to, 0x8001, serial), &msg, out);
+}
+
+/// 0x8100 register reply; `auth_code` is empty unless `result` is OK.
+pub fn register(to: &Header, serial: u16, result: u8, auth_code: &[u8], out: &mut BytesMut) {
+    let msg = Message::RegisterReply(RegisterReply {
+        reply_serial: to.serial,
+        result,
+        auth_code,
+    });
+    encode_message(&reply_header(to, 0x8100, serial), &msg, out);
+}
+
+/// 0x8004 server time (UTC+8 BCD per the standard) answering 0x0004.
+pub fn server_time(to: &Header, serial: u16, now_unix_secs: i64, out: &mut BytesMut) {
+    let msg = Message::ServerTime(BcdTime::from_unix(now_unix_secs));
+    encode_message(&reply_header(to, 0x8004, serial), &msg, out);
+}
+
+/// 0x8003 asking the terminal to resend the `missing` packages of the message whose first
+/// package had serial `first_serial`.
+pub fn resend(to: &Header, serial: u16, first_serial: u16, missing: &[u16], out: &mut BytesMut) {
+    let msg = Message::ResendRequest(ResendRequest {
+        original_serial: first_serial,
+        indices: PackageIndices::List(missing),
+    });
+    encode_message(&reply_header(to, 0x8003, serial), &msg, out);
+}

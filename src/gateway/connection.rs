@@ -1,0 +1,897 @@
+//! One device connection: read frames, answer them, hand positions to the shards.
+//!
+//! A single task per connection. It reads only when the socket is readable and only while fewer
+//! than `jt808.max_inflight` answers are outstanding, so a slow store (or a full shard queue)
+//! stops the reading and TCP pushes back on the device. Answers leave in the order the frames
+//! came in: an acknowledgement for a position waits in the queue until its shard reports the
+//! position durable. The read buffer is released whenever it is empty so that an idle connection
+//! costs little memory.
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use liengate_protocols::jt808::{
+    parse_packet, DecodeOptions, Error as CodecError, ErrorKind, Header, Message, Quirks,
+    Reassembler, Reassembly, ReassemblyLimits, Split, Splitter, TerminalId, MAX_LOGICAL_FRAME,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::answer::{self, register_result, result};
+use super::auth_limit::Failure;
+use super::inbound::{interpret, Inbound};
+use super::Gateway;
+use crate::config::{ModelConfig, UnknownDevicePolicy};
+use crate::metrics as m;
+use crate::model::{Device, DeviceRole};
+use crate::pipeline::live::Activity;
+use crate::pipeline::{
+    device_key, now_ms, CommitFailed, Committed, DeviceRoute, FrameKey, Positions,
+};
+use crate::store::{SessionFacts, Write};
+
+/// Why a connection ended (the `reason` label of `connections_closed_total`).
+#[derive(Debug)]
+enum Close {
+    Eof,
+    Idle,
+    Replaced,
+    Hostile(&'static str),
+    AuthFailed,
+    Shutdown,
+    Io(std::io::Error),
+}
+
+impl Close {
+    fn label(&self) -> &'static str {
+        match self {
+            Close::Eof => "eof",
+            Close::Idle => "idle",
+            Close::Replaced => "replaced",
+            Close::Hostile(_) => "hostile",
+            Close::AuthFailed => "auth_failed",
+            Close::Shutdown => "shutdown",
+            Close::Io(_) => "io_error",
+        }
+    }
+}
+
+/// An answer waiting to be written, in frame order.
+enum Pending {
+    Ready(Bytes),
+    /// 0x8001 for a position frame, sent once the shard reports the commit.
+    Ack {
+        rx: oneshot::Receiver<Result<Committed, CommitFailed>>,
+        to: Header,
+        serial: u16,
+    },
+}
+
+/// State after a successful 0x0102.
+struct Authed {
+    terminal: TerminalId,
+    route: Arc<DeviceRoute>,
+    model: Option<ModelConfig>,
+    connected_ms: i64,
+    version: &'static str,
+}
+
+/// The result of decoding one frame (no borrows, see `inbound`).
+enum Step {
+    Reject(CodecError),
+    Message {
+        header: Header,
+        inbound: Inbound,
+        first_time_ms: Option<i64>,
+    },
+    /// One package of a subpackaged message was stored; more are expected.
+    PackageStored(Header),
+    /// The last package arrived but some are missing: ask for them (0x8003).
+    Resend {
+        header: Header,
+        first_serial: u16,
+        missing: Vec<u16>,
+    },
+}
+
+enum Event {
+    Ack(Result<Committed, CommitFailed>),
+    Readable(std::io::Result<()>),
+    Replaced,
+    Shutdown,
+    Idle,
+}
+
+pub(super) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    gw: Arc<Gateway>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
+    let span = tracing::info_span!("conn", %peer, conn = id, terminal = tracing::field::Empty);
+    let hard_stop = gw.hard_stop.clone();
+    let mut conn = Connection::new(stream, peer, id, gw);
+    async {
+        let reason = tokio::select! {
+            r = conn.serve() => r,
+            _ = hard_stop.cancelled() => Close::Shutdown,
+        };
+        match &reason {
+            Close::Io(err) => tracing::debug!(error = %err, "connection closed by I/O error"),
+            Close::Hostile(why) => tracing::warn!(why, "closing hostile stream"),
+            other => tracing::debug!(reason = other.label(), "connection closed"),
+        }
+        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason.label()).increment(1);
+        conn.finish().await;
+    }
+    .instrument(span)
+    .await;
+    metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
+}
+
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    gw: Arc<Gateway>,
+    buf: BytesMut,
+    splitter: Splitter,
+    pending: VecDeque<Pending>,
+    next_serial: u16,
+    authed: Option<Authed>,
+    /// Cancelled when a newer connection of the same terminal authenticates.
+    replaced: CancellationToken,
+    /// Set when the connection should stop reading and close once its answers are out.
+    stopping: Option<Close>,
+    bad_in_row: u32,
+    /// Checksum leniency of the terminal last seen on this connection.
+    checksum_policy: Option<(TerminalId, bool)>,
+    reassembler: Option<Box<Reassembler>>,
+    idle_deadline: Instant,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, peer: SocketAddr, id: u64, gw: Arc<Gateway>) -> Self {
+        let idle = gw.config.jt808.effective_idle_timeout();
+        Connection {
+            stream,
+            peer,
+            id,
+            splitter: Splitter::new(gw.config.jt808.max_frame),
+            gw,
+            buf: BytesMut::new(),
+            pending: VecDeque::new(),
+            next_serial: 0,
+            authed: None,
+            replaced: CancellationToken::new(),
+            stopping: None,
+            bad_in_row: 0,
+            checksum_policy: None,
+            reassembler: None,
+            idle_deadline: Instant::now() + idle,
+        }
+    }
+
+    fn serial(&mut self) -> u16 {
+        let s = self.next_serial;
+        self.next_serial = self.next_serial.wrapping_add(1);
+        s
+    }
+
+    async fn serve(&mut self) -> Close {
+        let max_inflight = self.gw.config.jt808.max_inflight;
+        loop {
+            if let Err(close) = self.write_ready().await {
+                return close;
+            }
+            if self.stopping.is_some() && self.pending.is_empty() {
+                return self.stopping.take().expect("checked above");
+            }
+            let can_read = self.stopping.is_none() && self.pending.len() < max_inflight;
+            let running = self.stopping.is_none();
+            let event = {
+                let Connection {
+                    stream,
+                    pending,
+                    replaced,
+                    gw,
+                    idle_deadline,
+                    ..
+                } = self;
+                tokio::select! {
+                    biased;
+                    r = front_ack(pending) => Event::Ack(r),
+                    _ = replaced.cancelled(), if running => Event::Replaced,
+                    _ = gw.shutdown.cancelled(), if running => Event::Shutdown,
+                    r = stream.readable(), if can_read => Event::Readable(r),
+                    _ = tokio::time::sleep_until(*idle_deadline), if running => Event::Idle,
+                }
+            };
+            match event {
+                Event::Ack(r) => {
+                    let Some(Pending::Ack { to, serial, .. }) = self.pending.pop_front() else {
+                        unreachable!("front_ack only completes for an Ack at the front");
+                    };
+                    let mut out = BytesMut::new();
+                    answer::general(&to, serial, ack_result(r), &mut out);
+                    self.pending.push_front(Pending::Ready(out.freeze()));
+                }
+                Event::Replaced => {
+                    tracing::info!("a newer connection of this terminal took over");
+                    self.stopping = Some(Close::Replaced);
+                }
+                Event::Shutdown => self.stopping = Some(Close::Shutdown),
+                Event::Idle => return Close::Idle,
+                Event::Readable(Err(err)) => return Close::Io(err),
+                Event::Readable(Ok(())) => {
+                    let limit = self.gw.config.jt808.read_buffer;
+                    if self.buf.len() >= limit {
+                        self.stopping =
+                            Some(Close::Hostile("read buffer full without a complete frame"));
+                        continue;
+                    }
+                    let want = (limit - self.buf.len()).min(4096);
+                    if self.buf.capacity() - self.buf.len() < want.min(512) {
+                        self.buf.reserve(want);
+                    }
+                    match self.stream.try_read_buf(&mut self.buf) {
+                        Ok(0) => return Close::Eof,
+                        Ok(_) => {
+                            if let Err(close) = self.process_buffer().await {
+                                return close;
+                            }
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(err) => return Close::Io(err),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes every answer at the front of the queue that is ready, in one write.
+    async fn write_ready(&mut self) -> Result<(), Close> {
+        let mut out: Option<BytesMut> = None;
+        while let Some(front) = self.pending.front_mut() {
+            match front {
+                Pending::Ready(bytes) => {
+                    out.get_or_insert_with(BytesMut::new)
+                        .extend_from_slice(bytes);
+                    self.pending.pop_front();
+                }
+                Pending::Ack { rx, to, serial } => {
+                    let r = match rx.try_recv() {
+                        Ok(r) => r,
+                        Err(oneshot::error::TryRecvError::Empty) => break,
+                        Err(oneshot::error::TryRecvError::Closed) => Err(CommitFailed),
+                    };
+                    let (to, serial) = (*to, *serial);
+                    answer::general(
+                        &to,
+                        serial,
+                        ack_result(r),
+                        out.get_or_insert_with(BytesMut::new),
+                    );
+                    self.pending.pop_front();
+                }
+            }
+        }
+        let Some(out) = out else { return Ok(()) };
+        let timeout = self.gw.config.jt808.effective_idle_timeout();
+        match tokio::time::timeout(timeout, self.stream.write_all(&out)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Close::Io(err)),
+            Err(_) => Err(Close::Hostile("device stopped reading its answers")),
+        }
+    }
+
+    fn push_ready(&mut self, out: BytesMut) {
+        self.pending.push_back(Pending::Ready(out.freeze()));
+    }
+
+    /// Splits and handles every complete frame in the read buffer.
+    async fn process_buffer(&mut self) -> Result<(), Close> {
+        loop {
+            match self.splitter.next(&self.buf) {
+                Split::Frame { frame, consumed } => {
+                    let step = self.decode(frame);
+                    self.buf.advance(consumed);
+                    self.handle(step).await?;
+                }
+                Split::Incomplete { consumed } => {
+                    self.buf.advance(consumed);
+                    break;
+                }
+                Split::Invalid { error, consumed } => {
+                    self.buf.advance(consumed);
+                    let oversized = error.kind == ErrorKind::Oversized;
+                    self.handle(Step::Reject(error)).await?;
+                    if oversized {
+                        self.stopping = Some(Close::Hostile("oversized frame"));
+                    }
+                }
+            }
+            if self.stopping.is_some() {
+                break;
+            }
+        }
+        if self.buf.is_empty() {
+            // Give the memory back while the device is quiet (most of the time).
+            self.buf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Decodes one on-wire frame into an owned step. Synchronous: the scratch buffer lives on
+    /// the stack only for this call.
+    fn decode(&mut self, range: std::ops::Range<usize>) -> Step {
+        let mut scratch = [0u8; MAX_LOGICAL_FRAME];
+        let max_frame = self.gw.config.jt808.max_frame;
+        let wire = &self.buf[range];
+        let strict = DecodeOptions {
+            skip_checksum: false,
+            max_frame,
+        };
+        let lenient = DecodeOptions {
+            skip_checksum: true,
+            max_frame,
+        };
+        let first = parse_packet(wire, &mut scratch, &strict);
+        let retry = match &first {
+            Err(e) if e.kind == ErrorKind::Checksum => match e.header {
+                Some(h) => skips_checksum(&mut self.checksum_policy, &self.gw, &h.terminal),
+                None => false,
+            },
+            _ => false,
+        };
+        let packet = if retry {
+            parse_packet(wire, &mut scratch, &lenient)
+        } else {
+            first
+        };
+        let packet = match packet {
+            Ok(p) => p,
+            Err(e) => return Step::Reject(e),
+        };
+        let h = packet.header;
+        if packet.quirks.contains(Quirks::CHECKSUM_MISMATCH_ACCEPTED) {
+            metrics::counter!(m::FRAMES_CHECKSUM_SKIPPED, "protocol" => "jt808").increment(1);
+        }
+        metrics::counter!(m::FRAMES, "protocol" => "jt808", "message_id" => format!("0x{:04x}", h.message_id))
+            .increment(1);
+        let model = self.authed.as_ref().and_then(|a| a.model.clone());
+        if h.subpackage.is_some() {
+            return self.reassemble(&packet, model.as_ref());
+        }
+        let msg = match packet.message() {
+            Ok(msg) => msg,
+            Err(e) => return Step::Reject(e),
+        };
+        let first_time_ms = first_fix_time(&msg);
+        match interpret(&msg, model.as_ref()) {
+            Ok(inbound) => Step::Message {
+                header: h,
+                inbound,
+                first_time_ms,
+            },
+            Err(mut e) => {
+                e.header.get_or_insert(h);
+                Step::Reject(e)
+            }
+        }
+    }
+
+    fn reassemble(
+        &mut self,
+        packet: &liengate_protocols::jt808::Packet<'_>,
+        model: Option<&ModelConfig>,
+    ) -> Step {
+        let h = packet.header;
+        let sp = h.subpackage.expect("caller checked");
+        let now_secs = (now_ms() / 1000) as u64;
+        let cfg = &self.gw.config.jt808.subpackage;
+        let r = self.reassembler.get_or_insert_with(|| {
+            Box::new(Reassembler::new(ReassemblyLimits {
+                max_messages: cfg.max_messages,
+                max_packages: cfg.max_packages,
+                max_bytes: cfg.max_bytes,
+                timeout_secs: cfg.timeout.as_secs().max(1),
+            }))
+        });
+        for expired in r.expire(now_secs) {
+            tracing::info!(
+                message_id = expired.message_id,
+                first_serial = expired.first_serial,
+                missing = expired.missing.len(),
+                "dropped an incomplete subpackaged message"
+            );
+        }
+        match r.push(packet, now_secs) {
+            Reassembly::Complete(body) => {
+                if r.pending_messages() == 0 {
+                    self.reassembler = None;
+                }
+                let msg = match Message::decode(h.message_id, h.version, &body) {
+                    Ok(msg) => msg,
+                    Err(mut e) => {
+                        e.header = Some(h);
+                        return Step::Reject(e);
+                    }
+                };
+                let first_time_ms = first_fix_time(&msg);
+                match interpret(&msg, model) {
+                    Ok(inbound) => Step::Message {
+                        header: h,
+                        inbound,
+                        first_time_ms,
+                    },
+                    Err(mut e) => {
+                        e.header = Some(h);
+                        Step::Reject(e)
+                    }
+                }
+            }
+            Reassembly::Pending { missing } if sp.index == sp.total && !missing.is_empty() => {
+                Step::Resend {
+                    header: h,
+                    first_serial: h.serial.wrapping_sub(sp.index - 1),
+                    missing,
+                }
+            }
+            Reassembly::Pending { .. } => Step::PackageStored(h),
+            Reassembly::Rejected(e) => Step::Reject(e),
+        }
+    }
+
+    async fn handle(&mut self, step: Step) -> Result<(), Close> {
+        match step {
+            Step::Reject(err) => self.reject(err),
+            Step::PackageStored(h) => {
+                self.frame_ok();
+                let mut out = BytesMut::new();
+                let serial = self.serial();
+                answer::general(&h, serial, result::OK, &mut out);
+                self.push_ready(out);
+                Ok(())
+            }
+            Step::Resend {
+                header,
+                first_serial,
+                missing,
+            } => {
+                self.frame_ok();
+                metrics::counter!(m::RESEND_REQUESTS).increment(1);
+                let mut out = BytesMut::new();
+                let serial = self.serial();
+                answer::resend(&header, serial, first_serial, &missing, &mut out);
+                self.push_ready(out);
+                Ok(())
+            }
+            Step::Message {
+                header,
+                inbound,
+                first_time_ms,
+            } => {
+                self.frame_ok();
+                self.dispatch(header, inbound, first_time_ms).await
+            }
+        }
+    }
+
+    /// A well-formed frame arrived: the stream is not hostile and the device is alive.
+    fn frame_ok(&mut self) {
+        self.bad_in_row = 0;
+        self.idle_deadline = Instant::now() + self.gw.config.jt808.effective_idle_timeout();
+        if let Some(a) = &self.authed {
+            a.route.touch(now_ms());
+        }
+    }
+
+    fn reject(&mut self, err: CodecError) -> Result<(), Close> {
+        let kind = err.kind.as_str();
+        metrics::counter!(m::FRAMES_REJECTED, "protocol" => "jt808", "kind" => kind).increment(1);
+        tracing::warn!(peer = %self.peer, kind, offset = err.offset, detail = err.detail, "frame rejected");
+        if let Some(h) = err.header {
+            let mut out = BytesMut::new();
+            let serial = self.serial();
+            answer::general(&h, serial, result::MESSAGE_ERROR, &mut out);
+            self.push_ready(out);
+        }
+        self.bad_in_row += 1;
+        if self.bad_in_row >= self.gw.config.jt808.max_bad_frames {
+            // Stop reading; the answers already queued still go out before the close.
+            self.stopping = Some(Close::Hostile("too many malformed frames in a row"));
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, to: &Header, result: u8) {
+        let mut out = BytesMut::new();
+        let serial = self.serial();
+        answer::general(to, serial, result, &mut out);
+        self.push_ready(out);
+    }
+
+    /// True when the frame comes from the terminal this connection authenticated.
+    fn is_authed(&self, h: &Header) -> bool {
+        self.authed
+            .as_ref()
+            .is_some_and(|a| a.terminal == h.terminal)
+    }
+
+    fn unauthenticated(&mut self, h: &Header) {
+        metrics::counter!(m::FRAMES_REJECTED, "protocol" => "jt808", "kind" => "unauthenticated")
+            .increment(1);
+        tracing::info!(peer = %self.peer, message_id = h.message_id, "frame before authentication answered with failure");
+        self.answer(h, result::FAILURE);
+    }
+
+    async fn dispatch(
+        &mut self,
+        h: Header,
+        inbound: Inbound,
+        first_time_ms: Option<i64>,
+    ) -> Result<(), Close> {
+        match inbound {
+            Inbound::Register { model } => self.register(h, model).await,
+            Inbound::Auth { code } => self.authenticate(h, &code).await,
+            Inbound::QueryTime => {
+                let mut out = BytesMut::new();
+                let serial = self.serial();
+                answer::server_time(&h, serial, now_ms().div_euclid(1000), &mut out);
+                self.push_ready(out);
+                Ok(())
+            }
+            Inbound::NoAnswer => Ok(()),
+            Inbound::Answer(r) => {
+                if self.is_authed(&h) {
+                    self.answer(&h, r);
+                } else {
+                    self.unauthenticated(&h);
+                }
+                Ok(())
+            }
+            Inbound::Positions { reports, ack } => {
+                if !self.is_authed(&h) {
+                    if ack {
+                        self.unauthenticated(&h);
+                    }
+                    return Ok(());
+                }
+                let route = self.authed.as_ref().expect("checked").route.clone();
+                let (tx, rx) = if ack {
+                    let (tx, rx) = oneshot::channel();
+                    (Some(tx), Some(rx))
+                } else {
+                    (None, None)
+                };
+                let positions = Positions {
+                    route,
+                    key: first_time_ms.map(|t| FrameKey {
+                        message_id: h.message_id,
+                        serial: h.serial,
+                        first_time_ms: t,
+                    }),
+                    reports,
+                    received_ms: now_ms(),
+                    done: tx,
+                };
+                // Waits while the shard queue is full: this is the backpressure point.
+                if self.gw.pipeline.submit(positions).await.is_err() {
+                    return Err(Close::Shutdown);
+                }
+                if let Some(rx) = rx {
+                    let serial = self.serial();
+                    self.pending.push_back(Pending::Ack { rx, to: h, serial });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn register(&mut self, h: Header, model: String) -> Result<(), Close> {
+        let tid = h.terminal.to_string();
+        let cfg = &self.gw.config.jt808;
+        let store = self.gw.store.clone();
+        let device = match store.device(&tid) {
+            Ok(d) => d,
+            Err(err) => {
+                tracing::error!(error = %err, "device lookup failed during registration");
+                self.answer(&h, result::FAILURE);
+                return Ok(());
+            }
+        };
+        let mut writes = Vec::new();
+        if device.is_none() {
+            let allowed = match cfg.unknown_device {
+                UnknownDevicePolicy::Accept => true,
+                UnknownDevicePolicy::Reject => false,
+                UnknownDevicePolicy::Allowlist => cfg.allowlisted(&tid),
+            };
+            if !allowed {
+                metrics::counter!(m::REGISTRATIONS, "result" => "rejected").increment(1);
+                tracing::info!(terminal = %tid, "registration of unknown terminal rejected by policy");
+                let mut out = BytesMut::new();
+                let serial = self.serial();
+                answer::register(&h, serial, register_result::NO_SUCH_TERMINAL, b"", &mut out);
+                self.push_ready(out);
+                return Ok(());
+            }
+            let model = (!model.is_empty()).then_some(model);
+            let skip_checksum = model
+                .as_deref()
+                .and_then(|name| cfg.model(name))
+                .is_some_and(|m| m.skip_checksum);
+            tracing::info!(terminal = %tid, ?model, "unknown terminal registered as unassigned device");
+            writes.push(Write::Device(Device {
+                terminal_id: tid.clone(),
+                protocol: "jt808".into(),
+                // Self-registered devices are assumed wired (the common case); the registry
+                // import sets the real role when the device is assigned to a vehicle.
+                role: DeviceRole::Wired,
+                sim: None,
+                imei: None,
+                vehicle_id: None,
+                model,
+                skip_checksum,
+            }));
+        }
+        let code = match store.auth_code(&tid) {
+            Ok(Some(code)) => code,
+            Ok(None) => {
+                let code = generate_auth_code();
+                writes.push(Write::AuthCode {
+                    terminal_id: tid.clone(),
+                    code: code.clone(),
+                });
+                code
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "auth code lookup failed during registration");
+                self.answer(&h, result::FAILURE);
+                return Ok(());
+            }
+        };
+        if !writes.is_empty() {
+            if let Err(err) = store.commit(writes).await {
+                tracing::error!(error = %err, "store commit failed during registration");
+                self.answer(&h, result::FAILURE);
+                return Ok(());
+            }
+        }
+        metrics::counter!(m::REGISTRATIONS, "result" => "ok").increment(1);
+        let mut out = BytesMut::new();
+        let serial = self.serial();
+        answer::register(&h, serial, register_result::OK, code.as_bytes(), &mut out);
+        self.push_ready(out);
+        Ok(())
+    }
+
+    async fn authenticate(&mut self, h: Header, code: &[u8]) -> Result<(), Close> {
+        let tid = h.terminal.to_string();
+        let limiter = &self.gw.auth_limiter;
+        if limiter.is_locked(&tid, StdInstant::now()) {
+            metrics::counter!(m::AUTH, "result" => "locked_out").increment(1);
+            tracing::warn!(terminal = %tid, "authentication attempt while locked out");
+            self.answer(&h, result::FAILURE);
+            self.stopping = Some(Close::AuthFailed);
+            return Ok(());
+        }
+        let stored = match self.gw.store.auth_code(&tid) {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::error!(error = %err, "auth code lookup failed");
+                self.answer(&h, result::FAILURE);
+                return Ok(());
+            }
+        };
+        // Some firmware pads the code with NULs or spaces; the code itself never contains them.
+        let presented = trim_padding(code);
+        let ok = stored.as_deref().is_some_and(|s| s.as_bytes() == presented);
+        if !ok {
+            let label = if stored.is_none() {
+                "unknown"
+            } else {
+                "wrong_code"
+            };
+            metrics::counter!(m::AUTH, "result" => label).increment(1);
+            match limiter.record_failure(&tid, StdInstant::now()) {
+                Failure::Retry { failures } => {
+                    tracing::info!(terminal = %tid, failures, "authentication failed");
+                }
+                Failure::LockedOut => {
+                    tracing::warn!(terminal = %tid, "authentication failed too often; terminal locked out");
+                    self.stopping = Some(Close::AuthFailed);
+                }
+            }
+            self.answer(&h, result::FAILURE);
+            return Ok(());
+        }
+        limiter.record_success(&tid);
+        let route = match self.route(&tid) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::error!(error = %err, "device lookup failed during authentication");
+                self.answer(&h, result::FAILURE);
+                return Ok(());
+            }
+        };
+        let (route, model) = route;
+        let now = now_ms();
+        route.touch(now);
+        tracing::Span::current().record("terminal", tid.as_str());
+        if let Some(old) = self.authed.take() {
+            if old.terminal != h.terminal {
+                self.gw.sessions.release(&old.route.terminal_id, self.id);
+            }
+        }
+        if self.gw.sessions.claim(&tid, self.id, self.replaced.clone()) {
+            tracing::info!("replaced the terminal's previous connection");
+        }
+        let version = h.version.as_str();
+        self.authed = Some(Authed {
+            terminal: h.terminal,
+            route,
+            model,
+            connected_ms: now,
+            version,
+        });
+        let facts = SessionFacts {
+            last_connect_ms: now,
+            last_peer: self.peer.to_string(),
+            version: version.to_string(),
+            last_frame_ms: now,
+        };
+        if let Err(err) = self
+            .gw
+            .store
+            .commit(vec![Write::Session {
+                terminal_id: tid.clone(),
+                facts,
+            }])
+            .await
+        {
+            tracing::error!(error = %err, "could not record session facts");
+        }
+        metrics::counter!(m::AUTH, "result" => "ok").increment(1);
+        self.answer(&h, result::OK);
+        Ok(())
+    }
+
+    /// Where this terminal's data goes, from its registry record.
+    fn route(
+        &self,
+        tid: &str,
+    ) -> Result<(Arc<DeviceRoute>, Option<ModelConfig>), crate::store::StoreError> {
+        let device = self.gw.store.device(tid)?;
+        let vehicle_id = device.as_ref().and_then(|d| d.vehicle_id.clone());
+        let dkey = device_key(tid);
+        let vehicle_key = vehicle_id.clone().unwrap_or_else(|| dkey.clone());
+        let live = &self.gw.live;
+        let vehicle_activity = live
+            .vehicle_activity
+            .get_or_insert_with(&vehicle_key, || Arc::new(Activity::new(0)));
+        let device_activity = live
+            .device_activity
+            .get_or_insert_with(tid, || Arc::new(Activity::new(0)));
+        let model = device
+            .as_ref()
+            .and_then(|d| d.model.as_deref())
+            .and_then(|name| self.gw.config.jt808.model(name))
+            .cloned();
+        let route = DeviceRoute {
+            terminal_id: Arc::from(tid),
+            vehicle_id: vehicle_id.map(Arc::from),
+            shard: self.gw.pipeline.shard_of(&vehicle_key),
+            vehicle_key: Arc::from(vehicle_key),
+            device_key: Arc::from(dkey),
+            vehicle_activity,
+            device_activity,
+        };
+        Ok((Arc::new(route), model))
+    }
+
+    /// Releases the terminal and records when it was last heard from.
+    async fn finish(&mut self) {
+        let Some(a) = self.authed.take() else { return };
+        self.gw.sessions.release(&a.route.terminal_id, self.id);
+        let facts = SessionFacts {
+            last_connect_ms: a.connected_ms,
+            last_peer: self.peer.to_string(),
+            version: a.version.to_string(),
+            last_frame_ms: a.route.device_activity.get(),
+        };
+        if let Err(err) = self
+            .gw
+            .store
+            .commit(vec![Write::Session {
+                terminal_id: a.route.terminal_id.to_string(),
+                facts,
+            }])
+            .await
+        {
+            tracing::error!(error = %err, "could not record session facts at disconnect");
+        }
+    }
+}
+
+/// Whether the terminal's model is configured to send wrong check codes. Looked up once per
+/// terminal per connection (cached in `policy`).
+fn skips_checksum(
+    policy: &mut Option<(TerminalId, bool)>,
+    gw: &Gateway,
+    terminal: &TerminalId,
+) -> bool {
+    if let Some((t, skip)) = policy {
+        if t == terminal {
+            return *skip;
+        }
+    }
+    let tid = terminal.to_string();
+    let skip = match gw.store.device(&tid) {
+        Ok(Some(d)) => {
+            d.skip_checksum
+                || d.model
+                    .as_deref()
+                    .and_then(|name| gw.config.jt808.model(name))
+                    .is_some_and(|m| m.skip_checksum)
+        }
+        Ok(None) => false,
+        Err(err) => {
+            tracing::error!(error = %err, "device lookup failed");
+            false
+        }
+    };
+    *policy = Some((*terminal, skip));
+    skip
+}
+
+/// Waits for the commit outcome of the answer at the front of the queue, if it is an Ack.
+async fn front_ack(pending: &mut VecDeque<Pending>) -> Result<Committed, CommitFailed> {
+    match pending.front_mut() {
+        Some(Pending::Ack { rx, .. }) => rx.await.unwrap_or(Err(CommitFailed)),
+        _ => std::future::pending().await,
+    }
+}
+
+fn ack_result(r: Result<Committed, CommitFailed>) -> u8 {
+    match r {
+        Ok(_) => result::OK,
+        // "Failure" makes the device keep the position and send it again.
+        Err(CommitFailed) => result::FAILURE,
+    }
+}
+
+/// Device time of the first fix in a position message, for duplicate detection.
+fn first_fix_time(msg: &Message<'_>) -> Option<i64> {
+    let loc = match msg {
+        Message::Location(l) => *l,
+        Message::LocationReply { location, .. } => *location,
+        Message::Batch(b) => b.items().next()?.ok()?,
+        _ => return None,
+    };
+    loc.time.to_unix().ok().map(|s| s * 1000)
+}
+
+fn trim_padding(code: &[u8]) -> &[u8] {
+    let end = code
+        .iter()
+        .rposition(|&b| b != 0 && b != b' ')
+        .map_or(0, |p| p + 1);
+    &code[..end]
+}
+
+/// A fresh auth code: 16 random alphanumerics (about 95 bits), ASCII so every firmware can echo it.
+fn generate_auth_code() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 16)
+}

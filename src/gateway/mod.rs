@@ -1,0 +1,93 @@
+//! The JT/T 808 device listener: accepting connections within limits and running one session
+//! task per connection.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics as m;
+use crate::pipeline::live::LiveView;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+
+pub mod answer;
+pub mod auth_limit;
+mod connection;
+pub mod inbound;
+pub mod sessions;
+
+/// Everything a connection task needs, shared by all of them.
+pub struct Gateway {
+    pub config: Config,
+    pub store: Store,
+    pub pipeline: Pipeline,
+    pub live: Arc<LiveView>,
+    pub sessions: sessions::Sessions,
+    pub auth_limiter: auth_limit::AuthLimiter,
+    /// Cancelled on SIGINT/SIGTERM: connections stop reading, answer what is in flight and close.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace period is over: connections close at once.
+    pub hard_stop: CancellationToken,
+    next_conn_id: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(
+        config: Config,
+        store: Store,
+        pipeline: Pipeline,
+        live: Arc<LiveView>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let auth_limiter = auth_limit::AuthLimiter::new(&config.jt808.auth);
+        Gateway {
+            config,
+            store,
+            pipeline,
+            live,
+            sessions: sessions::Sessions::new(),
+            auth_limiter,
+            shutdown,
+            hard_stop: CancellationToken::new(),
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Accepts device connections until shutdown. Connections beyond `jt808.max_connections` are
+/// closed right after accept and counted; accepting them first (rather than leaving them in the
+/// kernel backlog) lets the device see a prompt close and retry elsewhere or later.
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, tasks: TaskTracker) {
+    let permits = Arc::new(Semaphore::new(gw.config.jt808.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = gw.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    metrics::counter!(m::CONNECTIONS_ACCEPTED).increment(1);
+                    let id = gw.next_conn_id.fetch_add(1, Ordering::Relaxed);
+                    tasks.spawn(connection::run(stream, peer, id, gw.clone(), permit));
+                }
+                Err(_) => {
+                    metrics::counter!(m::CONNECTIONS_REFUSED).increment(1);
+                    tracing::warn!(%peer, limit = gw.config.jt808.max_connections, "connection refused: jt808.max_connections reached");
+                    drop(stream);
+                }
+            },
+            Err(err) => {
+                // Typically EMFILE/ENFILE: back off briefly instead of spinning on the error.
+                tracing::error!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::info!("jt808 listener stopped accepting");
+}

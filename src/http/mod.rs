@@ -1,0 +1,293 @@
+//! The minimal HTTP API: health, Prometheus metrics and last known locations.
+//!
+//! Location endpoints need `Authorization: Bearer <token>` with the admin token from
+//! `LIENGATE_ADMIN_TOKEN`. Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+
+use crate::config::StateConfig;
+use crate::model::{LastKnown, Motion};
+use crate::pipeline::live::LiveView;
+use crate::pipeline::tracker::motion_at;
+use crate::pipeline::{device_key, now_ms};
+use crate::store::Store;
+
+/// What the handlers share.
+pub struct ApiState {
+    pub store: Store,
+    pub live: Arc<LiveView>,
+    /// `None` when no token is configured: then every protected request is refused.
+    pub admin_token: Option<String>,
+    pub metrics: PrometheusHandle,
+    pub state: StateConfig,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/vehicles/{vehicle_id}/location", get(vehicle_location))
+        .route("/v1/devices/{terminal_id}/location", get(device_location))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .with_state(state)
+}
+
+/// A JSON error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "HTTP request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("static header"),
+            );
+        }
+        resp
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// Compares in time independent of where the first difference is, so that response timing does
+/// not reveal how much of a guessed token was right. Hand-written because it is four lines and
+/// the project has no constant-time crate.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized = |msg: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg);
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthorized("missing Authorization: Bearer <token> header"));
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer <token>\""))?;
+    match &state.admin_token {
+        Some(token) if same_secret(token.as_bytes(), presented.as_bytes()) => Ok(()),
+        _ => Err(unauthorized("invalid token")),
+    }
+}
+
+/// The JSON shape of a location answer.
+#[derive(Debug, Serialize)]
+pub struct LocationView {
+    pub vehicle_id: Option<String>,
+    /// The device the position came from.
+    pub terminal_id: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub speed_kmh: f32,
+    pub course: u16,
+    pub altitude_m: i32,
+    /// Device time of the fix, RFC 3339 UTC.
+    pub time: String,
+    /// When the gateway received the fix, RFC 3339 UTC.
+    pub received_at: String,
+    /// Seconds between the fix's device time and now.
+    pub age_s: i64,
+    /// "moving" or "parked".
+    pub state: &'static str,
+    pub parked_since: Option<String>,
+    pub online: bool,
+    pub offline_since: Option<String>,
+    pub last_frame_at: String,
+    pub acc: bool,
+    pub alarm: u32,
+    pub status: u32,
+    pub battery_pct: Option<u8>,
+    pub voltage_mv: Option<u32>,
+    /// Role of the source device: "wired" or "wireless" (null when the device is not in the registry).
+    pub source: Option<&'static str>,
+    /// Sanitation flags of the fix (only "blind_area" can appear on a last known position).
+    pub flags: Vec<String>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn view(
+    state: &ApiState,
+    lk: &LastKnown,
+    vehicle_id: Option<String>,
+    last_frame_ms: i64,
+) -> Result<LocationView, ApiError> {
+    let now = now_ms();
+    let fix = &lk.fix;
+    let motion = motion_at(lk, now, &state.state);
+    let offline_after = state.state.offline_after.as_millis() as i64;
+    let online = now - last_frame_ms < offline_after;
+    let source = state
+        .store
+        .device(&fix.terminal_id)
+        .map_err(ApiError::internal)?
+        .map(|d| match d.role {
+            crate::model::DeviceRole::Wired => "wired",
+            crate::model::DeviceRole::Wireless => "wireless",
+        });
+    Ok(LocationView {
+        vehicle_id,
+        terminal_id: fix.terminal_id.clone(),
+        latitude: fix.latitude,
+        longitude: fix.longitude,
+        speed_kmh: fix.speed_kmh,
+        course: fix.course,
+        altitude_m: fix.altitude_m,
+        time: rfc3339(fix.time_ms),
+        received_at: rfc3339(fix.received_ms),
+        age_s: (now - fix.time_ms).div_euclid(1000),
+        state: match motion {
+            Motion::Moving => "moving",
+            Motion::Parked { .. } => "parked",
+        },
+        parked_since: match motion {
+            Motion::Parked { since_ms } => Some(rfc3339(since_ms)),
+            Motion::Moving => None,
+        },
+        online,
+        offline_since: (!online).then(|| rfc3339(last_frame_ms + offline_after)),
+        last_frame_at: rfc3339(last_frame_ms),
+        acc: lk.acc,
+        alarm: fix.alarm,
+        status: fix.status,
+        battery_pct: fix.battery_pct,
+        voltage_mv: fix.voltage_mv,
+        source,
+        flags: fix
+            .flags
+            .iter_names()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect(),
+    })
+}
+
+async fn vehicle_location(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(vehicle_id): Path<String>,
+) -> Result<Json<LocationView>, ApiError> {
+    authorize(&state, &headers)?;
+    let Some(lk) = state.live.vehicles.get(&vehicle_id) else {
+        let known = state
+            .store
+            .vehicle(&vehicle_id)
+            .map_err(ApiError::internal)?
+            .is_some();
+        return Err(if known {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_location",
+                format!("vehicle {vehicle_id:?} has no valid position yet"),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("unknown vehicle {vehicle_id:?}"),
+            )
+        });
+    };
+    let last_frame = state
+        .live
+        .vehicle_activity
+        .get(&vehicle_id)
+        .map(|a| a.get())
+        .unwrap_or(lk.last_frame_ms)
+        .max(lk.last_frame_ms);
+    Ok(Json(view(&state, &lk, Some(vehicle_id), last_frame)?))
+}
+
+async fn device_location(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(terminal_id): Path<String>,
+) -> Result<Json<LocationView>, ApiError> {
+    authorize(&state, &headers)?;
+    let device = state
+        .store
+        .device(&terminal_id)
+        .map_err(ApiError::internal)?;
+    let Some(lk) = state.live.devices.get(&terminal_id) else {
+        return Err(if device.is_some() {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_location",
+                format!("device {terminal_id:?} has no valid position yet"),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("unknown device {terminal_id:?}"),
+            )
+        });
+    };
+    let last_frame = state
+        .live
+        .device_activity
+        .get(&terminal_id)
+        .map(|a| a.get())
+        .unwrap_or(lk.last_frame_ms)
+        .max(lk.last_frame_ms);
+    let vehicle_id = device.and_then(|d| d.vehicle_id);
+    debug_assert!(lk.vehicle_id == device_key(&terminal_id));
+    Ok(Json(view(&state, &lk, vehicle_id, last_frame)?))
+}

@@ -1,0 +1,120 @@
+//! Metric names and the Prometheus recorder.
+//!
+//! Every counter the gateway bumps is named here once so that the names in code, in `/metrics` and
+//! in the documentation are the same strings.
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open device connections (gauge).
+pub const CONNECTIONS_OPEN: &str = "connections_open";
+/// Accepted device connections since start.
+pub const CONNECTIONS_ACCEPTED: &str = "connections_accepted_total";
+/// Connections refused at accept because `jt808.max_connections` was reached.
+pub const CONNECTIONS_REFUSED: &str = "connections_refused_total";
+/// Connections closed, by `reason` (eof, idle, replaced, hostile, auth_failed, shutdown, error).
+pub const CONNECTIONS_CLOSED: &str = "connections_closed_total";
+/// Frames decoded, by `protocol` and `message_id` (hex, e.g. "0x0200").
+pub const FRAMES: &str = "frames_total";
+/// Frames rejected, by `protocol` and `kind` (the codec error kind, plus "unauthenticated").
+pub const FRAMES_REJECTED: &str = "frames_rejected_total";
+/// Frames whose wrong check code was accepted because the device model is configured to skip it.
+pub const FRAMES_CHECKSUM_SKIPPED: &str = "frames_checksum_skipped_total";
+/// Duplicate location frames answered again but not processed again.
+pub const FRAMES_DUPLICATE: &str = "frames_duplicate_total";
+/// Authentication results, by `result` (ok, wrong_code, locked_out, unknown).
+pub const AUTH: &str = "auth_total";
+/// Registrations, by `result` (ok, rejected).
+pub const REGISTRATIONS: &str = "registrations_total";
+/// Fixes written to the track (counted by the store when the commit succeeds).
+pub const POSITIONS_STORED: &str = "positions_stored_total";
+/// Fixes flagged by sanitation, by `flag` (no_gnss, zero_coord, ...).
+pub const POSITIONS_FLAGGED: &str = "positions_flagged_total";
+/// Messages waiting in a shard queue, by `shard` (gauge).
+pub const SHARD_QUEUE_DEPTH: &str = "shard_queue_depth";
+/// Seconds per store group commit (histogram; recorded by the store).
+pub const STORE_COMMIT_SECONDS: &str = "store_commit_seconds";
+/// Writes per store group commit (histogram; recorded by the store): how well commits group.
+pub const STORE_COMMIT_BATCH_SIZE: &str = "store_commit_batch_size";
+/// Failed store commits (recorded by the store).
+pub const STORE_COMMIT_ERRORS: &str = "store_commit_errors_total";
+/// Seconds a shard waits for `Store::commit` of one batch, queueing included (histogram).
+pub const SHARD_COMMIT_SECONDS: &str = "shard_commit_seconds";
+/// Writes per shard batch (histogram).
+pub const SHARD_BATCH_WRITES: &str = "shard_batch_writes";
+/// Sub-package resend requests (0x8003) sent.
+pub const RESEND_REQUESTS: &str = "subpackage_resend_requests_total";
+
+/// Installs the global recorder and returns the handle `/metrics` renders from.
+///
+/// Histograms get explicit buckets so that Prometheus can aggregate them across instances.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(STORE_COMMIT_SECONDS.to_string()),
+            &[
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(SHARD_COMMIT_SECONDS.to_string()),
+            &[
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(STORE_COMMIT_BATCH_SIZE.to_string()),
+            &[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(SHARD_BATCH_WRITES.to_string()),
+            &[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(CONNECTIONS_OPEN, "Open device connections.");
+    describe_counter!(CONNECTIONS_ACCEPTED, "Device connections accepted.");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Device connections refused because jt808.max_connections was reached."
+    );
+    describe_counter!(CONNECTIONS_CLOSED, "Device connections closed, by reason.");
+    describe_counter!(FRAMES, "Frames decoded, by protocol and message id.");
+    describe_counter!(
+        FRAMES_REJECTED,
+        "Frames rejected, by protocol and error kind."
+    );
+    describe_counter!(
+        FRAMES_CHECKSUM_SKIPPED,
+        "Frames with a wrong check code accepted because the model is configured to skip it."
+    );
+    describe_counter!(
+        FRAMES_DUPLICATE,
+        "Duplicate frames answered but not processed again."
+    );
+    describe_counter!(AUTH, "Terminal authentications, by result.");
+    describe_counter!(REGISTRATIONS, "Terminal registrations, by result.");
+    describe_counter!(POSITIONS_STORED, "Fixes written to the track.");
+    describe_counter!(POSITIONS_FLAGGED, "Fixes flagged by sanitation, by flag.");
+    describe_gauge!(SHARD_QUEUE_DEPTH, "Messages waiting in each shard queue.");
+    describe_histogram!(
+        STORE_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Store group-commit latency."
+    );
+    describe_histogram!(STORE_COMMIT_BATCH_SIZE, "Writes per store group commit.");
+    describe_counter!(STORE_COMMIT_ERRORS, "Failed store commits.");
+    describe_histogram!(
+        SHARD_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time a shard waits for the commit of one batch."
+    );
+    describe_histogram!(SHARD_BATCH_WRITES, "Writes per shard batch.");
+    describe_counter!(
+        RESEND_REQUESTS,
+        "Sub-package resend requests (0x8003) sent."
+    );
+}

@@ -1,0 +1,119 @@
+//! The live view that the HTTP API reads: last known positions published by the shard workers and
+//! the time of the last frame of every device and vehicle, updated by the connections.
+//!
+//! The shards own the state; this is a read-mostly copy. Maps are split into partitions, each
+//! behind a `std::sync::RwLock` held only for a lookup or an insert (never across an `.await`),
+//! so that readers and the shard writers rarely meet.
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::model::LastKnown;
+
+const PARTITIONS: usize = 64;
+
+type Partition<V> = RwLock<HashMap<Arc<str>, V>>;
+
+/// A concurrent map of string keys split into partitions.
+pub struct Table<V> {
+    parts: Box<[Partition<V>]>,
+    hasher: std::hash::RandomState,
+}
+
+impl<V: Clone> Table<V> {
+    pub fn new() -> Self {
+        Table {
+            parts: (0..PARTITIONS)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn part(&self, key: &str) -> &Partition<V> {
+        &self.parts[(self.hasher.hash_one(key) as usize) % PARTITIONS]
+    }
+
+    pub fn get(&self, key: &str) -> Option<V> {
+        self.part(key)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub fn insert(&self, key: Arc<str>, value: V) {
+        self.part(&key)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, value);
+    }
+
+    /// Returns the value for `key`, inserting `make()` first if there is none.
+    pub fn get_or_insert_with(&self, key: &str, make: impl FnOnce() -> V) -> V {
+        if let Some(v) = self.get(key) {
+            return v;
+        }
+        self.part(key)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(Arc::from(key))
+            .or_insert_with(make)
+            .clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| p.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<V: Clone> Default for Table<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Wall-clock time (Unix ms) of the last frame seen, shared by everyone who updates or reads it.
+#[derive(Debug, Default)]
+pub struct Activity(AtomicI64);
+
+impl Activity {
+    pub fn new(ms: i64) -> Self {
+        Activity(AtomicI64::new(ms))
+    }
+
+    pub fn touch(&self, now_ms: i64) {
+        self.0.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything the HTTP API shows about positions.
+#[derive(Default)]
+pub struct LiveView {
+    /// Last known per vehicle (assigned devices) keyed by vehicle id.
+    pub vehicles: Table<Arc<LastKnown>>,
+    /// Last known per device keyed by terminal id.
+    pub devices: Table<Arc<LastKnown>>,
+    /// Last frame per vehicle key (vehicle id, or the device key of an unassigned device).
+    pub vehicle_activity: Table<Arc<Activity>>,
+    /// Last frame per terminal id.
+    pub device_activity: Table<Arc<Activity>>,
+}
+
+impl LiveView {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}

@@ -1,0 +1,208 @@
+//! The pipeline between device connections and the store.
+//!
+//! Connections decode frames and send the positions to one of N shard workers over bounded
+//! channels. The shard is chosen by vehicle, so one worker owns all state of a vehicle, including
+//! both its wired and its wireless tracker. A full shard queue makes the sending connection wait,
+//! which stops it reading from its socket: TCP backpressure instead of silent drops. The shard
+//! sanitises, deduplicates, updates the last known position, commits everything durably in one
+//! `Store::commit` per batch (group commit across connections) and only then tells the connections
+//! that they may acknowledge the frames.
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::model::LastKnown;
+use crate::store::Store;
+
+pub mod live;
+pub mod sanitize;
+mod shard;
+pub mod tracker;
+
+use live::{Activity, LiveView};
+
+/// Track and last-known records of a device that is not assigned to a vehicle are kept under
+/// this prefix plus the terminal id, as if the device were its own vehicle. Every device also has
+/// its own last-known record under this key, which `GET /v1/devices/{id}/location` serves.
+pub const DEVICE_KEY_PREFIX: &str = "device:";
+
+/// The store key of a device's own records.
+pub fn device_key(terminal_id: &str) -> String {
+    format!("{DEVICE_KEY_PREFIX}{terminal_id}")
+}
+
+/// Where the data of one authenticated device goes. Built once per connection at authentication.
+#[derive(Debug)]
+pub struct DeviceRoute {
+    pub terminal_id: Arc<str>,
+    /// `None` for an unassigned device.
+    pub vehicle_id: Option<Arc<str>>,
+    /// The vehicle id, or the device key of an unassigned device: the shard and track key.
+    pub vehicle_key: Arc<str>,
+    pub device_key: Arc<str>,
+    pub shard: usize,
+    pub vehicle_activity: Arc<Activity>,
+    pub device_activity: Arc<Activity>,
+}
+
+impl DeviceRoute {
+    /// Records that a frame arrived from this device.
+    pub fn touch(&self, now_ms: i64) {
+        self.device_activity.touch(now_ms);
+        self.vehicle_activity.touch(now_ms);
+    }
+}
+
+/// One decoded position, before sanitation. Owned so that it can cross to the shard task.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Device time in Unix ms (UTC); `None` when the BCD time was invalid.
+    pub time_ms: Option<i64>,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub altitude_m: i32,
+    pub speed_kmh: f32,
+    pub course: u16,
+    pub alarm: u32,
+    pub status: u32,
+    /// From a 0x0704 blind-area batch: late data, stored but judged against newer positions.
+    pub blind_area: bool,
+    pub battery_pct: Option<u8>,
+    pub voltage_mv: Option<u32>,
+}
+
+/// Identifies a frame for duplicate detection: a device that missed our answer re-sends the same
+/// frame with the same serial number and the same device time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameKey {
+    pub message_id: u16,
+    pub serial: u16,
+    pub first_time_ms: i64,
+}
+
+/// The outcome a connection waits for before it acknowledges a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The positions are durable.
+    Stored,
+    /// The frame was seen before; its positions were stored then.
+    Duplicate,
+}
+
+/// The store could not commit the batch; the frame must not be acknowledged as successful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the store could not commit the positions")]
+pub struct CommitFailed;
+
+/// Positions of one frame (one 0x0200 / 0x0201, or all items of one 0x0704).
+pub struct Positions {
+    pub route: Arc<DeviceRoute>,
+    pub key: Option<FrameKey>,
+    pub reports: Vec<Report>,
+    pub received_ms: i64,
+    /// Answered once the positions are durable; `None` when nobody waits (e.g. 0x0201 replies).
+    pub done: Option<oneshot::Sender<Result<Committed, CommitFailed>>>,
+}
+
+/// Messages a shard worker handles.
+pub enum ShardMsg {
+    Positions(Positions),
+}
+
+/// The shard workers have stopped (shutdown); nothing more can be accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("the pipeline is shut down")]
+pub struct PipelineClosed;
+
+/// Handle for sending to the shards. Cloned into every connection; when the last clone is
+/// dropped, the workers drain their queues, commit and stop.
+#[derive(Clone)]
+pub struct Pipeline {
+    senders: Arc<[mpsc::Sender<ShardMsg>]>,
+}
+
+impl Pipeline {
+    /// Starts the shard workers. `live` must already hold the last known positions loaded from the
+    /// store: the workers pick up each vehicle's state from it the first time they see the vehicle.
+    pub fn start(
+        cfg: &Config,
+        store: Store,
+        live: Arc<LiveView>,
+    ) -> (Pipeline, Vec<JoinHandle<()>>) {
+        let shards = cfg.pipeline.effective_shards();
+        let depth = cfg.pipeline.effective_queue_depth();
+        let mut senders = Vec::with_capacity(shards);
+        let mut handles = Vec::with_capacity(shards);
+        for index in 0..shards {
+            let (tx, rx) = mpsc::channel(depth);
+            senders.push(tx);
+            let worker = shard::Shard::new(index, cfg, store.clone(), live.clone());
+            handles.push(tokio::spawn(worker.run(rx)));
+        }
+        (
+            Pipeline {
+                senders: senders.into(),
+            },
+            handles,
+        )
+    }
+
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// The shard that owns `vehicle_key`. Stable within a process run, which is all that matters:
+    /// the in-memory state is rebuilt from the store at start.
+    pub fn shard_of(&self, vehicle_key: &str) -> usize {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        vehicle_key.hash(&mut h);
+        (h.finish() % self.senders.len() as u64) as usize
+    }
+
+    /// Queues positions on their shard, waiting while the queue is full (backpressure).
+    pub async fn submit(&self, positions: Positions) -> Result<(), PipelineClosed> {
+        let shard = positions.route.shard;
+        self.senders[shard]
+            .send(ShardMsg::Positions(positions))
+            .await
+            .map_err(|_| PipelineClosed)
+    }
+}
+
+/// Loads the stored last known positions into the live view (startup recovery).
+pub fn load_last_known(live: &LiveView, all: Vec<LastKnown>) -> (usize, usize) {
+    let (mut vehicles, mut devices) = (0, 0);
+    for lk in all {
+        let last_frame = lk.last_frame_ms;
+        if let Some(tid) = lk.vehicle_id.strip_prefix(DEVICE_KEY_PREFIX) {
+            let tid: Arc<str> = Arc::from(tid);
+            live.device_activity
+                .insert(tid.clone(), Arc::new(Activity::new(last_frame)));
+            live.devices.insert(tid, Arc::new(lk.clone()));
+            devices += 1;
+        } else {
+            vehicles += 1;
+        }
+        // Unassigned devices are their own vehicle (key "device:ID"), so both kinds have a vehicle
+        // activity entry under their record key.
+        let key: Arc<str> = Arc::from(lk.vehicle_id.as_str());
+        live.vehicle_activity
+            .insert(key.clone(), Arc::new(Activity::new(last_frame)));
+        if !lk.vehicle_id.starts_with(DEVICE_KEY_PREFIX) {
+            live.vehicles.insert(key, Arc::new(lk));
+        }
+    }
+    (vehicles, devices)
+}
+
+/// Wall-clock now in Unix milliseconds. Used only for receive times, liveness and the future-time
+/// check; rules and derived motion use device time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

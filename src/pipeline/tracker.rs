@@ -1,0 +1,179 @@
+//! The last known position of one vehicle (or one device) and the state derived from it.
+//!
+//! Pure logic: fixes go in, in any order, and the last known position only ever moves forward in
+//! device time. Motion is derived from device time so that replaying old data gives the same state.
+use crate::config::StateConfig;
+use crate::model::{Fix, LastKnown, Motion};
+
+/// JT/T 808 status bit 0: ACC (ignition) on.
+pub const STATUS_ACC: u32 = 1;
+
+/// Last-known state with the bookkeeping needed to derive "parked since".
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    pub last_known: Option<LastKnown>,
+    /// Device time from which the vehicle has been below the parked speed without interruption.
+    slow_since_ms: Option<i64>,
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Tracker {
+            last_known: None,
+            slow_since_ms: None,
+        }
+    }
+
+    /// Restores a tracker from a stored last known position.
+    pub fn restore(lk: LastKnown, cfg: &StateConfig) -> Self {
+        let slow_since_ms = match lk.motion {
+            Motion::Parked { since_ms } => Some(since_ms),
+            Motion::Moving if (lk.fix.speed_kmh as f64) < cfg.parked_speed_kmh => {
+                Some(lk.fix.time_ms)
+            }
+            Motion::Moving => None,
+        };
+        Tracker {
+            last_known: Some(lk),
+            slow_since_ms,
+        }
+    }
+
+    /// Offers a fix. Returns true when it became the last known position; only valid fixes newer
+    /// (in device time) than the current one qualify.
+    pub fn offer(&mut self, key: &str, fix: &Fix, last_frame_ms: i64, cfg: &StateConfig) -> bool {
+        if !fix.is_valid() {
+            return false;
+        }
+        if let Some(lk) = &self.last_known {
+            if fix.time_ms <= lk.fix.time_ms {
+                return false;
+            }
+        }
+        let slow = (fix.speed_kmh as f64) < cfg.parked_speed_kmh;
+        self.slow_since_ms = if slow {
+            Some(self.slow_since_ms.unwrap_or(fix.time_ms))
+        } else {
+            None
+        };
+        let motion = match self.slow_since_ms {
+            Some(since) if fix.time_ms - since >= cfg.parked_after.as_millis() as i64 => {
+                Motion::Parked { since_ms: since }
+            }
+            _ => Motion::Moving,
+        };
+        self.last_known = Some(LastKnown {
+            vehicle_id: key.to_string(),
+            fix: fix.clone(),
+            motion,
+            acc: fix.status & STATUS_ACC != 0,
+            last_frame_ms,
+        });
+        true
+    }
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Motion as shown to users at `now_ms`: a vehicle that stood still at its last fix and has not
+/// reported since counts as parked once the parked threshold has passed since that fix.
+pub fn motion_at(lk: &LastKnown, now_ms: i64, cfg: &StateConfig) -> Motion {
+    match lk.motion {
+        Motion::Parked { since_ms } => Motion::Parked { since_ms },
+        Motion::Moving
+            if (lk.fix.speed_kmh as f64) < cfg.parked_speed_kmh
+                && now_ms - lk.fix.time_ms >= cfg.parked_after.as_millis() as i64 =>
+        {
+            Motion::Parked {
+                since_ms: lk.fix.time_ms,
+            }
+        }
+        Motion::Moving => Motion::Moving,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FixFlags;
+    use std::time::Duration;
+
+    fn cfg() -> StateConfig {
+        StateConfig {
+            offline_after: Duration::from_secs(600),
+            parked_speed_kmh: 5.0,
+            parked_after: Duration::from_secs(600),
+        }
+    }
+
+    fn fix(tid: &str, t_s: i64, speed: f32, flags: FixFlags) -> Fix {
+        Fix {
+            terminal_id: tid.into(),
+            time_ms: t_s * 1000,
+            received_ms: t_s * 1000,
+            latitude: 22.5,
+            longitude: 114.0,
+            altitude_m: 0,
+            speed_kmh: speed,
+            course: 0,
+            alarm: 0,
+            status: 0b11,
+            flags,
+            battery_pct: None,
+            voltage_mv: None,
+        }
+    }
+
+    #[test]
+    fn last_known_never_moves_back_in_device_time() {
+        let mut t = Tracker::new();
+        assert!(t.offer("v", &fix("a", 100, 50.0, FixFlags::empty()), 0, &cfg()));
+        assert!(!t.offer("v", &fix("a", 50, 50.0, FixFlags::BLIND_AREA), 0, &cfg()));
+        assert!(!t.offer("v", &fix("a", 100, 50.0, FixFlags::empty()), 0, &cfg()));
+        assert!(t.offer("v", &fix("b", 101, 50.0, FixFlags::empty()), 0, &cfg()));
+        let lk = t.last_known.as_ref().unwrap();
+        assert_eq!(lk.fix.terminal_id, "b");
+        assert!(lk.acc);
+    }
+
+    #[test]
+    fn flagged_fixes_never_become_last_known() {
+        let mut t = Tracker::new();
+        assert!(!t.offer("v", &fix("a", 100, 0.0, FixFlags::NO_GNSS), 0, &cfg()));
+        assert!(t.last_known.is_none());
+        assert!(t.offer("v", &fix("a", 100, 0.0, FixFlags::BLIND_AREA), 0, &cfg()));
+    }
+
+    #[test]
+    fn parked_after_standing_still_for_the_threshold() {
+        let mut t = Tracker::new();
+        t.offer("v", &fix("a", 0, 60.0, FixFlags::empty()), 0, &cfg());
+        t.offer("v", &fix("a", 60, 2.0, FixFlags::empty()), 0, &cfg());
+        assert_eq!(t.last_known.as_ref().unwrap().motion, Motion::Moving);
+        t.offer("v", &fix("a", 659, 0.0, FixFlags::empty()), 0, &cfg());
+        assert_eq!(t.last_known.as_ref().unwrap().motion, Motion::Moving);
+        t.offer("v", &fix("a", 660, 0.0, FixFlags::empty()), 0, &cfg());
+        assert_eq!(
+            t.last_known.as_ref().unwrap().motion,
+            Motion::Parked { since_ms: 60_000 }
+        );
+        t.offer("v", &fix("a", 700, 30.0, FixFlags::empty()), 0, &cfg());
+        assert_eq!(t.last_known.as_ref().unwrap().motion, Motion::Moving);
+    }
+
+    #[test]
+    fn a_silent_slow_vehicle_is_shown_parked() {
+        let mut t = Tracker::new();
+        t.offer("v", &fix("a", 0, 1.0, FixFlags::empty()), 0, &cfg());
+        let lk = t.last_known.clone().unwrap();
+        assert_eq!(motion_at(&lk, 599_000, &cfg()), Motion::Moving);
+        assert_eq!(
+            motion_at(&lk, 600_000, &cfg()),
+            Motion::Parked { since_ms: 0 }
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! Device session behaviour of `liengate serve`, black-box over real TCP: registration,
+//! authentication, the answers the standard requires (byte for byte), unknown-device policies,
+//! auth failures, reconnects, idle timeout and the connection limit.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use liengate::protocols::jt808::Message;
+
+/// JT808 2013 header (logical bytes) for a platform message to 012345678901.
+fn header(message_id: u16, body_len: u16, serial: u16) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&message_id.to_be_bytes());
+    h.extend_from_slice(&body_len.to_be_bytes());
+    h.extend_from_slice(&[0x01, 0x23, 0x45, 0x67, 0x89, 0x01]);
+    h.extend_from_slice(&serial.to_be_bytes());
+    h
+}
+
+fn general_response(serial: u16, reply_serial: u16, reply_id: u16, result: u8) -> Vec<u8> {
+    let mut f = header(0x8001, 5, serial);
+    f.extend_from_slice(&reply_serial.to_be_bytes());
+    f.extend_from_slice(&reply_id.to_be_bytes());
+    f.push(result);
+    wire(&f)
+}
+
+#[test]
+fn register_auth_and_answers_match_the_standard_byte_for_byte() {
+    let server = start(None);
+    let mut c = server.connect();
+
+    // A real 2013 registration (go-jt808 test data), terminal 012345678901, serial 0.
+    c.send(&fixture("jt808-gj-0100-register-2013"));
+    let reply = c.recv();
+    let code = reply.body[3..].to_vec();
+    assert_eq!(code.len(), 16, "auth code length: {reply:?}");
+    assert!(code.iter().all(u8::is_ascii_alphanumeric), "{code:?}");
+    // 0x8100: platform serial 0, reply serial 0, result 0 (success), then the auth code.
+    let mut expected = header(0x8100, 3 + 16, 0);
+    expected.extend_from_slice(&[0x00, 0x00, 0x00]);
+    expected.extend_from_slice(&code);
+    assert_eq!(reply.raw, wire(&expected));
+
+    // Authentication with that code (2013 body = the code): 0x8001 result 0.
+    let code = String::from_utf8(code).unwrap();
+    c.send(&auth_frame("012345678901", 1, &code));
+    assert_eq!(c.recv().raw, general_response(1, 1, 0x0102, 0));
+
+    // A real escaped location frame: acknowledged with 0x8001 naming its serial and id.
+    c.send(&fixture("jt808-gj-0200-location-escaped"));
+    assert_eq!(c.recv().raw, general_response(2, 0, 0x0200, 0));
+
+    // Heartbeat (real frame, serial 0).
+    c.send(&fixture("jt808-gj-0002-heartbeat"));
+    assert_eq!(c.recv().raw, general_response(3, 0, 0x0002, 0));
+
+    // The terminal's own general response gets no answer: the next answer is the heartbeat's.
+    c.send(&terminal_response_frame("012345678901", 7));
+    c.send(&heartbeat_frame("012345678901", 8));
+    assert_eq!(c.recv().raw, general_response(4, 8, 0x0002, 0));
+
+    // A message id the gateway does not handle: result 3 "not supported".
+    c.send(&raw_frame("012345678901", 9, 0x0f01, &[1, 2, 3]));
+    assert_eq!(c.recv().raw, general_response(5, 9, 0x0f01, 3));
+
+    // 0x0004 query server time -> 0x8004 with the current time (BCD, UTC+8).
+    let before = now_s();
+    c.send(&frame("012345678901", 10, &Message::QueryServerTime));
+    let reply = c.recv();
+    assert_eq!(reply.header.message_id, 0x8004);
+    assert_eq!(reply.header.serial, 6);
+    let t = liengate::protocols::jt808::BcdTime(reply.body[..6].try_into().unwrap())
+        .to_unix()
+        .unwrap();
+    assert!(
+        t >= before - 1 && t <= now_s() + 1,
+        "server time {t} vs {before}"
+    );
+
+    // The reference fix has no GNSS lock and an out-of-range latitude: stored flagged, counted,
+    // and not a last known position.
+    assert_eq!(server.metric("positions_stored_total", &[]), 1.0);
+    assert_eq!(
+        server.metric("positions_flagged_total", &[("flag", "no_gnss")]),
+        1.0
+    );
+    assert_eq!(
+        server.metric("positions_flagged_total", &[("flag", "out_of_range")]),
+        1.0
+    );
+    let (status, body) = server.get_json("/v1/devices/012345678901/location");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "no_location");
+}
+
+#[test]
+fn a_real_location_frame_becomes_the_devices_last_known_position() {
+    let server = start(None);
+    let mut c = server.connect();
+    c.login("013833501744");
+    // traccar test frame: terminal 013833501744, serial 25, fixed, 22.6426 / 114.032984.
+    c.send(&fixture("jt808-tr-0200-a"));
+    assert_eq!(c.recv().general(), (25, 0x0200, 0));
+    let (status, loc) = server.get_json("/v1/devices/013833501744/location");
+    assert_eq!(status, 200, "{loc}");
+    assert_eq!(loc["terminal_id"], "013833501744");
+    assert_eq!(loc["latitude"], 22.6426);
+    assert_eq!(loc["longitude"], 114.032984);
+    assert_eq!(loc["time"], "2015-08-17T23:21:21Z");
+    assert_eq!(loc["vehicle_id"], serde_json::Value::Null);
+    assert_eq!(loc["state"], "parked", "speed 0 and years old: {loc}");
+    assert_eq!(loc["online"], true);
+    assert_eq!(loc["source"], "wired");
+    assert!(loc["age_s"].as_i64().unwrap() > 300_000_000);
+}
+
+#[test]
+fn frames_before_authentication_are_refused() {
+    let server = start(None);
+    let mut c = server.connect();
+    let pos = Pos::at(now_s() - 10, 22.5, 114.0);
+    assert_eq!(
+        c.request(&location_frame("013800000009", 3, pos), 3, 0x0200),
+        1
+    );
+    assert_eq!(c.request(&heartbeat_frame("013800000009", 4), 4, 0x0002), 1);
+    assert_eq!(
+        server.metric("frames_rejected_total", &[("kind", "unauthenticated")]),
+        2.0
+    );
+    assert_eq!(server.metric("positions_stored_total", &[]), 0.0);
+}
+
+#[test]
+fn unknown_devices_are_rejected_under_the_reject_policy_unless_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = write_registry(
+        dir.path(),
+        "terminal_id,protocol,role,vehicle_id\n013800138001,jt808,wired,VH-1\n",
+    );
+    let config = format!(
+        "[jt808]\nunknown_device = \"reject\"\n[registry]\nimport = \"{}\"\n",
+        registry.display()
+    );
+    let server = start(Some(&config));
+    let mut c = server.connect();
+    c.send(&register_frame("013899999999", 5, "X"));
+    let reply = c.recv();
+    assert_eq!(reply.header.message_id, 0x8100);
+    // Reply serial 5, result 4 "no such terminal", no auth code.
+    assert_eq!(reply.body, vec![0x00, 0x05, 0x04]);
+    assert_eq!(
+        server.metric("registrations_total", &[("result", "rejected")]),
+        1.0
+    );
+    // A device from the registry may register.
+    c.login("013800138001");
+}
+
+#[test]
+fn allowlist_policy_accepts_only_listed_terminals() {
+    let server = start(Some(
+        "[jt808]\nunknown_device = \"allowlist\"\nallowlist = [\"0139*\", \"013800000001\"]\n",
+    ));
+    let mut c = server.connect();
+    c.login("013900000042");
+    let mut c = server.connect();
+    c.login("013800000001");
+    let mut c = server.connect();
+    c.send(&register_frame("013800000002", 1, "X"));
+    assert_eq!(c.recv().body, vec![0x00, 0x01, 0x04]);
+}
+
+#[test]
+fn accept_policy_registers_unknown_devices_as_unassigned() {
+    let server = start(None);
+    let mut c = server.connect();
+    c.login("013811112222");
+    let pos = Pos::at(now_s() - 5, 22.5, 114.0);
+    assert_eq!(
+        c.request(&location_frame("013811112222", 3, pos), 3, 0x0200),
+        0
+    );
+    let (status, loc) = server.get_json("/v1/devices/013811112222/location");
+    assert_eq!(status, 200, "{loc}");
+    assert_eq!(loc["vehicle_id"], serde_json::Value::Null);
+    assert_eq!(loc["latitude"], 22.5);
+    // Registering again returns the same persisted code.
+    let mut c2 = server.connect();
+    c2.send(&register_frame("013811112222", 9, "TEST-1"));
+    let first = c2.recv();
+    let mut c3 = server.connect();
+    c3.send(&register_frame("013811112222", 9, "TEST-1"));
+    assert_eq!(first.body, c3.recv().body);
+}
+
+#[test]
+fn wrong_auth_codes_fail_then_close_and_lock_the_terminal_out() {
+    let server = start(Some("[jt808.auth]\nmax_failures = 3\nlockout = \"1h\"\n"));
+    let mut c = server.connect();
+    let code = c.login("013800000077");
+
+    let mut c = server.connect();
+    assert_eq!(c.auth("013800000077", 10, "wrong-1"), 1);
+    assert_eq!(c.auth("013800000077", 11, "wrong-2"), 1);
+    assert_eq!(c.auth("013800000077", 12, "wrong-3"), 1);
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "connection should be closed"
+    );
+
+    // Even the right code is refused while locked out.
+    let mut c = server.connect();
+    assert_eq!(c.auth("013800000077", 13, &code), 1);
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert_eq!(
+        server.metric("auth_total", &[("result", "wrong_code")]),
+        3.0
+    );
+    assert_eq!(
+        server.metric("auth_total", &[("result", "locked_out")]),
+        1.0
+    );
+
+    // Other terminals are not affected.
+    let mut c = server.connect();
+    c.login("013800000078");
+}
+
+#[test]
+fn a_reconnecting_terminal_replaces_its_old_connection() {
+    let server = start(None);
+    let mut old = server.connect();
+    let code = old.login("013800000055");
+    let mut new = server.connect();
+    assert_eq!(new.auth("013800000055", 3, &code), 0);
+    assert!(
+        old.closed_within(Duration::from_secs(5)),
+        "old connection still open"
+    );
+    assert_eq!(
+        new.request(&heartbeat_frame("013800000055", 4), 4, 0x0002),
+        0
+    );
+    assert_eq!(
+        server.metric("connections_closed_total", &[("reason", "replaced")]),
+        1.0
+    );
+}
+
+#[test]
+fn idle_connections_are_closed_and_heartbeats_keep_them_open() {
+    let server = start(Some("[jt808]\nheartbeat_interval = \"100ms\"\n"));
+    let mut busy = server.connect();
+    busy.login("013800000031");
+    let mut quiet = server.connect();
+    quiet.login("013800000032");
+    for serial in 10..18 {
+        assert_eq!(
+            busy.request(&heartbeat_frame("013800000031", serial), serial, 0x0002),
+            0
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 800 ms without a frame is well past the 300 ms idle timeout.
+    assert!(quiet.closed_within(Duration::from_millis(10)));
+    assert_eq!(
+        busy.request(&heartbeat_frame("013800000031", 30), 30, 0x0002),
+        0
+    );
+    assert!(server.metric("connections_closed_total", &[("reason", "idle")]) >= 1.0);
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_and_counted() {
+    let server = start(Some("[jt808]\nmax_connections = 2\n"));
+    let mut a = server.connect();
+    a.login("013800000001");
+    let mut b = server.connect();
+    b.login("013800000002");
+    let mut c = server.connect();
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "third connection accepted"
+    );
+    assert_eq!(server.metric("connections_refused_total", &[]), 1.0);
+    drop(a);
+    // The slot is free again once the first connection is gone.
+    server.eventually("a free connection slot", || {
+        let mut d = server.connect();
+        d.send(&register_frame("013800000003", 1, "X"));
+        d.try_recv(Duration::from_millis(500)).is_some()
+    });
+}
