@@ -564,39 +564,57 @@ fn main() {
     if only("store") {
         println!("\n## liengate Store (fjall): N concurrent callers, one position per commit call");
         println!(
-            "mode      callers x positions/call   positions/s   commit p50    commit p99   mean batch (requests)"
+            "mode          callers x positions/call   positions/s   commit p50    commit p99   mean batch (requests)"
         );
-        for durability in [Durability::Fsync, Durability::Buffered] {
-            for (callers, per_call) in [
-                (1usize, 1usize),
-                (16, 1),
-                (256, 1),
-                (2048, 1),
-                (2, 64),
-                (2, 512),
-            ] {
-                let mut stats = Vec::new();
-                let before = summary(&prometheus.render(), "store_commit_batch_size");
-                for round in 0..rounds {
+        // "fsync" overlaps each fsync with writing the next batch (the default); "fsync-serial"
+        // has the committer fsync each batch itself. The three modes alternate within each
+        // round so that they see the same background load.
+        let modes = [
+            ("fsync", Durability::Fsync, true),
+            ("fsync-serial", Durability::Fsync, false),
+            ("buffered", Durability::Buffered, true),
+        ];
+        for (callers, per_call) in [
+            (1usize, 1usize),
+            (16, 1),
+            (256, 1),
+            (2048, 1),
+            (2, 64),
+            (2, 512),
+        ] {
+            let mut stats: Vec<Vec<Stats>> = vec![Vec::new(); modes.len()];
+            let mut batches = vec![(0.0, 0.0); modes.len()];
+            for round in 0..rounds {
+                for (i, (name, durability, overlap)) in modes.iter().enumerate() {
+                    Store::set_overlap_fsync_for_bench(*overlap);
                     let dir = root
                         .path()
-                        .join(format!("store-{durability:?}-{callers}-{per_call}-{round}"));
-                    stats.push(bench_group_commit(
-                        &dir, durability, callers, per_call, window,
+                        .join(format!("store-{name}-{callers}-{per_call}-{round}"));
+                    let before = summary(&prometheus.render(), "store_commit_batch_size");
+                    stats[i].push(bench_group_commit(
+                        &dir,
+                        *durability,
+                        callers,
+                        per_call,
+                        window,
                     ));
+                    let after = summary(&prometheus.render(), "store_commit_batch_size");
+                    batches[i].0 += after.0 - before.0;
+                    batches[i].1 += after.1 - before.1;
                     let _ = std::fs::remove_dir_all(&dir);
                 }
-                let after = summary(&prometheus.render(), "store_commit_batch_size");
-                let mean_batch = (after.0 - before.0) / (after.1 - before.1).max(1.0);
-                let m = median(stats);
+            }
+            Store::set_overlap_fsync_for_bench(true);
+            for (i, (name, _, _)) in modes.iter().enumerate() {
+                let m = median(std::mem::take(&mut stats[i]));
                 println!(
-                    "{:9} {:<22} {:>13.0} {:>10.1}us {:>10.1}us {:>10.1}",
-                    format!("{durability:?}").to_lowercase(),
+                    "{:13} {:<22} {:>13.0} {:>10.1}us {:>10.1}us {:>10.1}",
+                    name,
                     format!("{callers} x {per_call}"),
                     m.per_sec,
                     m.p50_us,
                     m.p99_us,
-                    mean_batch
+                    batches[i].0 / batches[i].1.max(1.0)
                 );
             }
         }

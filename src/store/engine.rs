@@ -32,6 +32,8 @@ const DELETE_CHUNK: usize = 10_000;
 #[derive(Clone)]
 pub(super) struct Engine {
     keyspace: Keyspace,
+    /// The keyspace directory (for [`super::journal_sync`]).
+    path: std::path::PathBuf,
     devices: PartitionHandle,
     vehicles: PartitionHandle,
     loans: PartitionHandle,
@@ -94,6 +96,7 @@ impl Engine {
             track_vehicles: part("track_vehicles")?,
             sessions: part("sessions")?,
             keyspace: keyspace.clone(),
+            path: path.to_path_buf(),
         };
         match meta.get("format")? {
             Some(v) => {
@@ -207,6 +210,10 @@ impl Engine {
         }
         in_batch.insert(&d.terminal_id, d.vehicle_id.as_deref());
         Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Makes everything written so far durable, whatever the configured mode.
