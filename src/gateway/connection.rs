@@ -235,7 +235,9 @@ impl Connection {
                 Event::Readable(Ok(())) => {
                     let limit = self.gw.config.jt808.read_buffer;
                     if self.buf.len() >= limit {
-                        return Close::Hostile("read buffer full without a complete frame");
+                        self.stopping =
+                            Some(Close::Hostile("read buffer full without a complete frame"));
+                        continue;
                     }
                     let want = (limit - self.buf.len()).min(4096);
                     if self.buf.capacity() - self.buf.len() < want.min(512) {
@@ -314,7 +316,7 @@ impl Connection {
                     let oversized = error.kind == ErrorKind::Oversized;
                     self.handle(Step::Reject(error)).await?;
                     if oversized {
-                        return Err(Close::Hostile("oversized frame"));
+                        self.stopping = Some(Close::Hostile("oversized frame"));
                     }
                 }
             }
@@ -506,7 +508,8 @@ impl Connection {
         }
         self.bad_in_row += 1;
         if self.bad_in_row >= self.gw.config.jt808.max_bad_frames {
-            return Err(Close::Hostile("too many malformed frames in a row"));
+            // Stop reading; the answers already queued still go out before the close.
+            self.stopping = Some(Close::Hostile("too many malformed frames in a row"));
         }
         Ok(())
     }

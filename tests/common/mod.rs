@@ -146,10 +146,13 @@ impl Server {
         }
     }
 
-    /// Stops gracefully (SIGTERM) and starts again on the same data directory and config.
+    /// Stops gracefully (SIGTERM) if still running and starts again on the same data directory
+    /// and config.
     pub fn restart(mut self) -> Server {
-        let status = self.signal_and_wait("TERM");
-        assert!(status.success(), "graceful stop failed: {status:?}");
+        if self.child.is_some() {
+            let status = self.signal_and_wait("TERM");
+            assert!(status.success(), "graceful stop failed: {status:?}");
+        }
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let config = self.config.take();
         start_in(dir, config)

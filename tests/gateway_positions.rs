@@ -1,0 +1,315 @@
+//! Position handling, black-box: duplicates, late (blind-area / out-of-order) data, sanitation,
+//! wired + wireless fusion and derived state, observed through the HTTP API and metrics.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const REGISTRY: &str = "terminal_id,protocol,role,vehicle_id\n\
+    013800138001,jt808,wired,VH-0001\n\
+    013800138002,jt808,wireless,VH-0001\n\
+    013800138009,jt808,wired,VH-0009\n";
+
+fn server_with_registry(extra: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = write_registry(dir.path(), REGISTRY);
+    let config = format!("{extra}\n[registry]\nimport = \"{}\"\n", registry.display());
+    (start(Some(&config)), dir)
+}
+
+fn vehicle(server: &Server, id: &str) -> serde_json::Value {
+    let (status, v) = server.get_json(&format!("/v1/vehicles/{id}/location"));
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+fn device(server: &Server, id: &str) -> serde_json::Value {
+    let (status, v) = server.get_json(&format!("/v1/devices/{id}/location"));
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[test]
+fn a_resent_frame_is_answered_again_but_processed_once() {
+    let (server, _dir) = server_with_registry("");
+    let tid = "013800138009";
+    let mut c = server.connect();
+    c.login(tid);
+    let t = now_s() - 60;
+    let f = location_frame(tid, 40, Pos::at(t, 22.5, 114.0));
+    assert_eq!(c.request(&f, 40, 0x0200), 0);
+    // The device missed our answer and sends the very same frame again.
+    assert_eq!(c.request(&f, 40, 0x0200), 0);
+    // Also across a reconnect.
+    let code = c.login(tid);
+    drop(c);
+    let mut c = server.connect();
+    assert_eq!(c.auth(tid, 3, &code), 0);
+    assert_eq!(c.request(&f, 40, 0x0200), 0);
+    assert_eq!(server.metric("frames_duplicate_total", &[]), 2.0);
+    assert_eq!(server.metric("positions_stored_total", &[]), 1.0);
+    // A new serial with the same time is a different frame.
+    let g = location_frame(tid, 41, Pos::at(t, 22.5, 114.0));
+    assert_eq!(c.request(&g, 41, 0x0200), 0);
+    assert_eq!(server.metric("positions_stored_total", &[]), 2.0);
+}
+
+#[test]
+fn late_and_blind_area_data_never_rewinds_the_last_known_position() {
+    let (server, _dir) = server_with_registry("");
+    let tid = "013800138009";
+    let mut c = server.connect();
+    c.login(tid);
+    let now = now_s();
+    let t = now - 120;
+    assert_eq!(
+        c.request(
+            &location_frame(tid, 1, Pos::at(t, 22.50, 114.00)),
+            1,
+            0x0200
+        ),
+        0
+    );
+    // A blind-area batch from an hour ago, and an older single report sent late.
+    let old = [
+        Pos::at(now - 3600, 22.40, 113.90),
+        Pos::at(now - 3000, 22.42, 113.92),
+        Pos::at(now - 2400, 22.44, 113.94),
+    ];
+    assert_eq!(c.request(&batch_frame(tid, 2, true, &old), 2, 0x0704), 0);
+    assert_eq!(
+        c.request(
+            &location_frame(tid, 3, Pos::at(t - 30, 22.49, 113.99)),
+            3,
+            0x0200
+        ),
+        0
+    );
+    let v = vehicle(&server, "VH-0009");
+    assert_eq!(v["time"], rfc3339(t));
+    assert_eq!(v["latitude"], 22.5);
+    assert_eq!(v["terminal_id"], tid);
+    assert_eq!(server.metric("positions_stored_total", &[]), 5.0);
+    // A normal (non-blind) batch whose newest item is newer moves it forward.
+    let newer = [
+        Pos::at(t + 10, 22.501, 114.001),
+        Pos::at(t + 20, 22.502, 114.002),
+    ];
+    assert_eq!(c.request(&batch_frame(tid, 4, false, &newer), 4, 0x0704), 0);
+    let v = vehicle(&server, "VH-0009");
+    assert_eq!(v["time"], rfc3339(t + 20));
+    assert_eq!(v["latitude"], 22.502);
+
+    // Everything is in the track in device-time order (read from the store after a stop).
+    let mut server = server;
+    assert!(server.signal_and_wait("TERM").success());
+    let store = liengate::store::Store::open(&liengate::store::StoreConfig::new(server.data_dir()))
+        .unwrap();
+    let track = store
+        .track("VH-0009", (now - 7200) * 1000, (now + 60) * 1000, 100)
+        .unwrap();
+    let times: Vec<i64> = track.iter().map(|f| f.time_ms / 1000).collect();
+    assert_eq!(
+        times,
+        vec![
+            now - 3600,
+            now - 3000,
+            now - 2400,
+            t - 30,
+            t,
+            t + 10,
+            t + 20
+        ]
+    );
+    assert!(track[0]
+        .flags
+        .contains(liengate::model::FixFlags::BLIND_AREA));
+    assert!(!track[6]
+        .flags
+        .contains(liengate::model::FixFlags::BLIND_AREA));
+}
+
+#[test]
+fn suspect_fixes_are_stored_flagged_but_never_become_last_known() {
+    let (server, _dir) = server_with_registry("[sanitation]\nmax_speed_kmh = 250.0\n");
+    let tid = "013800138009";
+    let mut c = server.connect();
+    c.login(tid);
+    let now = now_s();
+    let good = Pos::at(now - 100, 22.5, 114.0);
+    assert_eq!(c.request(&location_frame(tid, 1, good), 1, 0x0200), 0);
+
+    let no_fix = Pos {
+        fixed: false,
+        ..Pos::at(now - 90, 22.6, 114.1)
+    };
+    let zero = Pos::at(now - 80, 0.0, 0.0);
+    let future = Pos::at(now + 86_400, 22.5, 114.0);
+    // 200 km in 10 s.
+    let jump = Pos::at(now - 70, 24.3, 114.0);
+    for (serial, p) in [(2, no_fix), (3, zero), (4, future), (5, jump)] {
+        assert_eq!(
+            c.request(&location_frame(tid, serial, p), serial, 0x0200),
+            0
+        );
+    }
+    // Invalid BCD time (month 13).
+    let mut loc = good.location();
+    loc.time = liengate::protocols::jt808::BcdTime([0x24, 0x13, 0x01, 0x00, 0x00, 0x00]);
+    let bad_time = frame(tid, 6, &liengate::protocols::jt808::Message::Location(loc));
+    assert_eq!(c.request(&bad_time, 6, 0x0200), 0);
+
+    let v = vehicle(&server, "VH-0009");
+    assert_eq!(v["time"], rfc3339(now - 100));
+    assert_eq!(v["latitude"], 22.5);
+    for flag in [
+        "no_gnss",
+        "zero_coord",
+        "future_time",
+        "impossible_jump",
+        "invalid_time",
+    ] {
+        assert_eq!(
+            server.metric("positions_flagged_total", &[("flag", flag)]),
+            1.0,
+            "{flag}"
+        );
+    }
+    assert_eq!(server.metric("positions_stored_total", &[]), 6.0);
+    // A plausible continuation is accepted again.
+    let next = Pos::at(now - 60, 22.501, 114.001);
+    assert_eq!(c.request(&location_frame(tid, 7, next), 7, 0x0200), 0);
+    assert_eq!(vehicle(&server, "VH-0009")["latitude"], 22.501);
+}
+
+#[test]
+fn the_vehicle_shows_the_freshest_fix_of_its_wired_and_wireless_devices() {
+    let (server, _dir) = server_with_registry("");
+    let (wired, wireless) = ("013800138001", "013800138002");
+    let mut w = server.connect();
+    w.login(wired);
+    let mut b = server.connect();
+    b.login(wireless);
+    let now = now_s();
+    assert_eq!(
+        w.request(
+            &location_frame(wired, 1, Pos::at(now - 300, 22.50, 114.00)),
+            1,
+            0x0200
+        ),
+        0
+    );
+    let v = vehicle(&server, "VH-0001");
+    assert_eq!(v["terminal_id"], wired);
+    assert_eq!(v["source"], "wired");
+
+    // The wireless unit reports later (device time): it becomes the source.
+    let parked = Pos {
+        speed_kmh: 0.0,
+        acc: false,
+        ..Pos::at(now - 200, 22.60, 114.10)
+    };
+    assert_eq!(
+        b.request(&location_frame(wireless, 1, parked), 1, 0x0200),
+        0
+    );
+    let v = vehicle(&server, "VH-0001");
+    assert_eq!(v["terminal_id"], wireless);
+    assert_eq!(v["source"], "wireless");
+    assert_eq!(v["latitude"], 22.6);
+    assert_eq!(v["acc"], false);
+
+    // An older wired fix arriving now does not take over.
+    assert_eq!(
+        w.request(
+            &location_frame(wired, 2, Pos::at(now - 250, 22.51, 114.01)),
+            2,
+            0x0200
+        ),
+        0
+    );
+    assert_eq!(vehicle(&server, "VH-0001")["terminal_id"], wireless);
+
+    // A newer wired fix does.
+    assert_eq!(
+        w.request(
+            &location_frame(wired, 3, Pos::at(now - 100, 22.52, 114.02)),
+            3,
+            0x0200
+        ),
+        0
+    );
+    let v = vehicle(&server, "VH-0001");
+    assert_eq!(v["terminal_id"], wired);
+    assert_eq!(v["vehicle_id"], "VH-0001");
+    assert_eq!(v["acc"], true);
+
+    // Each device keeps its own last known position.
+    assert_eq!(device(&server, wireless)["latitude"], 22.6);
+    assert_eq!(device(&server, wired)["latitude"], 22.52);
+    assert_eq!(device(&server, wired)["vehicle_id"], "VH-0001");
+}
+
+#[test]
+fn parked_and_offline_state_is_derived() {
+    let (server, _dir) =
+        server_with_registry("[state]\noffline_after = \"400ms\"\nparked_after = \"10m\"\n");
+    let tid = "013800138009";
+    let mut c = server.connect();
+    c.login(tid);
+    let now = now_s();
+    let stop = |t| Pos {
+        speed_kmh: 0.0,
+        acc: false,
+        ..Pos::at(t, 22.5, 114.0)
+    };
+    assert_eq!(
+        c.request(
+            &location_frame(tid, 1, Pos::at(now - 1000, 22.49, 113.99)),
+            1,
+            0x0200
+        ),
+        0
+    );
+    assert_eq!(
+        c.request(&location_frame(tid, 2, stop(now - 700)), 2, 0x0200),
+        0
+    );
+    assert_eq!(
+        c.request(&location_frame(tid, 3, stop(now - 20)), 3, 0x0200),
+        0
+    );
+    let v = vehicle(&server, "VH-0009");
+    assert_eq!(v["state"], "parked", "{v}");
+    assert_eq!(v["parked_since"], rfc3339(now - 700));
+    assert_eq!(v["online"], true);
+    assert_eq!(v["offline_since"], serde_json::Value::Null);
+
+    // Moving again.
+    assert_eq!(
+        c.request(
+            &location_frame(tid, 4, Pos::at(now - 10, 22.5005, 114.0)),
+            4,
+            0x0200
+        ),
+        0
+    );
+    assert_eq!(vehicle(&server, "VH-0009")["state"], "moving");
+
+    // No frame for longer than offline_after: offline, since last frame + offline_after.
+    std::thread::sleep(Duration::from_millis(600));
+    let v = vehicle(&server, "VH-0009");
+    assert_eq!(v["online"], false, "{v}");
+    assert!(v["offline_since"].is_string());
+    // A heartbeat brings it back online.
+    assert_eq!(c.request(&heartbeat_frame(tid, 5), 5, 0x0002), 0);
+    assert_eq!(vehicle(&server, "VH-0009")["online"], true);
+}
