@@ -118,8 +118,7 @@ async fn serve(
     let (pipe, shard_handles) = Pipeline::start(&config, store.clone(), live.clone());
     tracing::info!(shards = pipe.shards(), "shard workers started");
 
-    let jt808_listener = TcpListener::bind(config.jt808.listen)
-        .await
+    let jt808_listener = bind_device_listener(config.jt808.listen)
         .with_context(|| format!("binding jt808.listen {}", config.jt808.listen))?;
     let http_listener = TcpListener::bind(config.http.listen)
         .await
@@ -238,4 +237,20 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Pending-connection queue of the device listener. `TcpListener::bind` uses 128: when thousands
+/// of terminals connect at once (e.g. after a restart) the queue overflows, the kernel drops
+/// their SYNs and each retries only after a second. The kernel caps it at net.core.somaxconn.
+const DEVICE_LISTEN_BACKLOG: u32 = 4096;
+
+fn bind_device_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(DEVICE_LISTEN_BACKLOG)
 }
