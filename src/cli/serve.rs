@@ -113,7 +113,8 @@ async fn serve(
 
     let live = Arc::new(LiveView::new());
     let (vehicles, devices) = pipeline::load_last_known(&live, store.all_last_known()?);
-    tracing::info!(vehicles, devices, "last known positions loaded");
+    let sessions = pipeline::load_session_activity(&live, &store)?;
+    tracing::info!(vehicles, devices, sessions, "last known positions loaded");
 
     let (pipe, shard_handles) = Pipeline::start(&config, store.clone(), live.clone());
     tracing::info!(shards = pipe.shards(), "shard workers started");
@@ -189,7 +190,13 @@ async fn serve(
     // 4. Make everything durable.
     store.flush().await.context("flushing the store")?;
     let _ = upkeep.await;
-    let _ = http_task.await;
+    // HTTP clients that keep a connection open must not hold the exit up.
+    if tokio::time::timeout(Duration::from_secs(5), http_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open at exit");
+    }
     tracing::info!("shutdown complete");
     Ok(())
 }
