@@ -97,6 +97,7 @@ async fn serve(
     admin_token: Option<String>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     let store_cfg = StoreConfig {
         data_dir: config.store.data_dir.clone(),
         durability: config.store.durability,
@@ -163,7 +164,7 @@ async fn serve(
 
     let upkeep = tokio::spawn(upkeep(store.clone(), metrics, shutdown.clone()));
 
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: no new connections; answering in-flight frames");
     shutdown.cancel();
 
@@ -231,18 +232,26 @@ async fn upkeep(
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
+/// SIGINT / SIGTERM handlers. Installed before the listeners are announced: a signal that arrives
+/// right after the "listening" lines must start a graceful shutdown, not kill the process.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-        }
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+        }
     }
 }
