@@ -445,6 +445,24 @@ fn main() {
         root.path().display()
     );
 
+    // `soak`: one shard-like case for 20 s, to see engine stalls (memtable flushes, write-buffer
+    // limits) that a 1.5 s window hides.
+    if args.iter().any(|a| a == "soak") {
+        for durability in [Durability::Buffered, Durability::Fsync] {
+            let dir = root.path().join(format!("soak-{durability:?}"));
+            let m = bench_group_commit(&dir, durability, 2, 512, Duration::from_secs(20));
+            println!(
+                "soak {:9} 2 x 512 for 20 s: {:>10.0} positions/s p50={:.1}us p99={:.1}us",
+                format!("{durability:?}").to_lowercase(),
+                m.per_sec,
+                m.p50_us,
+                m.p99_us
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return;
+    }
+
     if only("engines") {
         println!(
             "\n## engines: one writer, batches of N positions (track point + last known each)"

@@ -30,7 +30,7 @@ struct Server {
     http: SocketAddr,
 }
 
-fn spawn_server(data_dir: &Path, log: &Path) -> Server {
+fn spawn_server(data_dir: &Path, config: &Path, log: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_liengate"))
         .args([
             "serve",
@@ -41,6 +41,8 @@ fn spawn_server(data_dir: &Path, log: &Path) -> Server {
         ])
         .arg("--data-dir")
         .arg(data_dir)
+        .arg("--config")
+        .arg(config)
         .env("LIENGATE_ADMIN_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -125,6 +127,8 @@ fn import_registry(dir: &Path, data_dir: &Path, terminals: usize) {
 struct Tally {
     acked: Vec<i64>,
     max_sent: i64,
+    /// The auth code the server gave at registration.
+    code: Vec<u8>,
 }
 
 fn sample(n: i64) -> Sample {
@@ -161,6 +165,7 @@ async fn drive(addr: SocketAddr, i: usize, first_secs: i64, tally: Arc<Mutex<Tal
         } => code,
         other => panic!("terminal {i}: register answered {other:?}"),
     };
+    tally.lock().unwrap().code = code.clone();
     serial += 1;
     body.clear();
     frames::auth_body(&me, &code, &mut body);
@@ -243,14 +248,25 @@ fn location_secs(http: SocketAddr, path: &str) -> i64 {
 }
 
 #[test]
-#[ignore = "enable once `liengate serve` is on main"]
-fn kill9_mid_stream_loses_no_acknowledged_position() {
+fn kill9_mid_stream_loses_no_acknowledged_position_with_fsync() {
+    kill9_mid_stream("fsync");
+}
+
+/// Buffered commits are not fsynced, but the kernel keeps them when only the process dies.
+#[test]
+fn kill9_mid_stream_loses_no_acknowledged_position_with_buffered() {
+    kill9_mid_stream("buffered");
+}
+
+fn kill9_mid_stream(durability: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let config = dir.path().join("liengate.toml");
+    std::fs::write(&config, format!("[store]\ndurability = \"{durability}\"\n")).unwrap();
     let terminals = VEHICLES * 2;
     import_registry(dir.path(), &data, terminals);
 
-    let mut server = spawn_server(&data, &dir.path().join("serve-1.log"));
+    let mut server = spawn_server(&data, &config, &dir.path().join("serve-1.log"));
     // Device times an hour in the past, one second apart per terminal: valid and in order.
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -291,11 +307,19 @@ fn kill9_mid_stream_loses_no_acknowledged_position() {
     }
 
     let total: usize = tallies.iter().map(|t| t.lock().unwrap().acked.len()).sum();
+    let sent: i64 = tallies
+        .iter()
+        .map(|t| t.lock().unwrap().max_sent - first_secs + 1)
+        .sum();
+    eprintln!(
+        "{durability}: killed the server after {total} acknowledged of {sent} sent positions"
+    );
     assert!(total >= 400);
 
     // Restart on the same data dir: the last known positions must be there at once.
-    let mut server = spawn_server(&data, &dir.path().join("serve-2.log"));
+    let mut server = spawn_server(&data, &config, &dir.path().join("serve-2.log"));
     let mut newest_by_vehicle: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut last_known_seen: Vec<(usize, i64)> = Vec::new();
     for (i, tally) in tallies.iter().enumerate() {
         let t = tally.lock().unwrap();
         let Some(&newest) = t.acked.iter().max() else {
@@ -305,6 +329,7 @@ fn kill9_mid_stream_loses_no_acknowledged_position() {
             server.http,
             &format!("/v1/devices/{}/location", terminal_id(i)),
         );
+        last_known_seen.push((i, got));
         assert!(
             newest <= got && got <= t.max_sent,
             "device {}: last known {got}, newest acknowledged {newest}, newest sent {}",
@@ -324,6 +349,23 @@ fn kill9_mid_stream_loses_no_acknowledged_position() {
             "vehicle {vehicle}: last known {got}, newest acknowledged {newest}"
         );
     }
+    // The auth code handed out before the crash still authenticates (it was persisted).
+    rt.block_on(async {
+        let me = identity(0);
+        let mut link = Link::connect(server.jt808, None, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let mut body = BytesMut::new();
+        let code = tallies[0].lock().unwrap().code.clone();
+        frames::auth_body(&me, &code, &mut body);
+        frames::frame(&me, frames::MSG_AUTH, 1, &body, &mut link.out);
+        link.flush().await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        match link.answer_until(&me, deadline).await.unwrap() {
+            Answer::General { result: 0, .. } => {}
+            other => panic!("auth with the pre-crash code answered {other:?}"),
+        }
+    });
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 
@@ -338,6 +380,18 @@ fn kill9_mid_stream_loses_no_acknowledged_position() {
                 missing.push((terminal_id(i), secs));
             }
         }
+    }
+    // A last known position reported after the restart is a stored track point, not a
+    // position that was only in memory.
+    assert_eq!(last_known_seen.len(), 2 * VEHICLES);
+    for (i, secs) in last_known_seen {
+        let ms = secs * 1000;
+        let found = store.track(&vehicle_of(i), ms, ms, 10).unwrap();
+        assert!(
+            found.iter().any(|f| f.terminal_id == terminal_id(i)),
+            "last known of {} at {secs} is not in the track",
+            terminal_id(i)
+        );
     }
     assert!(
         missing.is_empty(),

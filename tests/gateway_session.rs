@@ -244,10 +244,9 @@ fn a_reconnecting_terminal_replaces_its_old_connection() {
         new.request(&heartbeat_frame("013800000055", 4), 4, 0x0002),
         0
     );
-    assert_eq!(
-        server.metric("connections_closed_total", &[("reason", "replaced")]),
-        1.0
-    );
+    server.eventually("the close to be counted", || {
+        server.metric("connections_closed_total", &[("reason", "replaced")]) == 1.0
+    });
 }
 
 #[test]
@@ -270,7 +269,9 @@ fn idle_connections_are_closed_and_heartbeats_keep_them_open() {
         busy.request(&heartbeat_frame("013800000031", 30), 30, 0x0002),
         0
     );
-    assert!(server.metric("connections_closed_total", &[("reason", "idle")]) >= 1.0);
+    server.eventually("the idle close to be counted", || {
+        server.metric("connections_closed_total", &[("reason", "idle")]) >= 1.0
+    });
 }
 
 #[test]
@@ -293,4 +294,63 @@ fn connections_beyond_the_limit_are_refused_and_counted() {
         d.send(&register_frame("013800000003", 1, "X"));
         d.try_recv(Duration::from_millis(500)).is_some()
     });
+}
+
+#[test]
+fn subpackaged_uploads_are_reassembled_and_missing_packages_requested() {
+    use liengate::protocols::jt808::{encode_frame, Header, SubPackage, Version};
+    let server = start(None);
+    let tid = "013800000066";
+    let mut c = server.connect();
+    c.login(tid);
+    // A 0x0801 multimedia upload: media id 7, JPEG, location basic block, 600 data bytes.
+    let mut body = vec![0, 0, 0, 7, 0, 0, 1, 1];
+    let mut loc = bytes::BytesMut::new();
+    let m =
+        liengate::protocols::jt808::Message::Location(Pos::at(now_s() - 5, 22.5, 114.0).location());
+    m.encode_body(Version::V2013, &mut loc);
+    body.extend_from_slice(&loc[..28]);
+    body.extend((0..600).map(|i| (i % 251) as u8));
+    let chunks: Vec<&[u8]> = body.chunks(256).collect();
+    assert_eq!(chunks.len(), 3);
+    let package = |index: u16| {
+        let mut h = Header::new(0x0801, terminal(tid), 99 + index, Version::V2013);
+        h.subpackage = Some(SubPackage { total: 3, index });
+        let mut out = bytes::BytesMut::new();
+        encode_frame(&h, chunks[index as usize - 1], &mut out);
+        out.to_vec()
+    };
+    // Package 1: acknowledged.
+    assert_eq!(c.request(&package(1), 100, 0x0801), 0);
+    // Package 3 (the last) arrives with 2 missing: 0x8003 asks for it (first serial 100, one
+    // index: 2).
+    c.send(&package(3));
+    let reply = c.recv();
+    assert_eq!(reply.header.message_id, 0x8003, "{reply:?}");
+    assert_eq!(reply.body, vec![0x00, 100, 1, 0x00, 0x02]);
+    // Package 2 completes the upload: 0x8800 with the media id and nothing to resend.
+    c.send(&package(2));
+    let reply = c.recv();
+    assert_eq!(reply.header.message_id, 0x8800, "{reply:?}");
+    assert_eq!(reply.body, vec![0, 0, 0, 7]);
+    assert_eq!(server.metric("subpackage_resend_requests_total", &[]), 1.0);
+}
+
+#[test]
+fn the_platform_serial_continues_across_reconnects() {
+    let server = start(None);
+    let tid = "013800000088";
+    let mut c = server.connect();
+    let code = c.login(tid);
+    // 0x8100 and the auth answer used platform serials 0 and 1.
+    assert_eq!(c.request(&heartbeat_frame(tid, 3), 3, 0x0002), 0);
+    drop(c);
+    server.eventually("the old connection to close", || {
+        server.metric("connections_closed_total", &[("reason", "eof")]) >= 1.0
+    });
+    let mut c = server.connect();
+    c.send(&auth_frame(tid, 4, &code));
+    let reply = c.recv();
+    assert_eq!(reply.general(), (4, 0x0102, 0));
+    assert_eq!(reply.header.serial, 3);
 }

@@ -53,9 +53,9 @@ def main(out):
         lines.append("")
     lines.append(
         "| server | devices | mode | acked positions/s | × ceiling | p50 ms | p99 ms | max ms "
-        "| registration ms | errors | server CPU s | server RSS end MB | sim exit |"
+        "| registration ms | SYN drops | errors | server CPU µs/position | server RSS end MB | sim exit |"
     )
-    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for server, sim in runs:
         rate = sim.get("acked_positions_per_s", 0.0)
         base = ceiling.get((server["devices"], server["mode"]))
@@ -64,25 +64,29 @@ def main(out):
         errors = sim.get("errors", {})
         err = ", ".join(f"{k}={v}" for k, v in errors.items()) or "0"
         reg = sim.get("registration_ms")
+        acked = sim.get("positions_acked_total", 0)
+        cpu = server.get("server_cpu_s")
+        per_pos = f"{cpu * 1e6 / acked:.1f}" if cpu is not None and acked else "–"
         lines.append(
             f"| {server['server']} | {server['devices']} | {server['mode']} | {rate:,.0f} | {ratio} "
             f"| {ms(lat.get('p50_us', 0))} | {ms(lat.get('p99_us', 0))} | {ms(lat.get('max_us', 0))} "
-            f"| {reg if reg is not None else 'incomplete'} | {err} | {server.get('server_cpu_s', '?')} "
+            f"| {reg if reg is not None else 'incomplete'} | {server.get('listen_overflows', '?')} | {err} | {per_pos} "
             f"| {server.get('rss_end_kb', 0) / 1024:.1f} | {server['exit']} |"
         )
     lines.append("")
     lines.append(
         "| server | idle registered connections | RSS before KB | RSS idle KB | KB per connection "
-        "| registration ms | errors |"
+        "| registration ms | SYN drops | errors |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
     for server, sim in idle:
         errors = sim.get("errors", {})
         err = ", ".join(f"{k}={v}" for k, v in errors.items()) or "0"
         reg = sim.get("registration_ms")
         lines.append(
             f"| {server['server']} | {server['devices']} | {server['rss_before_kb']} | {server['rss_idle_kb']} "
-            f"| {server['kb_per_connection']} | {reg if reg is not None else 'incomplete'} | {err} |"
+            f"| {server['kb_per_connection']} | {reg if reg is not None else 'incomplete'} "
+            f"| {server.get('listen_overflows', '?')} | {err} |"
         )
 
     lines.append("")

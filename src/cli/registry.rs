@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::config::Config;
 use crate::registry;
 use crate::store::{Store, StoreConfig};
 
@@ -31,18 +32,30 @@ enum RegistryCommand {
     },
 }
 
+/// Which store to open: the gateway's, found the same way `liengate serve` finds it.
 #[derive(clap::Args, Debug)]
 struct StoreArgs {
-    /// Data directory of the store (the gateway's `--data-dir`). The gateway must not be
-    /// running on it: the store is opened exclusively.
-    #[arg(long, default_value = "data", env = "LIENGATE_DATA_DIR")]
-    data_dir: PathBuf,
+    /// The gateway's TOML configuration; its `store.data_dir` is used unless `--data-dir` is given.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory of the store; overrides store.data_dir (default ./data). The gateway must
+    /// not be running on it: the store is opened exclusively.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 impl StoreArgs {
     fn open(&self) -> anyhow::Result<Store> {
-        Store::open(&StoreConfig::new(&self.data_dir))
-            .with_context(|| format!("opening the store in {}", self.data_dir.display()))
+        let config = Config::load(self.config.as_deref())?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| config.store.data_dir.clone());
+        let mut store_cfg = StoreConfig::new(&data_dir);
+        store_cfg.durability = config.store.durability;
+        store_cfg.retention_days = config.store.retention_days;
+        Store::open(&store_cfg)
+            .with_context(|| format!("opening the store in {}", data_dir.display()))
     }
 }
 

@@ -13,7 +13,7 @@ use liengate_protocols::jt808::{
     encode_frame, parse_packet, BcdTime, DecodeOptions, Header, Split, Splitter, DEFAULT_MAX_FRAME,
     MAX_LOGICAL_FRAME,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -85,25 +85,32 @@ pub async fn serve(
 
 async fn connection(mut stream: TcpStream, stats: &CeilingStats) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut rbuf = BytesMut::with_capacity(1024);
-    let mut out = BytesMut::with_capacity(256);
+    // Buffers exist only while bytes are waiting, so an idle connection costs little more than
+    // its task: the same shape a gateway needs to keep idle connections cheap.
+    let mut rbuf = BytesMut::new();
+    let mut out = BytesMut::new();
     let mut splitter = Splitter::new(DEFAULT_MAX_FRAME);
-    let mut scratch = Box::new([0u8; MAX_LOGICAL_FRAME]);
     let mut platform_serial: u16 = 0;
     loop {
-        if stream.read_buf(&mut rbuf).await? == 0 {
-            return Ok(());
+        stream.readable().await?;
+        if rbuf.capacity() == 0 {
+            rbuf.reserve(4096);
+        }
+        match stream.try_read_buf(&mut rbuf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                if rbuf.is_empty() {
+                    rbuf = BytesMut::new();
+                }
+                continue;
+            }
+            Err(err) => return Err(err),
         }
         loop {
             match splitter.next(&rbuf) {
                 Split::Frame { frame, consumed } => {
-                    answer(
-                        &rbuf[frame],
-                        &mut scratch,
-                        &mut platform_serial,
-                        &mut out,
-                        stats,
-                    );
+                    answer(&rbuf[frame], &mut platform_serial, &mut out, stats);
                     rbuf.advance(consumed);
                 }
                 Split::Incomplete { consumed } => {
@@ -122,21 +129,23 @@ async fn connection(mut stream: TcpStream, stats: &CeilingStats) -> std::io::Res
                 "read buffer bound exceeded",
             ));
         }
+        if rbuf.is_empty() {
+            rbuf = BytesMut::new();
+        }
         if !out.is_empty() {
             stream.write_all(&out).await?;
+            // Answers are a few dozen bytes: keeping that small allocation is cheaper than
+            // allocating again for every message.
             out.clear();
         }
     }
 }
 
 /// Appends the answer to one frame to `out` (nothing for a terminal's own 0x0001).
-fn answer(
-    wire: &[u8],
-    scratch: &mut [u8; MAX_LOGICAL_FRAME],
-    platform_serial: &mut u16,
-    out: &mut BytesMut,
-    stats: &CeilingStats,
-) {
+fn answer(wire: &[u8], platform_serial: &mut u16, out: &mut BytesMut, stats: &CeilingStats) {
+    // On the stack for this call only, not kept per connection.
+    let mut scratch = [0u8; MAX_LOGICAL_FRAME];
+    let scratch = &mut scratch;
     let opts = DecodeOptions {
         skip_checksum: false,
         max_frame: DEFAULT_MAX_FRAME,

@@ -72,6 +72,35 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// For any two track points, byte order of the keys within one vehicle equals
+        /// (device time, terminal) order, and a vehicle's inclusive time window holds exactly
+        /// its own keys in that window, whatever the ids look like.
+        #[test]
+        fn track_keys_sort_and_scan_like_their_fields(
+            va in "[A-Za-z0-9-]{1,12}", vb in "[A-Za-z0-9-]{1,12}",
+            ta in proptest::num::i64::ANY, tb in proptest::num::i64::ANY,
+            da in "[0-9]{12}", db in "[0-9]{12}",
+            lo in proptest::num::i64::ANY, hi in proptest::num::i64::ANY,
+            same in proptest::bool::ANY,
+        ) {
+            // Half the cases compare two points of the same vehicle.
+            let vb = if same { va.clone() } else { vb };
+            let ka = track_key(&va, ta, &da);
+            let kb = track_key(&vb, tb, &db);
+            if va == vb {
+                proptest::prop_assert_eq!(ka.cmp(&kb), (ta, &da).cmp(&(tb, &db)));
+            }
+            let (lo, hi) = (lo.min(hi), lo.max(hi));
+            let lower = track_lower(&va, lo);
+            let upper = track_upper_inclusive(&va, hi);
+            for (v, t, k) in [(&va, ta, &ka), (&vb, tb, &kb)] {
+                let inside = lower <= *k && *k < upper;
+                proptest::prop_assert_eq!(inside, *v == va && lo <= t && t <= hi);
+            }
+        }
+    }
+
     #[test]
     fn vehicle_prefixes_do_not_overlap() {
         let v1 = track_key("V1", 10, "13800000000");
