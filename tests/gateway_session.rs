@@ -244,10 +244,9 @@ fn a_reconnecting_terminal_replaces_its_old_connection() {
         new.request(&heartbeat_frame("013800000055", 4), 4, 0x0002),
         0
     );
-    assert_eq!(
-        server.metric("connections_closed_total", &[("reason", "replaced")]),
-        1.0
-    );
+    server.eventually("the close to be counted", || {
+        server.metric("connections_closed_total", &[("reason", "replaced")]) == 1.0
+    });
 }
 
 #[test]
@@ -270,7 +269,9 @@ fn idle_connections_are_closed_and_heartbeats_keep_them_open() {
         busy.request(&heartbeat_frame("013800000031", 30), 30, 0x0002),
         0
     );
-    assert!(server.metric("connections_closed_total", &[("reason", "idle")]) >= 1.0);
+    server.eventually("the idle close to be counted", || {
+        server.metric("connections_closed_total", &[("reason", "idle")]) >= 1.0
+    });
 }
 
 #[test]
@@ -333,4 +334,23 @@ fn subpackaged_uploads_are_reassembled_and_missing_packages_requested() {
     assert_eq!(reply.header.message_id, 0x8800, "{reply:?}");
     assert_eq!(reply.body, vec![0, 0, 0, 7]);
     assert_eq!(server.metric("subpackage_resend_requests_total", &[]), 1.0);
+}
+
+#[test]
+fn the_platform_serial_continues_across_reconnects() {
+    let server = start(None);
+    let tid = "013800000088";
+    let mut c = server.connect();
+    let code = c.login(tid);
+    // 0x8100 and the auth answer used platform serials 0 and 1.
+    assert_eq!(c.request(&heartbeat_frame(tid, 3), 3, 0x0002), 0);
+    drop(c);
+    server.eventually("the old connection to close", || {
+        server.metric("connections_closed_total", &[("reason", "eof")]) >= 1.0
+    });
+    let mut c = server.connect();
+    c.send(&auth_frame(tid, 4, &code));
+    let reply = c.recv();
+    assert_eq!(reply.general(), (4, 0x0102, 0));
+    assert_eq!(reply.header.serial, 3);
 }

@@ -130,8 +130,10 @@ pub(super) async fn run(
             Close::Hostile(why) => tracing::warn!(why, "closing hostile stream"),
             other => tracing::debug!(reason = other.label(), "connection closed"),
         }
-        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason.label()).increment(1);
+        // Counted after the session is released so that anyone who sees the count also sees
+        // the released session.
         conn.finish().await;
+        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason.label()).increment(1);
     }
     .instrument(span)
     .await;
@@ -759,6 +761,12 @@ impl Connection {
         if self.gw.sessions.claim(&tid, self.id, self.replaced.clone()) {
             tracing::info!("replaced the terminal's previous connection");
         }
+        // Continue the terminal's platform serial where its last connection left it (at least
+        // past the serials this connection already used before authenticating).
+        let continued = self.gw.sessions.next_serial(&tid);
+        if continued > self.next_serial {
+            self.next_serial = continued;
+        }
         let version = h.version.as_str();
         self.authed = Some(Authed {
             terminal: h.terminal,
@@ -826,6 +834,9 @@ impl Connection {
     /// Releases the terminal and records when it was last heard from.
     async fn finish(&mut self) {
         let Some(a) = self.authed.take() else { return };
+        self.gw
+            .sessions
+            .save_serial(&a.route.terminal_id, self.next_serial);
         self.gw.sessions.release(&a.route.terminal_id, self.id);
         let facts = SessionFacts {
             last_connect_ms: a.connected_ms,
