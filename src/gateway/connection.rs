@@ -290,6 +290,10 @@ impl Connection {
                 }
             }
         }
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            // An idle connection should not keep its answer queue allocated.
+            self.pending = VecDeque::new();
+        }
         let Some(out) = out else { return Ok(()) };
         let timeout = self.gw.config.jt808.effective_idle_timeout();
         match tokio::time::timeout(timeout, self.stream.write_all(&out)).await {
