@@ -6,6 +6,8 @@
 //!    decoder, and the splitter keeps its contract (progress, bounds).
 //! 3. A stream of several encoded frames cut at any byte boundary, or fed in
 //!    arbitrary chunks, yields exactly the messages of feeding it whole.
+//! 4. A message too long for one frame, sent as sub-packages in any order
+//!    with duplicates, reassembles to the original body.
 //!
 //! Messages borrow their byte fields, so the strategies generate an owned
 //! `Spec` (plain `Vec<u8>`s) and `Spec::message` lends it out as a `Message`.
@@ -21,7 +23,10 @@ use liengate_protocols::jt808::{
     ResendRequest, SetParams, Split, Splitter, Status, TerminalControl, TerminalId, Text,
     VehicleControl, Version, DEFAULT_MAX_FRAME, MAX_LOGICAL_FRAME,
 };
-use liengate_protocols::jt808::{Attributes, Auth, UpgradeResult};
+use liengate_protocols::jt808::{
+    encode_subpackaged, Attributes, Auth, Reassembler, Reassembly, ReassemblyLimits, UpgradeResult,
+    MAX_BODY_LEN,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -950,6 +955,107 @@ proptest! {
             drain(&mut splitter, &mut buf, &mut scratch, &cases, &mut next)?;
         }
         prop_assert_eq!(next, cases.len());
+    }
+}
+
+/// A body longer than one frame, an arrival order of its packages, and
+/// indices (0-based) of packages the device sends twice.
+fn long_body_delivery() -> impl Strategy<Value = (Vec<u8>, Vec<usize>, Vec<usize>)> {
+    vec(any::<u8>(), MAX_BODY_LEN + 1..5 * MAX_BODY_LEN).prop_flat_map(|body| {
+        let n = body.len().div_ceil(MAX_BODY_LEN);
+        (
+            Just(body),
+            Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+            vec(0..n, 0..4),
+        )
+    })
+}
+
+/// Splits an encoded stream into its frames.
+fn frames_of(stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut splitter = Splitter::new(DEFAULT_MAX_FRAME);
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Split::Frame { frame, consumed } = splitter.next(&stream[at..]) {
+        frames.push(stream[at + frame.start..at + frame.end].to_vec());
+        at += consumed;
+    }
+    assert_eq!(at, stream.len(), "the encoder wrote only whole frames");
+    frames
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A message too long for one frame, sent as sub-packages with
+    /// consecutive serials (any start, wrapping included), arriving in any
+    /// order with duplicates while another terminal's message is pending,
+    /// reassembles to exactly the original body. On the way the reassembler
+    /// names exactly the packages still missing; afterwards it holds nothing
+    /// of the completed message.
+    #[test]
+    fn subpackages_reassemble_in_any_order(
+        (body, order, duplicates) in long_body_delivery(),
+        serial in any::<u16>(),
+        v2019 in any::<bool>(),
+    ) {
+        let version = if v2019 { Version::V2019 } else { Version::V2013 };
+        let digits = if v2019 { "00000000013912345678" } else { "013912345678" };
+        let other_digits = if v2019 { "00000000013900000000" } else { "013900000000" };
+        let header = Header::new(0x0801, TerminalId::parse(digits, version).unwrap(), serial, version);
+        let other = Header::new(0x0801, TerminalId::parse(other_digits, version).unwrap(), serial, version);
+
+        let mut out = BytesMut::new();
+        let total = encode_subpackaged(&header, &body, &mut out);
+        let frames = frames_of(&out);
+        prop_assert_eq!(usize::from(total), frames.len());
+        prop_assert_eq!(frames.len(), order.len());
+        out.clear();
+        encode_subpackaged(&other, &body, &mut out);
+        let other_first = frames_of(&out).swap_remove(0);
+
+        let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+        let mut scratch = [0u8; MAX_LOGICAL_FRAME];
+        let packet = parse_packet(&other_first, &mut scratch, &strict()).unwrap();
+        let pending = matches!(reassembler.push(&packet, 0), Reassembly::Pending { .. });
+        prop_assert!(pending);
+
+        let mut arrivals = order.clone();
+        for &d in &duplicates {
+            // A resend arrives right after the original.
+            let at = arrivals.iter().position(|&i| i == d).unwrap() + 1;
+            arrivals.insert(at, d);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut completed = 0;
+        for (step, &i) in arrivals.iter().enumerate() {
+            let packet = parse_packet(&frames[i], &mut scratch, &strict()).unwrap();
+            prop_assert_eq!(
+                packet.header.subpackage.map(|s| (s.total, s.index)),
+                Some((total, i as u16 + 1))
+            );
+            seen.insert(i);
+            match reassembler.push(&packet, step as u64) {
+                Reassembly::Complete(whole) => {
+                    prop_assert_eq!(seen.len(), frames.len(), "completed early");
+                    prop_assert!(whole == body, "reassembled body differs");
+                    completed += 1;
+                }
+                Reassembly::Pending { missing } => {
+                    let want: Vec<u16> =
+                        (0..frames.len()).filter(|j| !seen.contains(j)).map(|j| j as u16 + 1).collect();
+                    if want.is_empty() {
+                        // Only a duplicate of an already completed message
+                        // can get here: it starts a new pending message.
+                        prop_assert_eq!(completed, 1);
+                    } else {
+                        prop_assert_eq!(missing, want);
+                    }
+                }
+                Reassembly::Rejected(e) => prop_assert!(false, "package {} rejected: {:?}", i + 1, e),
+            }
+        }
+        prop_assert!(completed >= 1);
     }
 }
 

@@ -255,7 +255,13 @@ impl Connection {
                                 return close;
                             }
                         }
-                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                            // Readiness was stale: give back the buffer reserved above, or
+                            // every idle connection keeps 4 KB.
+                            if self.buf.is_empty() {
+                                self.buf = BytesMut::new();
+                            }
+                        }
                         Err(err) => return Close::Io(err),
                     }
                 }

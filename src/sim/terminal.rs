@@ -100,7 +100,11 @@ impl Terminal {
     /// Runs the terminal until the run stops.
     pub async fn run(mut self, run: Arc<Run>) {
         let stats = &run.stats;
-        let (mut link, took) = match self.login(&run).await {
+        let first_login = tokio::time::timeout_at(run.registration_deadline, self.login(&run));
+        let (mut link, took) = match first_login
+            .await
+            .unwrap_or(Err(ErrorKind::RegistrationTimeout))
+        {
             Ok(done) => done,
             Err(kind) => {
                 stats.error(kind);
@@ -150,6 +154,7 @@ impl Terminal {
         }
     }
 
+    /// Bookkeeping when an authenticated connection ends (the socket closes on drop).
     fn close(_link: &mut Link, stats: &Stats) {
         stats
             .open
@@ -176,15 +181,14 @@ impl Terminal {
             _ = run.stop.cancelled() => return Err(ErrorKind::RegistrationTimeout),
         };
         Stats::add(&run.stats.connects, 1);
-        Stats::add(&run.stats.open, 1);
         let result = tokio::select! {
             r = self.handshake(&mut link, run) => r,
             _ = run.stop.cancelled() => Err(ErrorKind::RegistrationTimeout),
         };
-        if result.is_err() {
-            Self::close(&mut link, &run.stats);
-        }
-        result.map(|()| (link, started.elapsed()))
+        result?;
+        // Counted only once authenticated, so a login abandoned half-way leaves no trace in `open`.
+        Stats::add(&run.stats.open, 1);
+        Ok((link, started.elapsed()))
     }
 
     async fn handshake(&mut self, link: &mut Link, run: &Run) -> Result<(), ErrorKind> {
