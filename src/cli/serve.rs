@@ -271,19 +271,3 @@ impl Signals {
         }
     }
 }
-
-/// Pending-connection queue of the device listener. `TcpListener::bind` uses 128: when thousands
-/// of terminals connect at once (e.g. after a restart) the queue overflows, the kernel drops
-/// their SYNs and each retries only after a second. The kernel caps it at net.core.somaxconn.
-const DEVICE_LISTEN_BACKLOG: u32 = 4096;
-
-fn bind_device_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(DEVICE_LISTEN_BACKLOG)
-}
