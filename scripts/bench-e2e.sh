@@ -243,10 +243,14 @@ bench_idle() {
     log "$label: RSS $rss0 KB -> $rss1 KB with $IDLE_DEVICES idle connections ($(jq -r .kb_per_connection "$OUT/$label.server.json") KB each)"
 }
 
+# Servers alternate within each size and mode, so that a change in the machine's load (it is
+# shared) hits the ceiling and the gateway alike and their ratio stays meaningful.
 for kind in $SERVERS; do
     bench_idle "$kind"
-    for n in $SIZES; do
-        for mode in $MODES; do
+done
+for n in $SIZES; do
+    for mode in $MODES; do
+        for kind in $SERVERS; do
             bench_run "$kind" "$n" "$mode"
         done
     done

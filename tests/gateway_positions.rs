@@ -313,3 +313,80 @@ fn parked_and_offline_state_is_derived() {
     assert_eq!(c.request(&heartbeat_frame(tid, 5), 5, 0x0002), 0);
     assert_eq!(vehicle(&server, "VH-0009")["online"], true);
 }
+
+#[test]
+fn vendor_battery_and_voltage_items_are_mapped_per_model() {
+    let server = start(Some(
+        "[[jt808.models]]\nname = \"TEST-1\"\nbattery_pct_item = 0xE1\nvoltage_item = 0xE2\nvoltage_unit_mv = 100\n",
+    ));
+    let tid = "013800000444";
+    let mut c = server.connect();
+    // `login` registers with model "TEST-1".
+    c.login(tid);
+    let mut loc = Pos::at(now_s() - 20, 22.5, 114.0).location();
+    // Mileage (0x01, standard), then battery 85 % and 12.3 V in the vendor items.
+    loc.extras = liengate::protocols::jt808::Extras(&[
+        0x01, 4, 0, 0, 0, 10, 0xE1, 1, 85, 0xE2, 2, 0x00, 0x7B,
+    ]);
+    let f = frame(tid, 3, &liengate::protocols::jt808::Message::Location(loc));
+    assert_eq!(c.request(&f, 3, 0x0200), 0);
+    let v = device(&server, tid);
+    assert_eq!(v["battery_pct"], 85);
+    assert_eq!(v["voltage_mv"], 12300);
+
+    // Another model gets no mapping: the items stay unmapped.
+    let mut c = server.connect();
+    c.send(&register_frame("013800000445", 1, "OTHER"));
+    let code = String::from_utf8(c.recv().body[3..].to_vec()).unwrap();
+    assert_eq!(c.auth("013800000445", 2, &code), 0);
+    let f = frame(
+        "013800000445",
+        3,
+        &liengate::protocols::jt808::Message::Location(loc),
+    );
+    assert_eq!(c.request(&f, 3, 0x0200), 0);
+    let v = device(&server, "013800000445");
+    assert_eq!(v["battery_pct"], serde_json::Value::Null);
+}
+
+#[test]
+fn under_backpressure_every_frame_is_answered_and_stored() {
+    // One shard with a one-frame queue and one unanswered frame per connection: the senders
+    // constantly wait for the pipeline. Nothing may be lost or answered early.
+    let server = start(Some(
+        "[pipeline]\nshards = 1\nqueue_depth = 1\n[jt808]\nmax_inflight = 1\n[store]\ndurability = \"buffered\"\n",
+    ));
+    let devices = ["013800000501", "013800000502", "013800000503"];
+    let per_device: u16 = 150;
+    let base = now_s() - 3600;
+    let handles: Vec<_> = devices
+        .iter()
+        .map(|tid| {
+            let mut c = server.connect();
+            c.login(tid);
+            let tid = tid.to_string();
+            std::thread::spawn(move || {
+                let mut burst = Vec::new();
+                for i in 0..per_device {
+                    let p = Pos::at(base + i as i64, 22.5 + i as f64 * 1e-5, 114.0);
+                    burst.extend_from_slice(&location_frame(&tid, 100 + i, p));
+                }
+                c.send(&burst);
+                for i in 0..per_device {
+                    assert_eq!(c.recv().general(), (100 + i, 0x0200, 0));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(
+        server.metric("positions_stored_total", &[]),
+        (devices.len() * per_device as usize) as f64
+    );
+    for tid in devices {
+        let v = device(&server, tid);
+        assert_eq!(v["time"], rfc3339(base + per_device as i64 - 1));
+    }
+}

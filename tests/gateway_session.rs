@@ -244,10 +244,9 @@ fn a_reconnecting_terminal_replaces_its_old_connection() {
         new.request(&heartbeat_frame("013800000055", 4), 4, 0x0002),
         0
     );
-    assert_eq!(
-        server.metric("connections_closed_total", &[("reason", "replaced")]),
-        1.0
-    );
+    server.eventually("the close to be counted", || {
+        server.metric("connections_closed_total", &[("reason", "replaced")]) == 1.0
+    });
 }
 
 #[test]
@@ -270,7 +269,9 @@ fn idle_connections_are_closed_and_heartbeats_keep_them_open() {
         busy.request(&heartbeat_frame("013800000031", 30), 30, 0x0002),
         0
     );
-    assert!(server.metric("connections_closed_total", &[("reason", "idle")]) >= 1.0);
+    server.eventually("the idle close to be counted", || {
+        server.metric("connections_closed_total", &[("reason", "idle")]) >= 1.0
+    });
 }
 
 #[test]
@@ -293,4 +294,110 @@ fn connections_beyond_the_limit_are_refused_and_counted() {
         d.send(&register_frame("013800000003", 1, "X"));
         d.try_recv(Duration::from_millis(500)).is_some()
     });
+}
+
+#[test]
+fn subpackaged_uploads_are_reassembled_and_missing_packages_requested() {
+    use liengate::protocols::jt808::{encode_frame, Header, SubPackage, Version};
+    let server = start(None);
+    let tid = "013800000066";
+    let mut c = server.connect();
+    c.login(tid);
+    // A 0x0801 multimedia upload: media id 7, JPEG, location basic block, 600 data bytes.
+    let mut body = vec![0, 0, 0, 7, 0, 0, 1, 1];
+    let mut loc = bytes::BytesMut::new();
+    let m =
+        liengate::protocols::jt808::Message::Location(Pos::at(now_s() - 5, 22.5, 114.0).location());
+    m.encode_body(Version::V2013, &mut loc);
+    body.extend_from_slice(&loc[..28]);
+    body.extend((0..600).map(|i| (i % 251) as u8));
+    let chunks: Vec<&[u8]> = body.chunks(256).collect();
+    assert_eq!(chunks.len(), 3);
+    let package = |index: u16| {
+        let mut h = Header::new(0x0801, terminal(tid), 99 + index, Version::V2013);
+        h.subpackage = Some(SubPackage { total: 3, index });
+        let mut out = bytes::BytesMut::new();
+        encode_frame(&h, chunks[index as usize - 1], &mut out);
+        out.to_vec()
+    };
+    // Package 1: acknowledged.
+    assert_eq!(c.request(&package(1), 100, 0x0801), 0);
+    // Package 3 (the last) arrives with 2 missing: 0x8003 asks for it (first serial 100, one
+    // index: 2).
+    c.send(&package(3));
+    let reply = c.recv();
+    assert_eq!(reply.header.message_id, 0x8003, "{reply:?}");
+    assert_eq!(reply.body, vec![0x00, 100, 1, 0x00, 0x02]);
+    // Package 2 completes the upload: 0x8800 with the media id and nothing to resend.
+    c.send(&package(2));
+    let reply = c.recv();
+    assert_eq!(reply.header.message_id, 0x8800, "{reply:?}");
+    assert_eq!(reply.body, vec![0, 0, 0, 7]);
+    assert_eq!(server.metric("subpackage_resend_requests_total", &[]), 1.0);
+}
+
+#[test]
+fn the_platform_serial_continues_across_reconnects() {
+    let server = start(None);
+    let tid = "013800000088";
+    let mut c = server.connect();
+    let code = c.login(tid);
+    // 0x8100 and the auth answer used platform serials 0 and 1.
+    assert_eq!(c.request(&heartbeat_frame(tid, 3), 3, 0x0002), 0);
+    drop(c);
+    server.eventually("the old connection to close", || {
+        server.metric("connections_closed_total", &[("reason", "eof")]) >= 1.0
+    });
+    let mut c = server.connect();
+    c.send(&auth_frame(tid, 4, &code));
+    let reply = c.recv();
+    assert_eq!(reply.general(), (4, 0x0102, 0));
+    assert_eq!(reply.header.serial, 3);
+}
+
+#[test]
+fn jt808_2019_terminals_are_answered_with_2019_headers() {
+    use liengate::protocols::jt808::{Auth, Header, TerminalId, Version};
+    let server = start(None);
+    let mut c = server.connect();
+    // go-jt808 2019 registration: terminal 00000000017299841738, serial 0, protocol version 1.
+    c.send(&fixture("jt808-gj-0100-register-2019"));
+    let reply = c.recv();
+    let code = reply.body[3..].to_vec();
+    let h2019 = |id: u16, len: u16, serial: u16| {
+        let mut h = id.to_be_bytes().to_vec();
+        h.extend_from_slice(&(0x4000 | len).to_be_bytes());
+        h.push(1);
+        h.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x01, 0x72, 0x99, 0x84, 0x17, 0x38]);
+        h.extend_from_slice(&serial.to_be_bytes());
+        h
+    };
+    let mut expected = h2019(0x8100, 19, 0);
+    expected.extend_from_slice(&[0, 0, 0]);
+    expected.extend_from_slice(&code);
+    assert_eq!(reply.raw, wire(&expected));
+
+    // 2019 authentication: code length, code, IMEI, software version.
+    let terminal = TerminalId::parse("00000000017299841738", Version::V2019).unwrap();
+    let header = Header::new(0x0102, terminal, 1, Version::V2019);
+    let mut out = bytes::BytesMut::new();
+    liengate::protocols::jt808::encode_message(
+        &header,
+        &liengate::protocols::jt808::Message::Auth(Auth {
+            code: &code,
+            imei: Some(b"860000000000001"),
+            software_version: Some(b"1.0.0"),
+        }),
+        &mut out,
+    );
+    c.send(&out);
+    let mut expected = h2019(0x8001, 5, 1);
+    expected.extend_from_slice(&[0x00, 0x01, 0x01, 0x02, 0x00]);
+    assert_eq!(c.recv().raw, wire(&expected));
+
+    // A real 2019 location (serial 65535).
+    c.send(&fixture("jt808-gj-0200-extras-2019"));
+    let mut expected = h2019(0x8001, 5, 2);
+    expected.extend_from_slice(&[0xff, 0xff, 0x02, 0x00, 0x00]);
+    assert_eq!(c.recv().raw, wire(&expected));
 }

@@ -4,3 +4,4 @@ pub mod coverage;
 pub mod frames;
 pub mod ours;
 pub mod peers;
+pub mod ratio;

@@ -97,6 +97,7 @@ async fn serve(
     admin_token: Option<String>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     let store_cfg = StoreConfig {
         data_dir: config.store.data_dir.clone(),
         durability: config.store.durability,
@@ -113,13 +114,13 @@ async fn serve(
 
     let live = Arc::new(LiveView::new());
     let (vehicles, devices) = pipeline::load_last_known(&live, store.all_last_known()?);
-    tracing::info!(vehicles, devices, "last known positions loaded");
+    let sessions = pipeline::load_session_activity(&live, &store)?;
+    tracing::info!(vehicles, devices, sessions, "last known positions loaded");
 
     let (pipe, shard_handles) = Pipeline::start(&config, store.clone(), live.clone());
     tracing::info!(shards = pipe.shards(), "shard workers started");
 
-    let jt808_listener = TcpListener::bind(config.jt808.listen)
-        .await
+    let jt808_listener = bind_device_listener(config.jt808.listen)
         .with_context(|| format!("binding jt808.listen {}", config.jt808.listen))?;
     let http_listener = TcpListener::bind(config.http.listen)
         .await
@@ -162,7 +163,7 @@ async fn serve(
 
     let upkeep = tokio::spawn(upkeep(store.clone(), metrics, shutdown.clone()));
 
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: no new connections; answering in-flight frames");
     shutdown.cancel();
 
@@ -189,9 +190,32 @@ async fn serve(
     // 4. Make everything durable.
     store.flush().await.context("flushing the store")?;
     let _ = upkeep.await;
-    let _ = http_task.await;
+    // HTTP clients that keep a connection open must not hold the exit up.
+    if tokio::time::timeout(Duration::from_secs(5), http_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open at exit");
+    }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Accept backlog of the device listener. Fleets reconnect all at once after a network or
+/// gateway outage; with the usual backlog of 1024 the excess SYNs are dropped and those devices
+/// retry only after a one-second SYN timeout. The kernel caps it at net.core.somaxconn.
+const DEVICE_BACKLOG: u32 = 8192;
+
+fn bind_device_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // Restarting the gateway must not wait for old connections in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(DEVICE_BACKLOG)
 }
 
 /// Periodic chores: metric upkeep (histogram rotation) and track retention.
@@ -224,18 +248,26 @@ async fn upkeep(
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
+/// SIGINT / SIGTERM handlers. Installed before the listeners are announced: a signal that arrives
+/// right after the "listening" lines must start a graceful shutdown, not kill the process.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-        }
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+        }
     }
 }

@@ -5,8 +5,8 @@
 //! version) of the frame it answers, and carries the platform's own serial number.
 use bytes::BytesMut;
 use liengate_protocols::jt808::{
-    encode_message, BcdTime, GeneralResponse, Header, Message, PackageIndices, RegisterReply,
-    ResendRequest,
+    encode_message, BcdTime, GeneralResponse, Header, MediaReply, Message, PackageIndices,
+    RegisterReply, ResendRequest,
 };
 
 /// 0x8001 result codes (JT/T 808-2013 §8.2).
@@ -63,4 +63,13 @@ pub fn resend(to: &Header, serial: u16, first_serial: u16, missing: &[u16], out:
         indices: PackageIndices::List(missing),
     });
     encode_message(&reply_header(to, 0x8003, serial), &msg, out);
+}
+
+/// 0x8800 multimedia upload reply for a complete upload (no packages to resend).
+pub fn media_complete(to: &Header, serial: u16, media_id: u32, out: &mut BytesMut) {
+    let msg = Message::MediaReply(MediaReply {
+        media_id,
+        retransmit: PackageIndices::List(&[]),
+    });
+    encode_message(&reply_header(to, 0x8800, serial), &msg, out);
 }

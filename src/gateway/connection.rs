@@ -77,7 +77,7 @@ enum Pending {
 struct Authed {
     terminal: TerminalId,
     route: Arc<DeviceRoute>,
-    model: Option<ModelConfig>,
+    model: Option<Arc<ModelConfig>>,
     connected_ms: i64,
     version: &'static str,
 }
@@ -130,8 +130,10 @@ pub(super) async fn run(
             Close::Hostile(why) => tracing::warn!(why, "closing hostile stream"),
             other => tracing::debug!(reason = other.label(), "connection closed"),
         }
-        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason.label()).increment(1);
+        // Counted after the session is released so that anyone who sees the count also sees
+        // the released session.
         conn.finish().await;
+        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason.label()).increment(1);
     }
     .instrument(span)
     .await;
@@ -239,9 +241,12 @@ impl Connection {
                             Some(Close::Hostile("read buffer full without a complete frame"));
                         continue;
                     }
-                    let want = (limit - self.buf.len()).min(4096);
-                    if self.buf.capacity() - self.buf.len() < want.min(512) {
-                        self.buf.reserve(want);
+                    // Start small (most frames are well under 512 bytes) and double while a
+                    // frame does not fit, up to the limit: many connections reading at once
+                    // (a fleet reconnecting) must not each hold a large buffer.
+                    if self.buf.capacity() - self.buf.len() < 128 {
+                        let grow = self.buf.capacity().clamp(512, limit - self.buf.len());
+                        self.buf.reserve(grow);
                     }
                     match self.stream.try_read_buf(&mut self.buf) {
                         Ok(0) => return Close::Eof,
@@ -250,7 +255,13 @@ impl Connection {
                                 return close;
                             }
                         }
-                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                            // Readiness was stale: give back the buffer reserved above, or
+                            // every idle connection keeps 4 KB.
+                            if self.buf.is_empty() {
+                                self.buf = BytesMut::new();
+                            }
+                        }
                         Err(err) => return Close::Io(err),
                     }
                 }
@@ -284,6 +295,10 @@ impl Connection {
                     self.pending.pop_front();
                 }
             }
+        }
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            // An idle connection should not keep its answer queue allocated.
+            self.pending = VecDeque::new();
         }
         let Some(out) = out else { return Ok(()) };
         let timeout = self.gw.config.jt808.effective_idle_timeout();
@@ -366,18 +381,18 @@ impl Connection {
         if packet.quirks.contains(Quirks::CHECKSUM_MISMATCH_ACCEPTED) {
             metrics::counter!(m::FRAMES_CHECKSUM_SKIPPED, "protocol" => "jt808").increment(1);
         }
-        metrics::counter!(m::FRAMES, "protocol" => "jt808", "message_id" => format!("0x{:04x}", h.message_id))
+        metrics::counter!(m::FRAMES, "protocol" => "jt808", "message_id" => message_id_label(h.message_id))
             .increment(1);
         let model = self.authed.as_ref().and_then(|a| a.model.clone());
         if h.subpackage.is_some() {
-            return self.reassemble(&packet, model.as_ref());
+            return self.reassemble(&packet, model.as_deref());
         }
         let msg = match packet.message() {
             Ok(msg) => msg,
             Err(e) => return Step::Reject(e),
         };
         let first_time_ms = first_fix_time(&msg);
-        match interpret(&msg, model.as_ref()) {
+        match interpret(&msg, model.as_deref()) {
             Ok(inbound) => Step::Message {
                 header: h,
                 inbound,
@@ -455,6 +470,11 @@ impl Connection {
     async fn handle(&mut self, step: Step) -> Result<(), Close> {
         match step {
             Step::Reject(err) => self.reject(err),
+            Step::PackageStored(h) if !self.is_authed(&h) => {
+                self.frame_ok();
+                self.unauthenticated(&h);
+                Ok(())
+            }
             Step::PackageStored(h) => {
                 self.frame_ok();
                 let mut out = BytesMut::new();
@@ -552,6 +572,17 @@ impl Connection {
                 Ok(())
             }
             Inbound::NoAnswer => Ok(()),
+            Inbound::MediaComplete { media_id } => {
+                if self.is_authed(&h) {
+                    let mut out = BytesMut::new();
+                    let serial = self.serial();
+                    answer::media_complete(&h, serial, media_id, &mut out);
+                    self.push_ready(out);
+                } else {
+                    self.unauthenticated(&h);
+                }
+                Ok(())
+            }
             Inbound::Answer(r) => {
                 if self.is_authed(&h) {
                     self.answer(&h, r);
@@ -737,6 +768,12 @@ impl Connection {
         if self.gw.sessions.claim(&tid, self.id, self.replaced.clone()) {
             tracing::info!("replaced the terminal's previous connection");
         }
+        // Continue the terminal's platform serial where its last connection left it (at least
+        // past the serials this connection already used before authenticating).
+        let continued = self.gw.sessions.next_serial(&tid);
+        if continued > self.next_serial {
+            self.next_serial = continued;
+        }
         let version = h.version.as_str();
         self.authed = Some(Authed {
             terminal: h.terminal,
@@ -751,17 +788,18 @@ impl Connection {
             version: version.to_string(),
             last_frame_ms: now,
         };
-        if let Err(err) = self
-            .gw
-            .store
-            .commit(vec![Write::Session {
-                terminal_id: tid.clone(),
-                facts,
-            }])
-            .await
-        {
-            tracing::error!(error = %err, "could not record session facts");
-        }
+        // Session facts are informational: recorded in the background so that authentication
+        // does not wait for a disk sync (they are written again, awaited, at disconnect).
+        let store = self.gw.store.clone();
+        let session = Write::Session {
+            terminal_id: tid.clone(),
+            facts,
+        };
+        tokio::spawn(async move {
+            if let Err(err) = store.commit(vec![session]).await {
+                tracing::error!(error = %err, "could not record session facts");
+            }
+        });
         metrics::counter!(m::AUTH, "result" => "ok").increment(1);
         self.answer(&h, result::OK);
         Ok(())
@@ -771,7 +809,7 @@ impl Connection {
     fn route(
         &self,
         tid: &str,
-    ) -> Result<(Arc<DeviceRoute>, Option<ModelConfig>), crate::store::StoreError> {
+    ) -> Result<(Arc<DeviceRoute>, Option<Arc<ModelConfig>>), crate::store::StoreError> {
         let device = self.gw.store.device(tid)?;
         let vehicle_id = device.as_ref().and_then(|d| d.vehicle_id.clone());
         let dkey = device_key(tid);
@@ -787,7 +825,8 @@ impl Connection {
             .as_ref()
             .and_then(|d| d.model.as_deref())
             .and_then(|name| self.gw.config.jt808.model(name))
-            .cloned();
+            .cloned()
+            .map(Arc::new);
         let route = DeviceRoute {
             terminal_id: Arc::from(tid),
             vehicle_id: vehicle_id.map(Arc::from),
@@ -803,6 +842,9 @@ impl Connection {
     /// Releases the terminal and records when it was last heard from.
     async fn finish(&mut self) {
         let Some(a) = self.authed.take() else { return };
+        self.gw
+            .sessions
+            .save_serial(&a.route.terminal_id, self.next_serial);
         self.gw.sessions.release(&a.route.terminal_id, self.id);
         let facts = SessionFacts {
             last_connect_ms: a.connected_ms,
@@ -855,6 +897,29 @@ fn skips_checksum(
     skip
 }
 
+/// Metric label of a message id. The common uplink ids are static strings so that counting the
+/// hot path does not allocate.
+fn message_id_label(id: u16) -> metrics::SharedString {
+    let s: &'static str = match id {
+        0x0001 => "0x0001",
+        0x0002 => "0x0002",
+        0x0003 => "0x0003",
+        0x0004 => "0x0004",
+        0x0100 => "0x0100",
+        0x0102 => "0x0102",
+        0x0104 => "0x0104",
+        0x0107 => "0x0107",
+        0x0200 => "0x0200",
+        0x0201 => "0x0201",
+        0x0704 => "0x0704",
+        0x0800 => "0x0800",
+        0x0801 => "0x0801",
+        0x0900 => "0x0900",
+        other => return metrics::SharedString::from(format!("0x{other:04x}")),
+    };
+    metrics::SharedString::const_str(s)
+}
+
 /// Waits for the commit outcome of the answer at the front of the queue, if it is an Ack.
 async fn front_ack(pending: &mut VecDeque<Pending>) -> Result<Committed, CommitFailed> {
     match pending.front_mut() {
@@ -894,4 +959,46 @@ fn trim_padding(code: &[u8]) -> &[u8] {
 fn generate_auth_code() -> String {
     use rand::distr::{Alphanumeric, SampleString};
     Alphanumeric.sample_string(&mut rand::rng(), 16)
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn connection_task_stays_small() {
+        use crate::config::Config;
+        use crate::pipeline::{live::LiveView, Pipeline};
+        use crate::store::{Store, StoreConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let cfg = Config::default();
+        let live = std::sync::Arc::new(LiveView::new());
+        let (pipeline, _) = Pipeline::start(&cfg, store.clone(), live.clone());
+        let gw = std::sync::Arc::new(super::Gateway::new(
+            cfg,
+            store,
+            pipeline,
+            live,
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let peer = stream.local_addr().unwrap();
+        let fut = super::run(stream, peer, 1, gw, permit);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("connection task future: {size} bytes");
+        assert!(size < 2048, "connection task future is {size} bytes");
+    }
+
+    #[test]
+    fn connection_state_stays_small() {
+        // An idle connection's memory is this struct inside its task plus the socket; keep it
+        // well under the 3 KB per-connection budget.
+        let size = std::mem::size_of::<super::Connection>();
+        assert!(size < 1024, "Connection is {size} bytes");
+    }
 }

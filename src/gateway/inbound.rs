@@ -19,6 +19,8 @@ pub enum Inbound {
     Positions { reports: Vec<Report>, ack: bool },
     /// 0x0004: answer 0x8004.
     QueryTime,
+    /// 0x0801 multimedia upload complete: answer 0x8800 (§8.52) with its media id.
+    MediaComplete { media_id: u32 },
     /// Answer 0x8001 right away with this result.
     Answer(u8),
     /// A terminal's own response to a platform request; the standard wants no answer.
@@ -56,6 +58,9 @@ pub fn interpret(msg: &Message<'_>, model: Option<&ModelConfig>) -> Result<Inbou
             Inbound::Positions { reports, ack: true }
         }
         Message::QueryServerTime => Inbound::QueryTime,
+        Message::Media(media) => Inbound::MediaComplete {
+            media_id: media.head.media_id,
+        },
         Message::GeneralResponse(_)
         | Message::ParamsReply(_)
         | Message::Attributes(_)
@@ -67,7 +72,6 @@ pub fn interpret(msg: &Message<'_>, model: Option<&ModelConfig>) -> Result<Inbou
         | Message::QuestionReply { .. }
         | Message::InfoDemand { .. }
         | Message::MediaEvent(_)
-        | Message::Media(_)
         | Message::Passthrough { .. }
         | Message::PublicKey(_) => Inbound::Answer(result::OK),
         // Downlink ids sent uplink, or ids the gateway does not handle: "not supported".

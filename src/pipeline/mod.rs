@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::model::LastKnown;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub mod live;
 pub mod sanitize;
@@ -196,6 +196,31 @@ pub fn load_last_known(live: &LiveView, all: Vec<LastKnown>) -> (usize, usize) {
         }
     }
     (vehicles, devices)
+}
+
+/// Raises the liveness clocks to the last frame times recorded in the devices' session facts
+/// (written at every disconnect, including a graceful shutdown), so that a vehicle that only sent
+/// heartbeats after its last fix is not shown offline since that fix after a restart.
+pub fn load_session_activity(live: &LiveView, store: &Store) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for device in store.devices()? {
+        let Some(facts) = store.session(&device.terminal_id)? else {
+            continue;
+        };
+        let ms = facts.last_frame_ms;
+        live.device_activity
+            .get_or_insert_with(&device.terminal_id, || Arc::new(Activity::new(0)))
+            .touch(ms);
+        let key = device
+            .vehicle_id
+            .clone()
+            .unwrap_or_else(|| device_key(&device.terminal_id));
+        live.vehicle_activity
+            .get_or_insert_with(&key, || Arc::new(Activity::new(0)))
+            .touch(ms);
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Wall-clock now in Unix milliseconds. Used only for receive times, liveness and the future-time

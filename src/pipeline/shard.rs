@@ -31,6 +31,15 @@ struct DeviceState {
     tracker: Tracker,
     jumps: JumpDetector,
     recent: VecDeque<FrameKey>,
+    /// Its last known position changed in the batch being built.
+    dirty: bool,
+}
+
+/// Per-vehicle state: the fused last known position of all its devices.
+#[derive(Clone)]
+struct VehicleState {
+    tracker: Tracker,
+    dirty: bool,
 }
 
 pub(super) struct Shard {
@@ -39,7 +48,7 @@ pub(super) struct Shard {
     live: Arc<LiveView>,
     sanitation: SanitationConfig,
     state_cfg: StateConfig,
-    vehicles: HashMap<Arc<str>, Tracker>,
+    vehicles: HashMap<Arc<str>, VehicleState>,
     devices: HashMap<Arc<str>, DeviceState>,
     label: String,
 }
@@ -47,7 +56,7 @@ pub(super) struct Shard {
 /// Snapshot of the state touched by the current batch, to undo it if the commit fails.
 #[derive(Default)]
 struct Undo {
-    vehicles: HashMap<Arc<str>, Option<Tracker>>,
+    vehicles: HashMap<Arc<str>, Option<VehicleState>>,
     devices: HashMap<Arc<str>, Option<DeviceState>>,
 }
 
@@ -109,7 +118,11 @@ impl Shard {
         // Coalesced last-known writes: one per touched vehicle and device, in the same commit as
         // the fixes that moved them, so an acknowledged position is never ahead of its last known.
         for key in &dirty_vehicles {
-            if let Some(lk) = self.vehicles.get(key).and_then(|t| t.last_known.clone()) {
+            if let Some(lk) = self
+                .vehicles
+                .get(key)
+                .and_then(|v| v.tracker.last_known.clone())
+            {
                 writes.push(Write::LastKnown(lk));
             }
         }
@@ -137,17 +150,19 @@ impl Shard {
         match result {
             Ok(()) => {
                 for key in dirty_vehicles {
-                    if let Some(lk) = self.vehicles.get(&key).and_then(|t| t.last_known.clone()) {
-                        self.live.vehicles.insert(key, Arc::new(lk));
+                    if let Some(v) = self.vehicles.get_mut(&key) {
+                        v.dirty = false;
+                        if let Some(lk) = v.tracker.last_known.clone() {
+                            self.live.vehicles.insert(key, Arc::new(lk));
+                        }
                     }
                 }
                 for key in dirty_devices {
-                    if let Some(lk) = self
-                        .devices
-                        .get(&key)
-                        .and_then(|d| d.tracker.last_known.clone())
-                    {
-                        self.live.devices.insert(key, Arc::new(lk));
+                    if let Some(d) = self.devices.get_mut(&key) {
+                        d.dirty = false;
+                        if let Some(lk) = d.tracker.last_known.clone() {
+                            self.live.devices.insert(key, Arc::new(lk));
+                        }
                     }
                 }
                 for (done, outcome) in waiting {
@@ -262,20 +277,33 @@ impl Shard {
                     .vehicles
                     .get_mut(vid)
                     .expect("vehicle state ensured above");
-                vehicle_moved |= t.offer(vid, &fix, last_frame_ms, &self.state_cfg);
+                vehicle_moved |= t.tracker.offer(vid, &fix, last_frame_ms, &self.state_cfg);
             }
             writes.push(Write::Fix {
                 vehicle_id: route.vehicle_key.to_string(),
                 fix,
             });
         }
-        if device_moved && !dirty_devices.contains(tid) {
-            dirty_devices.push(tid.clone());
+        // The flags keep each key once in the dirty lists without searching them.
+        if device_moved {
+            let dev = self
+                .devices
+                .get_mut(tid)
+                .expect("device state ensured above");
+            if !dev.dirty {
+                dev.dirty = true;
+                dirty_devices.push(tid.clone());
+            }
         }
         if vehicle_moved {
-            let vid = route.vehicle_id.clone().expect("moved implies assigned");
-            if !dirty_vehicles.contains(&vid) {
-                dirty_vehicles.push(vid);
+            let vid = route.vehicle_id.as_ref().expect("moved implies assigned");
+            let v = self
+                .vehicles
+                .get_mut(vid)
+                .expect("vehicle state ensured above");
+            if !v.dirty {
+                v.dirty = true;
+                dirty_vehicles.push(vid.clone());
             }
         }
         Committed::Stored
@@ -308,6 +336,7 @@ impl Shard {
                 tracker,
                 jumps,
                 recent: VecDeque::with_capacity(4),
+                dirty: false,
             },
         );
     }
@@ -324,7 +353,13 @@ impl Shard {
             Some(lk) => Tracker::restore((*lk).clone(), &self.state_cfg),
             None => Tracker::new(),
         };
-        self.vehicles.insert(vid.clone(), tracker);
+        self.vehicles.insert(
+            vid.clone(),
+            VehicleState {
+                tracker,
+                dirty: false,
+            },
+        );
     }
 }
 

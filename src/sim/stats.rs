@@ -121,7 +121,7 @@ impl Default for LatencyRecorder {
 pub struct Stats {
     /// TCP connections established (reconnects included).
     pub connects: AtomicU64,
-    /// Connections open right now.
+    /// Authenticated connections open right now.
     pub open: AtomicU64,
     /// Terminals that finished register + authenticate (first time only).
     pub registered: AtomicU64,

@@ -100,7 +100,11 @@ impl Terminal {
     /// Runs the terminal until the run stops.
     pub async fn run(mut self, run: Arc<Run>) {
         let stats = &run.stats;
-        let (mut link, took) = match self.login(&run).await {
+        let first_login = tokio::time::timeout_at(run.registration_deadline, self.login(&run));
+        let (mut link, took) = match first_login
+            .await
+            .unwrap_or(Err(ErrorKind::RegistrationTimeout))
+        {
             Ok(done) => done,
             Err(kind) => {
                 stats.error(kind);
@@ -150,6 +154,7 @@ impl Terminal {
         }
     }
 
+    /// Bookkeeping when an authenticated connection ends (the socket closes on drop).
     fn close(_link: &mut Link, stats: &Stats) {
         stats
             .open
@@ -176,15 +181,14 @@ impl Terminal {
             _ = run.stop.cancelled() => return Err(ErrorKind::RegistrationTimeout),
         };
         Stats::add(&run.stats.connects, 1);
-        Stats::add(&run.stats.open, 1);
         let result = tokio::select! {
             r = self.handshake(&mut link, run) => r,
             _ = run.stop.cancelled() => Err(ErrorKind::RegistrationTimeout),
         };
-        if result.is_err() {
-            Self::close(&mut link, &run.stats);
-        }
-        result.map(|()| (link, started.elapsed()))
+        result?;
+        // Counted only once authenticated, so a login abandoned half-way leaves no trace in `open`.
+        Stats::add(&run.stats.open, 1);
+        Ok((link, started.elapsed()))
     }
 
     async fn handshake(&mut self, link: &mut Link, run: &Run) -> Result<(), ErrorKind> {
@@ -386,17 +390,24 @@ impl Terminal {
         // Spread the first reports of all terminals over one period so they do not arrive in lockstep.
         let mut next_report = match period {
             Some(p) => now + p.mul_f64(self.rng.random_range(0.0..1.0)),
-            None => now + Duration::from_secs(365 * 24 * 3600),
+            None => now,
         };
         if matches!(plan.mode, Mode::ClosedLoop) && self.reports_in_flight() == 0 {
             self.queue_closed_loop_report(link, run);
         }
+        // The stop signal and the timers are created once and re-armed, not rebuilt on every
+        // message: that keeps the simulator's cost per message low, so it measures the server.
+        let stop = run.stop.cancelled();
+        let report_timer = sleep_until(next_report);
+        let heartbeat_timer = sleep_until(next_heartbeat);
+        let expiry_timer = sleep_until(next_expiry);
+        tokio::pin!(stop, report_timer, heartbeat_timer, expiry_timer);
         loop {
             if link.flush().await.is_err() {
                 return Flow::Lost;
             }
             tokio::select! {
-                _ = run.stop.cancelled() => return Flow::Ended,
+                _ = &mut stop => return Flow::Ended,
                 read = link.read_some(&self.ident) => {
                     if read.is_err() {
                         return Flow::Lost;
@@ -409,8 +420,8 @@ impl Terminal {
                         self.queue_closed_loop_report(link, run);
                     }
                 }
-                _ = sleep_until(next_report) => {
-                    let p = period.expect("fixed-rate timer only runs with a period");
+                _ = &mut report_timer, if period.is_some() => {
+                    let p = period.expect("guarded by the branch condition");
                     if self.pending.len() < plan.max_in_flight {
                         self.queue_position(link, run);
                     } else {
@@ -423,16 +434,19 @@ impl Terminal {
                         // rather than bursting to catch up.
                         next_report = now + p;
                     }
+                    report_timer.as_mut().reset(next_report);
                 }
-                _ = sleep_until(next_heartbeat) => {
+                _ = &mut heartbeat_timer => {
                     if self.pending.len() < plan.max_in_flight {
                         self.queue_heartbeat(link);
                     }
                     next_heartbeat += plan.heartbeat;
+                    heartbeat_timer.as_mut().reset(next_heartbeat);
                 }
-                _ = sleep_until(next_expiry) => {
+                _ = &mut expiry_timer => {
                     let now = Instant::now();
                     next_expiry = now + Duration::from_secs(1);
+                    expiry_timer.as_mut().reset(next_expiry);
                     let report_expired = self.expire(run, now);
                     if report_expired && matches!(plan.mode, Mode::ClosedLoop) && self.reports_in_flight() == 0 {
                         self.queue_closed_loop_report(link, run);

@@ -274,14 +274,18 @@ pub(crate) fn parse_header(logical: &[u8]) -> Result<(Header, usize, Quirks), Er
             "frame ends inside the header",
         ));
     }
+    // One constant-length copy per layout: a variable-length copy becomes a
+    // `memcpy` call whose narrow stores stall the 16-byte BCD check that
+    // reads the array right after (failed store-to-load forwarding).
+    let mut raw = [0u8; 10];
     let (protocol_version, phone_at) = if version == Version::V2019 {
+        raw.copy_from_slice(&logical[5..15]);
         (logical[4], 5)
     } else {
+        raw[..6].copy_from_slice(&logical[4..10]);
         (0, 4)
     };
     let plen = version.phone_len();
-    let mut raw = [0u8; 10];
-    raw[..plen].copy_from_slice(&logical[phone_at..phone_at + plen]);
     let terminal = TerminalId {
         raw,
         len: plen as u8,

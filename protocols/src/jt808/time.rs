@@ -37,48 +37,59 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
-    }
-}
+/// Days before the first of each month in a common year.
+const DAYS_BEFORE_MONTH: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+
+/// 2000-01-01T00:00:00Z in Unix seconds.
+const UNIX_2000: i64 = 946_684_800;
 
 impl BcdTime {
     /// The six fields as numbers, or `None` when a nibble is not a digit.
+    #[inline]
     pub fn fields(&self) -> Option<[u32; 6]> {
-        let mut f = [0u32; 6];
-        for (i, b) in self.0.iter().enumerate() {
-            let (hi, lo) = (b >> 4, b & 0x0f);
-            if hi > 9 || lo > 9 {
-                return None;
-            }
-            f[i] = (hi * 10 + lo) as u32;
+        let b = self.0;
+        // A nibble is above 9 exactly when bit 3 is set together with bit 1
+        // or bit 2; all twelve nibbles are checked at once, without branches.
+        let v = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
+        let hi = v & 0x8888_8888_8888;
+        let mid = v & 0x6666_6666_6666;
+        if hi & ((mid << 1) | (mid << 2)) != 0 {
+            return None;
         }
-        Some(f)
+        Some(b.map(|x| u32::from(x >> 4) * 10 + u32::from(x & 0x0f)))
     }
 
     /// Device time (China Standard Time) as Unix seconds UTC. Invalid BCD or
     /// an impossible date is an error: the time is reported, never guessed.
+    #[inline]
     pub fn to_unix(&self) -> Result<i64, Error> {
-        let f = self
-            .fields()
-            .ok_or(Error::new(ErrorKind::Body, 0, "time is not valid BCD"))?;
-        let [yy, mo, d, h, mi, s] = f;
-        let y = 2000 + yy as i64;
-        if !(1..=12).contains(&mo)
-            || d == 0
-            || d > days_in_month(y, mo)
-            || h > 23
-            || mi > 59
-            || s > 59
-        {
+        let Some([yy, mo, d, h, mi, s]) = self.fields() else {
+            return Err(Error::new(ErrorKind::Body, 0, "time is not valid BCD"));
+        };
+        // Two BCD digits cover 2000-2099, where every year divisible by four
+        // is a leap year (2000 included, 2100 out of range). That makes the
+        // day count a few multiplications instead of the general calendar
+        // algorithm's divisions; `fast_day_count_matches_the_calendar` checks
+        // it against `days_from_civil` for every day of the century.
+        let leap = yy % 4 == 0;
+        let month_len = match mo {
+            2 => 28 + u32::from(leap),
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        if !(1..=12).contains(&mo) || d == 0 || d > month_len || h > 23 || mi > 59 || s > 59 {
             return Err(Error::new(ErrorKind::Body, 0, "time is not a valid date"));
         }
-        let days = days_from_civil(y, mo as i64, d as i64);
-        Ok(days * 86_400 + (h * 3600 + mi * 60 + s) as i64 - CST_OFFSET_SECS)
+        let days = 365 * yy
+            + yy.div_ceil(4) // leap years from 2000 up to the year before
+            + DAYS_BEFORE_MONTH[(mo - 1) as usize]
+            + u32::from(leap && mo > 2)
+            + d
+            - 1;
+        Ok(
+            UNIX_2000 + i64::from(days) * 86_400 + i64::from(h * 3600 + mi * 60 + s)
+                - CST_OFFSET_SECS,
+        )
     }
 
     /// BCD time (UTC+8) for Unix seconds UTC. Years outside 2000-2099 cannot
@@ -124,6 +135,40 @@ mod tests {
         let s = t.to_unix().unwrap();
         assert_eq!(rfc3339(s), "2015-08-17T23:21:21Z");
         assert_eq!(BcdTime::from_unix(s), t);
+    }
+
+    #[test]
+    fn fast_day_count_matches_the_calendar() {
+        let bcd = |v: i64| (((v / 10) << 4) | (v % 10)) as u8;
+        let mut day = days_from_civil(2000, 1, 1);
+        while day < days_from_civil(2100, 1, 1) {
+            let (y, m, d) = civil_from_days(day);
+            let t = BcdTime([
+                bcd(y - 2000),
+                bcd(m.into()),
+                bcd(d.into()),
+                0x23,
+                0x59,
+                0x58,
+            ]);
+            assert_eq!(
+                t.to_unix().unwrap(),
+                day * 86_400 + 23 * 3600 + 59 * 60 + 58 - CST_OFFSET_SECS,
+                "{y}-{m}-{d}"
+            );
+            day += 1;
+        }
+        // And exactly the dates that exist are accepted.
+        for y in 2000..2100 {
+            for m in 1..=12 {
+                for d in 1..=31 {
+                    let exists =
+                        civil_from_days(days_from_civil(y, m, d)) == (y, m as u32, d as u32);
+                    let t = BcdTime([bcd(y - 2000), bcd(m), bcd(d), 0, 0, 0]);
+                    assert_eq!(t.to_unix().is_ok(), exists, "{y}-{m}-{d}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl<'a> Batch<'a> {
     /// Each item decoded within its own length, so bad extras in one item do
     /// not shift the next. An item whose length overruns the body yields one
     /// error and ends the iteration.
+    #[inline]
     pub fn items(&self) -> impl Iterator<Item = Result<Location<'a>, Error>> + 'a {
         BatchIter {
             rest: self.raw_items,
@@ -88,6 +89,7 @@ struct BatchIter<'a> {
 
 impl<'a> Iterator for BatchIter<'a> {
     type Item = Result<Location<'a>, Error>;
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.done || self.rest.is_empty() {
             return None;

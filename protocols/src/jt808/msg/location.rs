@@ -222,6 +222,7 @@ impl<'a> Extras<'a> {
     }
 
     /// Walk the items in order without allocating.
+    #[inline]
     pub fn iter(&self) -> ExtraIter<'a> {
         ExtraIter { rest: self.0 }
     }
@@ -360,6 +361,8 @@ pub struct ExtraIter<'a> {
 
 impl<'a> Iterator for ExtraIter<'a> {
     type Item = ExtraItem<'a>;
+    // Inlined across crates: every consumer of a location walks its items.
+    #[inline]
     fn next(&mut self) -> Option<ExtraItem<'a>> {
         let r = self.rest;
         match r.len() {
