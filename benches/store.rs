@@ -2,10 +2,11 @@
 //! `Store` (group commit) end to end.
 //!
 //! Run: `cargo bench --bench store --features bench-redb` (without the feature only fjall is
-//! measured; add `-- quick` for a short smoke run, `-- engines` or `-- store` for one part,
-//! `-- soak` for a 20 s shard-like run, `-- reopen` for restart time after 1M positions; `STORE_BENCH_CPU=1` prints the committer's and the
-//! process's CPU time per position for every Store case). Results and the
-//! commands used are recorded in benches/RESULTS.md, section "Store".
+//! measured). Extra arguments after `--`: `quick` for a short smoke run, `engines` or `store`
+//! for one part, `soak` for a 20 s shard-like run, `reopen` for the restart time after 1M
+//! positions. `STORE_BENCH_CPU=1` prints the committer's and the process's CPU time per
+//! position for every Store case. Results and the commands used are recorded in
+//! benches/RESULTS.md, section "Store".
 //!
 //! A plain harness rather than criterion: the quantities that matter here (fsyncs per second,
 //! latency percentiles of a commit, throughput under N concurrent committers) are measured over
