@@ -2,7 +2,9 @@
 //! `Store` (group commit) end to end.
 //!
 //! Run: `cargo bench --bench store --features bench-redb` (without the feature only fjall is
-//! measured; add `-- quick` for a short smoke run, `-- engines` or `-- store` for one part). Results and the
+//! measured; add `-- quick` for a short smoke run, `-- engines` or `-- store` for one part,
+//! `-- soak` for a 20 s shard-like run; `STORE_BENCH_CPU=1` prints the committer's and the
+//! process's CPU time per position for every Store case). Results and the
 //! commands used are recorded in benches/RESULTS.md, section "Store".
 //!
 //! A plain harness rather than criterion: the quantities that matter here (fsyncs per second,
@@ -340,6 +342,7 @@ fn bench_group_commit(
         .unwrap();
     let mut cfg = StoreConfig::new(dir);
     cfg.durability = durability;
+    let process_cpu_before = process_cpu_secs();
     let store = Store::open(&cfg).unwrap();
     let (done, lat) = rt.block_on(async {
         let deadline = Instant::now() + window;
@@ -381,12 +384,59 @@ fn bench_group_commit(
         }
         (total, all)
     });
+    let committer_cpu = committer_cpu_secs();
+    // Background flush and compaction threads keep working after the window; give them a
+    // moment so their CPU is counted against the positions that caused it.
+    if std::env::var_os("STORE_BENCH_CPU").is_some() {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let process_cpu = process_cpu_secs() - process_cpu_before;
     drop(store);
+    if std::env::var_os("STORE_BENCH_CPU").is_some() {
+        println!(
+            "    {callers} x {per_call} {durability:?}: CPU per position: committer {:.2} us, whole process {:.2} us ({} positions)",
+            committer_cpu * 1e6 / done.max(1) as f64,
+            process_cpu * 1e6 / done.max(1) as f64,
+            done
+        );
+    }
     Stats {
         per_sec: done as f64 / window.as_secs_f64(),
         p50_us: us(&lat, 0.5),
         p99_us: us(&lat, 0.99),
     }
+}
+
+/// CPU time (user + system) used so far by the store's committer thread, from /proc. CPU per
+/// position is far less disturbed by other work on a shared machine than throughput is.
+fn committer_cpu_secs() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "store-committer" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        return ticks / 100.0;
+    }
+    0.0
+}
+
+/// CPU time (user + system) of the whole process so far.
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
 }
 
 /// Sum and count of a Prometheus summary in the exporter's text output.
@@ -514,39 +564,57 @@ fn main() {
     if only("store") {
         println!("\n## liengate Store (fjall): N concurrent callers, one position per commit call");
         println!(
-            "mode      callers x positions/call   positions/s   commit p50    commit p99   mean batch (requests)"
+            "mode          callers x positions/call   positions/s   commit p50    commit p99   mean batch (requests)"
         );
-        for durability in [Durability::Fsync, Durability::Buffered] {
-            for (callers, per_call) in [
-                (1usize, 1usize),
-                (16, 1),
-                (256, 1),
-                (2048, 1),
-                (2, 64),
-                (2, 512),
-            ] {
-                let mut stats = Vec::new();
-                let before = summary(&prometheus.render(), "store_commit_batch_size");
-                for round in 0..rounds {
+        // "fsync" overlaps each fsync with writing the next batch (the default); "fsync-serial"
+        // has the committer fsync each batch itself. The three modes alternate within each
+        // round so that they see the same background load.
+        let modes = [
+            ("fsync", Durability::Fsync, true),
+            ("fsync-serial", Durability::Fsync, false),
+            ("buffered", Durability::Buffered, true),
+        ];
+        for (callers, per_call) in [
+            (1usize, 1usize),
+            (16, 1),
+            (256, 1),
+            (2048, 1),
+            (2, 64),
+            (2, 512),
+        ] {
+            let mut stats: Vec<Vec<Stats>> = vec![Vec::new(); modes.len()];
+            let mut batches = vec![(0.0, 0.0); modes.len()];
+            for round in 0..rounds {
+                for (i, (name, durability, overlap)) in modes.iter().enumerate() {
+                    Store::set_overlap_fsync_for_bench(*overlap);
                     let dir = root
                         .path()
-                        .join(format!("store-{durability:?}-{callers}-{per_call}-{round}"));
-                    stats.push(bench_group_commit(
-                        &dir, durability, callers, per_call, window,
+                        .join(format!("store-{name}-{callers}-{per_call}-{round}"));
+                    let before = summary(&prometheus.render(), "store_commit_batch_size");
+                    stats[i].push(bench_group_commit(
+                        &dir,
+                        *durability,
+                        callers,
+                        per_call,
+                        window,
                     ));
+                    let after = summary(&prometheus.render(), "store_commit_batch_size");
+                    batches[i].0 += after.0 - before.0;
+                    batches[i].1 += after.1 - before.1;
                     let _ = std::fs::remove_dir_all(&dir);
                 }
-                let after = summary(&prometheus.render(), "store_commit_batch_size");
-                let mean_batch = (after.0 - before.0) / (after.1 - before.1).max(1.0);
-                let m = median(stats);
+            }
+            Store::set_overlap_fsync_for_bench(true);
+            for (i, (name, _, _)) in modes.iter().enumerate() {
+                let m = median(std::mem::take(&mut stats[i]));
                 println!(
-                    "{:9} {:<22} {:>13.0} {:>10.1}us {:>10.1}us {:>10.1}",
-                    format!("{durability:?}").to_lowercase(),
+                    "{:13} {:<22} {:>13.0} {:>10.1}us {:>10.1}us {:>10.1}",
+                    name,
                     format!("{callers} x {per_call}"),
                     m.per_sec,
                     m.p50_us,
                     m.p99_us,
-                    mean_batch
+                    batches[i].0 / batches[i].1.max(1.0)
                 );
             }
         }

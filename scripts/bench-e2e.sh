@@ -7,7 +7,7 @@
 # Usage: scripts/bench-e2e.sh            full run (about 8 minutes)
 #        QUICK=1 scripts/bench-e2e.sh    1k devices only, 5 s per run (about 1.5 minutes)
 #
-# Knobs (environment): SIZES="1000 10000" DURATION=15 RATE=1 CHUNK=5000 IDLE_DEVICES=10000
+# Knobs (environment): SIZES="1000 10000" (empty = idle memory only) DURATION=15 RATE=1 CHUNK=5000 IDLE_DEVICES=10000 (0 = skip)
 #   SERVERS="ceiling fsync buffered" MODES="closed fixed" OUT=benches/e2e/runs/<utc time>
 #   SKIP_BUILD=1 (use the existing binary) BIN=path/to/liengate (default target/release/liengate)
 #
@@ -22,7 +22,8 @@ if [[ "${QUICK:-0}" == 1 ]]; then
     DURATION=${DURATION:-5}
     IDLE_DEVICES=${IDLE_DEVICES:-1000}
 fi
-SIZES=${SIZES:-"1000 10000"}
+# An empty SIZES (SIZES=) runs only the idle-memory part; IDLE_DEVICES=0 skips that part.
+SIZES=${SIZES-"1000 10000"}
 DURATION=${DURATION:-15}
 RATE=${RATE:-1}
 CHUNK=${CHUNK:-5000}
@@ -245,9 +246,11 @@ bench_idle() {
 
 # Servers alternate within each size and mode, so that a change in the machine's load (it is
 # shared) hits the ceiling and the gateway alike and their ratio stays meaningful.
-for kind in $SERVERS; do
-    bench_idle "$kind"
-done
+if ((IDLE_DEVICES > 0)); then
+    for kind in $SERVERS; do
+        bench_idle "$kind"
+    done
+fi
 for n in $SIZES; do
     for mode in $MODES; do
         for kind in $SERVERS; do

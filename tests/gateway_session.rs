@@ -354,3 +354,50 @@ fn the_platform_serial_continues_across_reconnects() {
     assert_eq!(reply.general(), (4, 0x0102, 0));
     assert_eq!(reply.header.serial, 3);
 }
+
+#[test]
+fn jt808_2019_terminals_are_answered_with_2019_headers() {
+    use liengate::protocols::jt808::{Auth, Header, TerminalId, Version};
+    let server = start(None);
+    let mut c = server.connect();
+    // go-jt808 2019 registration: terminal 00000000017299841738, serial 0, protocol version 1.
+    c.send(&fixture("jt808-gj-0100-register-2019"));
+    let reply = c.recv();
+    let code = reply.body[3..].to_vec();
+    let h2019 = |id: u16, len: u16, serial: u16| {
+        let mut h = id.to_be_bytes().to_vec();
+        h.extend_from_slice(&(0x4000 | len).to_be_bytes());
+        h.push(1);
+        h.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x01, 0x72, 0x99, 0x84, 0x17, 0x38]);
+        h.extend_from_slice(&serial.to_be_bytes());
+        h
+    };
+    let mut expected = h2019(0x8100, 19, 0);
+    expected.extend_from_slice(&[0, 0, 0]);
+    expected.extend_from_slice(&code);
+    assert_eq!(reply.raw, wire(&expected));
+
+    // 2019 authentication: code length, code, IMEI, software version.
+    let terminal = TerminalId::parse("00000000017299841738", Version::V2019).unwrap();
+    let header = Header::new(0x0102, terminal, 1, Version::V2019);
+    let mut out = bytes::BytesMut::new();
+    liengate::protocols::jt808::encode_message(
+        &header,
+        &liengate::protocols::jt808::Message::Auth(Auth {
+            code: &code,
+            imei: Some(b"860000000000001"),
+            software_version: Some(b"1.0.0"),
+        }),
+        &mut out,
+    );
+    c.send(&out);
+    let mut expected = h2019(0x8001, 5, 1);
+    expected.extend_from_slice(&[0x00, 0x01, 0x01, 0x02, 0x00]);
+    assert_eq!(c.recv().raw, wire(&expected));
+
+    // A real 2019 location (serial 65535).
+    c.send(&fixture("jt808-gj-0200-extras-2019"));
+    let mut expected = h2019(0x8001, 5, 2);
+    expected.extend_from_slice(&[0xff, 0xff, 0x02, 0x00, 0x00]);
+    assert_eq!(c.recv().raw, wire(&expected));
+}

@@ -201,6 +201,23 @@ async fn serve(
     Ok(())
 }
 
+/// Accept backlog of the device listener. Fleets reconnect all at once after a network or
+/// gateway outage; with the usual backlog of 1024 the excess SYNs are dropped and those devices
+/// retry only after a one-second SYN timeout. The kernel caps it at net.core.somaxconn.
+const DEVICE_BACKLOG: u32 = 8192;
+
+fn bind_device_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // Restarting the gateway must not wait for old connections in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(DEVICE_BACKLOG)
+}
+
 /// Periodic chores: metric upkeep (histogram rotation) and track retention.
 async fn upkeep(
     store: Store,
@@ -253,20 +270,4 @@ impl Signals {
             _ = self.term.recv() => tracing::info!("SIGTERM received"),
         }
     }
-}
-
-/// Pending-connection queue of the device listener. `TcpListener::bind` uses 128: when thousands
-/// of terminals connect at once (e.g. after a restart) the queue overflows, the kernel drops
-/// their SYNs and each retries only after a second. The kernel caps it at net.core.somaxconn.
-const DEVICE_LISTEN_BACKLOG: u32 = 4096;
-
-fn bind_device_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(DEVICE_LISTEN_BACKLOG)
 }

@@ -241,9 +241,12 @@ impl Connection {
                             Some(Close::Hostile("read buffer full without a complete frame"));
                         continue;
                     }
-                    let want = (limit - self.buf.len()).min(4096);
-                    if self.buf.capacity() - self.buf.len() < want.min(512) {
-                        self.buf.reserve(want);
+                    // Start small (most frames are well under 512 bytes) and double while a
+                    // frame does not fit, up to the limit: many connections reading at once
+                    // (a fleet reconnecting) must not each hold a large buffer.
+                    if self.buf.capacity() - self.buf.len() < 128 {
+                        let grow = self.buf.capacity().clamp(512, limit - self.buf.len());
+                        self.buf.reserve(grow);
                     }
                     match self.stream.try_read_buf(&mut self.buf) {
                         Ok(0) => return Close::Eof,
@@ -292,6 +295,10 @@ impl Connection {
                     self.pending.pop_front();
                 }
             }
+        }
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            // An idle connection should not keep its answer queue allocated.
+            self.pending = VecDeque::new();
         }
         let Some(out) = out else { return Ok(()) };
         let timeout = self.gw.config.jt808.effective_idle_timeout();
@@ -781,17 +788,18 @@ impl Connection {
             version: version.to_string(),
             last_frame_ms: now,
         };
-        if let Err(err) = self
-            .gw
-            .store
-            .commit(vec![Write::Session {
-                terminal_id: tid.clone(),
-                facts,
-            }])
-            .await
-        {
-            tracing::error!(error = %err, "could not record session facts");
-        }
+        // Session facts are informational: recorded in the background so that authentication
+        // does not wait for a disk sync (they are written again, awaited, at disconnect).
+        let store = self.gw.store.clone();
+        let session = Write::Session {
+            terminal_id: tid.clone(),
+            facts,
+        };
+        tokio::spawn(async move {
+            if let Err(err) = store.commit(vec![session]).await {
+                tracing::error!(error = %err, "could not record session facts");
+            }
+        });
         metrics::counter!(m::AUTH, "result" => "ok").increment(1);
         self.answer(&h, result::OK);
         Ok(())
@@ -955,6 +963,37 @@ fn generate_auth_code() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn connection_task_stays_small() {
+        use crate::config::Config;
+        use crate::pipeline::{live::LiveView, Pipeline};
+        use crate::store::{Store, StoreConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let cfg = Config::default();
+        let live = std::sync::Arc::new(LiveView::new());
+        let (pipeline, _) = Pipeline::start(&cfg, store.clone(), live.clone());
+        let gw = std::sync::Arc::new(super::Gateway::new(
+            cfg,
+            store,
+            pipeline,
+            live,
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let peer = stream.local_addr().unwrap();
+        let fut = super::run(stream, peer, 1, gw, permit);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("connection task future: {size} bytes");
+        assert!(size < 2048, "connection task future is {size} bytes");
+    }
+
     #[test]
     fn connection_state_stays_small() {
         // An idle connection's memory is this struct inside its task plus the socket; keep it

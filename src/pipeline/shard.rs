@@ -1,11 +1,18 @@
 //! One shard worker: owns the state of the vehicles hashed to it.
 //!
-//! The loop takes everything waiting in its queue (up to a bound) as one batch, turns it into
-//! store writes, commits them with one `Store::commit`, and only then answers the connections and
-//! publishes the new last known positions to the live view. State changes made while building a
-//! batch are undone if the commit fails, so a device's re-send after the failure is processed
-//! again instead of being taken for a duplicate.
+//! Two stages. The worker takes everything waiting in its queue (up to a bound) as one batch and
+//! turns it into store writes and state changes. Its commit stage commits the batches in order,
+//! one `Store::commit` each, and only then answers the connections and publishes the new last
+//! known positions to the live view. While one batch is being made durable the worker already
+//! builds the next, so CPU work overlaps the disk sync. Committing in order matters: the last known
+//! record written by a later batch is never overwritten by an earlier one, and a duplicate is
+//! never answered before the frame it duplicates is durable.
+//!
+//! If a commit fails, every batch built on top of it is failed too (same epoch) and the worker
+//! drops its in-memory state, reloading it from the live view, which only ever holds committed
+//! data. A device's re-send after the failure is then processed again, not taken for a duplicate.
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +24,7 @@ use super::tracker::Tracker;
 use super::{CommitFailed, Committed, FrameKey, Positions, ShardMsg};
 use crate::config::{Config, SanitationConfig, StateConfig};
 use crate::metrics as m;
-use crate::model::{Fix, FixFlags};
+use crate::model::{Fix, FixFlags, LastKnown};
 use crate::store::{Store, Write};
 
 /// Most messages folded into one commit. Bounds the batch's memory and the latency of its first frame.
@@ -51,13 +58,26 @@ pub(super) struct Shard {
     vehicles: HashMap<Arc<str>, VehicleState>,
     devices: HashMap<Arc<str>, DeviceState>,
     label: String,
+    /// Incremented whenever the state is dropped after a failed commit.
+    epoch: u64,
+    /// Epoch of the last failed commit (set by the commit stage).
+    failed_epoch: Arc<AtomicU64>,
 }
 
-/// Snapshot of the state touched by the current batch, to undo it if the commit fails.
-#[derive(Default)]
-struct Undo {
-    vehicles: HashMap<Arc<str>, Option<VehicleState>>,
-    devices: HashMap<Arc<str>, Option<DeviceState>>,
+/// Batches a shard may have waiting for its commit stage (besides the one committing). Bounded:
+/// when the store falls behind, the worker stops taking frames and the connections feel it.
+const COMMIT_QUEUE: usize = 2;
+
+/// Epoch value meaning "no failed commit".
+const NO_FAILURE: u64 = u64::MAX;
+
+/// One batch on its way to the store.
+struct Batch {
+    epoch: u64,
+    writes: Vec<Write>,
+    waiting: Vec<(oneshot::Sender<Result<Committed, CommitFailed>>, Committed)>,
+    publish_vehicles: Vec<(Arc<str>, Arc<LastKnown>)>,
+    publish_devices: Vec<(Arc<str>, Arc<LastKnown>)>,
 }
 
 impl Shard {
@@ -71,42 +91,65 @@ impl Shard {
             vehicles: HashMap::new(),
             devices: HashMap::new(),
             label: index.to_string(),
+            epoch: 0,
+            failed_epoch: Arc::new(AtomicU64::new(NO_FAILURE)),
         }
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<ShardMsg>) {
-        let mut batch = Vec::with_capacity(64);
+        let (to_commit, commits) = mpsc::channel(COMMIT_QUEUE);
+        let stage = tokio::spawn(commit_stage(
+            commits,
+            self.store.clone(),
+            self.live.clone(),
+            self.failed_epoch.clone(),
+            self.index,
+        ));
+        let mut msgs = Vec::with_capacity(64);
         while let Some(first) = rx.recv().await {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
+            msgs.push(first);
+            while msgs.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(msg) => batch.push(msg),
+                    Ok(msg) => msgs.push(msg),
                     Err(_) => break,
                 }
             }
             metrics::gauge!(m::SHARD_QUEUE_DEPTH, "shard" => self.label.clone())
                 .set(rx.len() as f64);
-            self.process(&mut batch).await;
+            if self.failed_epoch.load(Ordering::Acquire) == self.epoch {
+                // Everything built on the failed commit is failed by the commit stage; start
+                // again from what is durable.
+                tracing::warn!(
+                    shard = self.index,
+                    "dropping shard state after a failed commit"
+                );
+                self.vehicles.clear();
+                self.devices.clear();
+                self.epoch += 1;
+            }
+            let batch = self.build(&mut msgs);
+            if to_commit.send(batch).await.is_err() {
+                break;
+            }
         }
+        drop(to_commit);
+        let _ = stage.await;
         tracing::debug!(shard = self.index, "shard worker stopped");
     }
 
-    async fn process(&mut self, batch: &mut Vec<ShardMsg>) {
+    /// Turns queued messages into one batch of writes and the answers that wait for it.
+    fn build(&mut self, msgs: &mut Vec<ShardMsg>) -> Batch {
         let now_ms = super::now_ms();
         let mut writes = Vec::new();
-        let mut undo = Undo::default();
         let mut dirty_vehicles: Vec<Arc<str>> = Vec::new();
         let mut dirty_devices: Vec<Arc<str>> = Vec::new();
-        let mut waiting: Vec<(oneshot::Sender<Result<Committed, CommitFailed>>, Committed)> =
-            Vec::new();
-
-        for msg in batch.drain(..) {
+        let mut waiting = Vec::new();
+        for msg in msgs.drain(..) {
             let ShardMsg::Positions(p) = msg;
             let outcome = self.apply(
                 &p,
                 now_ms,
                 &mut writes,
-                &mut undo,
                 &mut dirty_vehicles,
                 &mut dirty_devices,
             );
@@ -114,80 +157,34 @@ impl Shard {
                 waiting.push((done, outcome));
             }
         }
-
         // Coalesced last-known writes: one per touched vehicle and device, in the same commit as
         // the fixes that moved them, so an acknowledged position is never ahead of its last known.
-        for key in &dirty_vehicles {
-            if let Some(lk) = self
-                .vehicles
-                .get(key)
-                .and_then(|v| v.tracker.last_known.clone())
-            {
-                writes.push(Write::LastKnown(lk));
+        let mut publish_vehicles = Vec::with_capacity(dirty_vehicles.len());
+        for key in dirty_vehicles {
+            if let Some(v) = self.vehicles.get_mut(&key) {
+                v.dirty = false;
+                if let Some(lk) = &v.tracker.last_known {
+                    writes.push(Write::LastKnown(lk.clone()));
+                    publish_vehicles.push((key, Arc::new(lk.clone())));
+                }
             }
         }
-        for key in &dirty_devices {
-            if let Some(lk) = self
-                .devices
-                .get(key)
-                .and_then(|d| d.tracker.last_known.clone())
-            {
-                writes.push(Write::LastKnown(lk));
+        let mut publish_devices = Vec::with_capacity(dirty_devices.len());
+        for key in dirty_devices {
+            if let Some(d) = self.devices.get_mut(&key) {
+                d.dirty = false;
+                if let Some(lk) = &d.tracker.last_known {
+                    writes.push(Write::LastKnown(lk.clone()));
+                    publish_devices.push((key, Arc::new(lk.clone())));
+                }
             }
         }
-
-        let result = if writes.is_empty() {
-            Ok(())
-        } else {
-            let n = writes.len();
-            let started = Instant::now();
-            let r = self.store.commit(writes).await;
-            metrics::histogram!(m::SHARD_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-            metrics::histogram!(m::SHARD_BATCH_WRITES).record(n as f64);
-            r
-        };
-
-        match result {
-            Ok(()) => {
-                for key in dirty_vehicles {
-                    if let Some(v) = self.vehicles.get_mut(&key) {
-                        v.dirty = false;
-                        if let Some(lk) = v.tracker.last_known.clone() {
-                            self.live.vehicles.insert(key, Arc::new(lk));
-                        }
-                    }
-                }
-                for key in dirty_devices {
-                    if let Some(d) = self.devices.get_mut(&key) {
-                        d.dirty = false;
-                        if let Some(lk) = d.tracker.last_known.clone() {
-                            self.live.devices.insert(key, Arc::new(lk));
-                        }
-                    }
-                }
-                for (done, outcome) in waiting {
-                    // The connection may have gone away meanwhile; the data is stored regardless.
-                    let _ = done.send(Ok(outcome));
-                }
-            }
-            Err(err) => {
-                tracing::error!(shard = self.index, error = %err, "store commit failed; frames will be answered with failure");
-                for (key, before) in undo.vehicles {
-                    match before {
-                        Some(t) => self.vehicles.insert(key, t),
-                        None => self.vehicles.remove(&key),
-                    };
-                }
-                for (key, before) in undo.devices {
-                    match before {
-                        Some(d) => self.devices.insert(key, d),
-                        None => self.devices.remove(&key),
-                    };
-                }
-                for (done, _) in waiting {
-                    let _ = done.send(Err(CommitFailed));
-                }
-            }
+        Batch {
+            epoch: self.epoch,
+            writes,
+            waiting,
+            publish_vehicles,
+            publish_devices,
         }
     }
 
@@ -198,13 +195,12 @@ impl Shard {
         p: &Positions,
         now_ms: i64,
         writes: &mut Vec<Write>,
-        undo: &mut Undo,
         dirty_vehicles: &mut Vec<Arc<str>>,
         dirty_devices: &mut Vec<Arc<str>>,
     ) -> Committed {
         let route = &p.route;
         let tid = &route.terminal_id;
-        self.ensure_device(tid, undo);
+        self.ensure_device(tid);
         if let Some(key) = p.key {
             let dev = self
                 .devices
@@ -220,7 +216,7 @@ impl Shard {
             dev.recent.push_back(key);
         }
         if let Some(vid) = &route.vehicle_id {
-            self.ensure_vehicle(vid, undo);
+            self.ensure_vehicle(vid);
         }
         let last_frame_ms = route.vehicle_activity.get().max(p.received_ms);
         let device_frame_ms = route.device_activity.get().max(p.received_ms);
@@ -309,12 +305,8 @@ impl Shard {
         Committed::Stored
     }
 
-    /// Makes sure the device's state is loaded, remembering how it was before this batch.
-    fn ensure_device(&mut self, tid: &Arc<str>, undo: &mut Undo) {
-        if !undo.devices.contains_key(tid) {
-            undo.devices
-                .insert(tid.clone(), self.devices.get(tid).cloned());
-        }
+    /// Makes sure the device's state is loaded (from the live view after a start or a reset).
+    fn ensure_device(&mut self, tid: &Arc<str>) {
         if self.devices.contains_key(tid) {
             return;
         }
@@ -341,11 +333,7 @@ impl Shard {
         );
     }
 
-    fn ensure_vehicle(&mut self, vid: &Arc<str>, undo: &mut Undo) {
-        if !undo.vehicles.contains_key(vid) {
-            undo.vehicles
-                .insert(vid.clone(), self.vehicles.get(vid).cloned());
-        }
+    fn ensure_vehicle(&mut self, vid: &Arc<str>) {
         if self.vehicles.contains_key(vid) {
             return;
         }
@@ -360,6 +348,55 @@ impl Shard {
                 dirty: false,
             },
         );
+    }
+}
+
+/// The commit stage of one shard: commits batches in order, then answers and publishes.
+async fn commit_stage(
+    mut batches: mpsc::Receiver<Batch>,
+    store: Store,
+    live: Arc<LiveView>,
+    failed_epoch: Arc<AtomicU64>,
+    shard: usize,
+) {
+    while let Some(batch) = batches.recv().await {
+        let result = if batch.epoch == failed_epoch.load(Ordering::Acquire) {
+            // Built on top of a batch that failed: its duplicates and last known positions may
+            // refer to positions that are not stored.
+            Err(None)
+        } else if batch.writes.is_empty() {
+            Ok(())
+        } else {
+            let n = batch.writes.len();
+            let started = Instant::now();
+            let r = store.commit(batch.writes).await;
+            metrics::histogram!(m::SHARD_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(m::SHARD_BATCH_WRITES).record(n as f64);
+            r.map_err(Some)
+        };
+        match result {
+            Ok(()) => {
+                for (key, lk) in batch.publish_vehicles {
+                    live.vehicles.insert(key, lk);
+                }
+                for (key, lk) in batch.publish_devices {
+                    live.devices.insert(key, lk);
+                }
+                for (done, outcome) in batch.waiting {
+                    // The connection may have gone away meanwhile; the data is stored regardless.
+                    let _ = done.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                if let Some(err) = err {
+                    tracing::error!(shard, error = %err, "store commit failed; frames are answered with failure");
+                    failed_epoch.store(batch.epoch, Ordering::Release);
+                }
+                for (done, _) in batch.waiting {
+                    let _ = done.send(Err(CommitFailed));
+                }
+            }
+        }
     }
 }
 

@@ -390,17 +390,24 @@ impl Terminal {
         // Spread the first reports of all terminals over one period so they do not arrive in lockstep.
         let mut next_report = match period {
             Some(p) => now + p.mul_f64(self.rng.random_range(0.0..1.0)),
-            None => now + Duration::from_secs(365 * 24 * 3600),
+            None => now,
         };
         if matches!(plan.mode, Mode::ClosedLoop) && self.reports_in_flight() == 0 {
             self.queue_closed_loop_report(link, run);
         }
+        // The stop signal and the timers are created once and re-armed, not rebuilt on every
+        // message: that keeps the simulator's cost per message low, so it measures the server.
+        let stop = run.stop.cancelled();
+        let report_timer = sleep_until(next_report);
+        let heartbeat_timer = sleep_until(next_heartbeat);
+        let expiry_timer = sleep_until(next_expiry);
+        tokio::pin!(stop, report_timer, heartbeat_timer, expiry_timer);
         loop {
             if link.flush().await.is_err() {
                 return Flow::Lost;
             }
             tokio::select! {
-                _ = run.stop.cancelled() => return Flow::Ended,
+                _ = &mut stop => return Flow::Ended,
                 read = link.read_some(&self.ident) => {
                     if read.is_err() {
                         return Flow::Lost;
@@ -413,8 +420,8 @@ impl Terminal {
                         self.queue_closed_loop_report(link, run);
                     }
                 }
-                _ = sleep_until(next_report) => {
-                    let p = period.expect("fixed-rate timer only runs with a period");
+                _ = &mut report_timer, if period.is_some() => {
+                    let p = period.expect("guarded by the branch condition");
                     if self.pending.len() < plan.max_in_flight {
                         self.queue_position(link, run);
                     } else {
@@ -427,16 +434,19 @@ impl Terminal {
                         // rather than bursting to catch up.
                         next_report = now + p;
                     }
+                    report_timer.as_mut().reset(next_report);
                 }
-                _ = sleep_until(next_heartbeat) => {
+                _ = &mut heartbeat_timer => {
                     if self.pending.len() < plan.max_in_flight {
                         self.queue_heartbeat(link);
                     }
                     next_heartbeat += plan.heartbeat;
+                    heartbeat_timer.as_mut().reset(next_heartbeat);
                 }
-                _ = sleep_until(next_expiry) => {
+                _ = &mut expiry_timer => {
                     let now = Instant::now();
                     next_expiry = now + Duration::from_secs(1);
+                    expiry_timer.as_mut().reset(next_expiry);
                     let report_expired = self.expire(run, now);
                     if report_expired && matches!(plan.mode, Mode::ClosedLoop) && self.reports_in_flight() == 0 {
                         self.queue_closed_loop_report(link, run);

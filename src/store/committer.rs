@@ -1,29 +1,51 @@
-//! Group commit: one thread owns all writes.
+//! Group commit: one thread owns all writes, a second one owns the fsyncs.
 //!
 //! Callers queue requests on a bounded channel. The committer takes the first request, then
-//! everything else already queued (up to a bound), writes it all as one batch, persists once and
-//! wakes every caller with the shared result. While it is fsyncing, new requests pile up and
-//! become the next batch, so the number of fsyncs per second stays near the disk's fsync rate
-//! while throughput grows with the number of concurrent callers.
+//! everything else already queued (up to a bound), and writes it all as one atomic batch: into
+//! fjall's journal (handed to the OS) and its memtables. With `Durability::Buffered` it then wakes
+//! the callers. With `Durability::Fsync` it passes the batch's callers to the syncer thread and
+//! goes on with the next batch; the syncer takes every batch handed over so far, fsyncs the
+//! journal once and wakes all of their callers. So the fsync of one batch overlaps the writing
+//! of the next, and the number of fsyncs per second stays near the disk's fsync rate while
+//! throughput grows with the number of concurrent callers.
+use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::engine::Engine;
+use super::journal_sync::JournalSync;
 use super::{Durability, StoreError, Write};
 
 /// Most requests folded into one batch; bounds the batch's memory and the latency of the first
 /// caller in it.
 const MAX_BATCH_REQUESTS: usize = 1024;
 
+/// Written batches waiting for the syncer. When it is full the committer waits, which bounds
+/// how far writing can run ahead of durability.
+const SYNC_QUEUE: usize = 64;
+
+type Done = oneshot::Sender<Result<(), StoreError>>;
+
+/// Whether fsync mode uses the syncer thread (the default). Only the store benchmark turns it
+/// off, to measure what the overlap gains against the committer fsyncing each batch itself in
+/// the same run.
+static OVERLAP_FSYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// See [`OVERLAP_FSYNC`]; applies to stores opened afterwards.
+pub(super) fn set_overlap_fsync(enabled: bool) {
+    OVERLAP_FSYNC.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub(super) enum Request {
-    Commit {
-        writes: Vec<Write>,
-        done: oneshot::Sender<Result<(), StoreError>>,
-    },
-    Flush {
-        done: oneshot::Sender<Result<(), StoreError>>,
-    },
+    Commit { writes: Vec<Write>, done: Done },
+    Flush { done: Done },
+}
+
+/// A written batch whose callers wait for the fsync.
+struct Written {
+    started: Instant,
+    dones: Vec<Done>,
 }
 
 pub(super) fn spawn(
@@ -37,7 +59,39 @@ pub(super) fn spawn(
         .map_err(|e| StoreError::Engine(std::sync::Arc::new(e)))
 }
 
+fn wake(dones: Vec<Done>, result: &Result<(), StoreError>) {
+    for done in dones {
+        // A caller that gave up waiting (dropped its future) is not an error.
+        let _ = done.send(result.clone());
+    }
+}
+
 fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) {
+    let overlap = OVERLAP_FSYNC.load(std::sync::atomic::Ordering::Relaxed);
+    let syncer = match durability {
+        Durability::Fsync if overlap => {
+            let (tx, srx) = std_mpsc::sync_channel::<Written>(SYNC_QUEUE);
+            let engine = engine.clone();
+            match std::thread::Builder::new()
+                .name("store-syncer".into())
+                .spawn(move || run_syncer(engine, srx))
+            {
+                Ok(handle) => Some((tx, handle)),
+                Err(e) => {
+                    // Without a syncer thread, commit with fjall's own fsync (no overlap).
+                    tracing::warn!(error = %e, "cannot start the store syncer thread");
+                    None
+                }
+            }
+        }
+        Durability::Fsync | Durability::Buffered => None,
+    };
+    // Whether this thread must fsync each batch itself (fsync mode without a syncer).
+    let write_mode = match (&syncer, durability) {
+        (None, Durability::Fsync) => Durability::Fsync,
+        _ => Durability::Buffered,
+    };
+
     let mut pending: Vec<Request> = Vec::with_capacity(MAX_BATCH_REQUESTS);
     while let Some(first) = rx.blocking_recv() {
         pending.push(first);
@@ -53,14 +107,14 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
             Request::Commit { writes, .. } => Some(writes.as_slice()),
             Request::Flush { .. } => None,
         });
-        let mut result = engine.apply(commits, durability).map(|a| a.positions);
+        let mut result = engine.apply(commits, write_mode).map(|a| a.positions);
         if flush && result.is_ok() {
+            // A flush makes everything durable now, whatever the mode, before it returns.
             if let Err(e) = engine.sync() {
                 result = Err(e);
             }
         }
         let n = pending.len();
-        metrics::histogram!("store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("store_commit_batch_size").record(n as f64);
         match &result {
             Ok(positions) => metrics::counter!("positions_stored_total").increment(*positions),
@@ -69,17 +123,63 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
                 tracing::error!(error = %e, requests = n, "store commit failed");
             }
         }
-        let result = result.map(|_| ());
-        for r in pending.drain(..) {
-            let done = match r {
+        let dones: Vec<Done> = pending
+            .drain(..)
+            .map(|r| match r {
                 Request::Commit { done, .. } | Request::Flush { done } => done,
-            };
-            // A caller that gave up waiting (dropped its future) is not an error.
-            let _ = done.send(result.clone());
+            })
+            .collect();
+        match (&syncer, result) {
+            (Some((tx, _)), Ok(_)) if !flush => {
+                if let Err(std_mpsc::SendError(w)) = tx.send(Written { started, dones }) {
+                    // The syncer died (it only does on a panic): answer with an error rather
+                    // than claim durability.
+                    wake(w.dones, &Err(StoreError::Closed));
+                }
+            }
+            (_, result) => {
+                metrics::histogram!("store_commit_seconds").record(started.elapsed().as_secs_f64());
+                wake(dones, &result.map(|_| ()));
+            }
         }
     }
-    // The queue is closed: every Store handle is gone. Make the tail durable before exiting.
+    // The queue is closed: every Store handle is gone. Let the syncer finish what it has, then
+    // make the tail durable before exiting.
+    if let Some((tx, handle)) = syncer {
+        drop(tx);
+        let _ = handle.join();
+    }
     if let Err(e) = engine.sync() {
         tracing::error!(error = %e, "final store sync failed");
+    }
+}
+
+fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>) {
+    let mut journal = JournalSync::new(engine.path().to_path_buf());
+    let mut fallback_logged = false;
+    let mut batch: Vec<Written> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        batch.extend(rx.try_iter());
+        // Everything in `batch` was written before this point, so one fsync from here on
+        // covers all of it.
+        let result = match journal.sync() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if !fallback_logged {
+                    tracing::warn!(error = %e, "syncing the journal directly failed; using the engine's persist");
+                    fallback_logged = true;
+                }
+                engine.sync()
+            }
+        };
+        if let Err(e) = &result {
+            metrics::counter!("store_commit_errors_total").increment(1);
+            tracing::error!(error = %e, "store fsync failed");
+        }
+        for w in batch.drain(..) {
+            metrics::histogram!("store_commit_seconds").record(w.started.elapsed().as_secs_f64());
+            wake(w.dones, &result);
+        }
     }
 }

@@ -17,6 +17,14 @@ use crate::model::{Device, Fix, LastKnown, Loan, Vehicle};
 /// On-disk layout version; bumped when keys or value encodings change incompatibly.
 const FORMAT_VERSION: u32 = 1;
 
+/// Memtable size per partition. Every write is a skiplist insert on the committer thread, and
+/// its cost grows with the memtable (cache misses in a deeper skiplist). Measured with
+/// `STORE_BENCH_CPU=1 cargo bench --bench store -- soak` (20 s, 2 callers x 512 positions), 4 MiB
+/// instead of fjall's 16 MiB default took the committer from 11.4 to 8.6 us of CPU per position
+/// and the whole process from 14.7 to 13.4 us: the serial thread gets cheaper and the extra
+/// flushes cost less than they save.
+const MEMTABLE_BYTES: u32 = 4 * 1024 * 1024;
+
 /// How many deletes go into one batch when purging, so a huge purge does not build one huge
 /// batch in memory.
 const DELETE_CHUNK: usize = 10_000;
@@ -24,6 +32,8 @@ const DELETE_CHUNK: usize = 10_000;
 #[derive(Clone)]
 pub(super) struct Engine {
     keyspace: Keyspace,
+    /// The keyspace directory (for [`super::journal_sync`]).
+    path: std::path::PathBuf,
     devices: PartitionHandle,
     vehicles: PartitionHandle,
     loans: PartitionHandle,
@@ -68,7 +78,10 @@ impl Engine {
             .map_err(open_err)?;
         let part = |name: &str| {
             keyspace
-                .open_partition(name, PartitionCreateOptions::default())
+                .open_partition(
+                    name,
+                    PartitionCreateOptions::default().max_memtable_size(MEMTABLE_BYTES),
+                )
                 .map_err(open_err)
         };
         let meta = part("meta")?;
@@ -83,6 +96,7 @@ impl Engine {
             track_vehicles: part("track_vehicles")?,
             sessions: part("sessions")?,
             keyspace: keyspace.clone(),
+            path: path.to_path_buf(),
         };
         match meta.get("format")? {
             Some(v) => {
@@ -196,6 +210,10 @@ impl Engine {
         }
         in_batch.insert(&d.terminal_id, d.vehicle_id.as_deref());
         Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Makes everything written so far durable, whatever the configured mode.

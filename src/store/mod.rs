@@ -10,6 +10,7 @@
 //! `crate::model`). Keys are laid out in `keys.rs`.
 mod committer;
 mod engine;
+mod journal_sync;
 mod keys;
 
 use std::path::PathBuf;
@@ -181,6 +182,13 @@ impl Store {
                 _lock: lock,
             }),
         })
+    }
+
+    /// Benchmark hook: with `false`, stores opened afterwards fsync each batch on the committer
+    /// thread instead of overlapping the fsync with the next batch (see `committer.rs`).
+    #[doc(hidden)]
+    pub fn set_overlap_fsync_for_bench(enabled: bool) {
+        committer::set_overlap_fsync(enabled);
     }
 
     /// The configuration the store was opened with.
