@@ -166,3 +166,17 @@ fn import_stores_devices_vehicles_and_loans() {
     assert!(import_file(&store, &bad).is_err());
     assert!(store.device("9").unwrap().is_none());
 }
+
+proptest::proptest! {
+    /// Whatever bytes a registry file holds, loading it returns a registry or errors; it never
+    /// panics (the parsers and validators index into rows and strings).
+    #[test]
+    fn arbitrary_files_never_panic(text in "(?s).{0,400}", header in proptest::bool::ANY) {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = if header { format!("{HEADER}{text}") } else { text.clone() };
+        let _ = load_file(&write(dir.path(), "f.csv", &csv));
+        let _ = load_file(&write(dir.path(), "f.json", &text));
+        let json = format!(r#"[{{"terminal_id":{text:?},"role":"wired","vin":{text:?},"vehicle_id":"V"}}]"#);
+        let _ = load_file(&write(dir.path(), "g.json", &json));
+    }
+}

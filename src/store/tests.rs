@@ -310,3 +310,9 @@ async fn retention_task_runs_and_ends_with_the_store() {
         .expect("retention task must end when the store is dropped")
         .unwrap();
 }
+
+#[test]
+fn store_handles_are_send_sync_and_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<Store>();
+}
