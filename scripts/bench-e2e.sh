@@ -9,7 +9,7 @@
 #
 # Knobs (environment): SIZES="1000 10000" (empty = idle memory only) DURATION=15 RATE=1 CHUNK=5000 IDLE_DEVICES=10000 (0 = skip)
 #   SERVERS="ceiling fsync buffered" MODES="closed fixed" OUT=benches/e2e/runs/<utc time>
-#   SKIP_BUILD=1 (use the existing binary) BIN=path/to/liengate (default target/release/liengate)
+#   REGISTRY=pairs|none SKIP_BUILD=1 (use the existing binary) BIN=path/to/liengate (default target/release/liengate)
 #
 # Every server and simulator process is bounded by `timeout`; targets are 127.0.0.1 only.
 set -euo pipefail
@@ -31,6 +31,10 @@ IDLE_DEVICES=${IDLE_DEVICES:-10000}
 SERVERS=${SERVERS:-"ceiling fsync buffered"}
 MODES=${MODES:-"closed fixed"}
 SOURCE_IPS=${SOURCE_IPS:-127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4}
+# "pairs": the gateway imports a registry where terminals 2k and 2k+1 are the wired and the
+# wireless tracker of vehicle k (a lender's usual setup: fusion, vehicle and device last known);
+# "none": every terminal self-registers as an unassigned device.
+REGISTRY=${REGISTRY:-pairs}
 OUT=${OUT:-$ROOT/benches/e2e/runs/$(date -u +%Y%m%dT%H%M%SZ)}
 BIN=${BIN:-$ROOT/target/release/liengate}
 # Bound for one simulator process: registration, the run, the drain and some slack.
@@ -62,8 +66,29 @@ log "results in $OUT"
     echo "kernel=$(uname -r)"
     echo "nofile=$NOFILE"
     echo "sizes=$SIZES duration=$DURATION rate=$RATE chunk=$CHUNK idle_devices=$IDLE_DEVICES"
-    echo "servers=$SERVERS modes=$MODES source_ips=$SOURCE_IPS"
+    echo "servers=$SERVERS modes=$MODES source_ips=$SOURCE_IPS registry=$REGISTRY"
 } >"$OUT/env.txt"
+
+# The registry covers the largest run; terminal ids are those `liengate sim` uses (prefix 0139,
+# 12 digits for JT/T 808-2013).
+REGISTRY_CSV=
+if [[ "$REGISTRY" == pairs ]]; then
+    REGISTRY_CSV=$OUT/registry.csv
+    max=$IDLE_DEVICES
+    for n in $SIZES; do
+        if ((n > max)); then max=$n; fi
+    done
+    awk -v n="$max" 'BEGIN {
+        print "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage"
+        for (i = 0; i < n; i++) {
+            v = int(i / 2)
+            if (i % 2 == 0)
+                printf "0139%08d,jt808,wired,,,,false,VH-%06d,,LSVM0000%09d,LN-%06d,normal\n", i, v, v, v
+            else
+                printf "0139%08d,jt808,wireless,,,,false,VH-%06d,,,,\n", i, v
+        }
+    }' >"$REGISTRY_CSV"
+fi
 
 SRV_PID=
 SRV_DIR=
@@ -109,6 +134,9 @@ listen = "127.0.0.1:0"
 data_dir = "$SRV_DIR/data"
 durability = "$kind"
 EOF
+        if [[ -n "$REGISTRY_CSV" ]]; then
+            printf '\n[registry]\nimport = "%s"\n' "$REGISTRY_CSV" >>"$SRV_DIR/liengate.toml"
+        fi
         LIENGATE_LOG=${LIENGATE_LOG:-warn} timeout --kill-after=5 3600 "$BIN" serve \
             --config "$SRV_DIR/liengate.toml" >"$SRV_DIR/stdout" 2>"$OUT/$label.server.log" &
         ;;

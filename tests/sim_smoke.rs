@@ -33,15 +33,50 @@ fn start_ceiling() -> (Guard, String) {
         .spawn()
         .expect("start the ceiling server");
     let stdout = child.stdout.take().expect("piped stdout");
+    let mut reader = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout)
+    reader
         .read_line(&mut line)
         .expect("read the listening line");
+    thread::spawn(move || for _ in reader.lines() {});
     let addr = line
         .trim()
         .strip_prefix("listening jt808 ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
+    (Guard(child), addr)
+}
+
+/// Starts the real gateway on 127.0.0.1 port 0 with an empty data dir; returns its JT808 address.
+fn start_serve(data_dir: &std::path::Path) -> (Guard, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen-jt808",
+            "127.0.0.1:0",
+            "--listen-http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("LIENGATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start liengate serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve printed its listeners")
+            .expect("read serve stdout");
+        if let Some(addr) = line.strip_prefix("listening jt808 ") {
+            break addr.to_string();
+        }
+    };
+    // Keep reading: serve prints more lines, and a closed pipe would make those writes fail.
+    thread::spawn(move || for _ in lines {});
     (Guard(child), addr)
 }
 
@@ -117,6 +152,26 @@ fn closed_loop_2019_terminals_are_acknowledged() {
         "{summary}"
     );
     assert_eq!(summary["error_total"], 0, "{summary}");
+}
+
+#[test]
+fn the_gateway_acknowledges_every_position_and_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_serve, addr) = start_serve(dir.path());
+    let (code, summary) = run_sim(&addr, "2", &["--rate", "5", "--blind-area-every", "5"]);
+    assert_eq!(code, Some(0), "summary: {summary}");
+    assert_eq!(summary["registered"], 20);
+    assert_eq!(summary["error_total"], 0, "{summary}");
+    let sent = summary["positions_sent"].as_u64().unwrap();
+    assert!(
+        sent > summary["reports_sent"].as_u64().unwrap(),
+        "no blind-area batch: {summary}"
+    );
+    assert_eq!(
+        summary["positions_acked_total"].as_u64().unwrap(),
+        sent,
+        "{summary}"
+    );
 }
 
 /// A server that registers terminals correctly but answers everything else with a reply

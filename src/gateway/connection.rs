@@ -562,8 +562,10 @@ impl Connection {
         first_time_ms: Option<i64>,
     ) -> Result<(), Close> {
         match inbound {
-            Inbound::Register { model } => self.register(h, model).await,
-            Inbound::Auth { code } => self.authenticate(h, &code).await,
+            // Boxed: these cold paths hold store futures across awaits, and unboxed they would
+            // enlarge every connection task for its whole life.
+            Inbound::Register { model } => Box::pin(self.register(h, model)).await,
+            Inbound::Auth { code } => Box::pin(self.authenticate(h, &code)).await,
             Inbound::QueryTime => {
                 let mut out = BytesMut::new();
                 let serial = self.serial();
@@ -999,6 +1001,7 @@ mod tests {
         // An idle connection's memory is this struct inside its task plus the socket; keep it
         // well under the 3 KB per-connection budget.
         let size = std::mem::size_of::<super::Connection>();
+        eprintln!("Connection: {size} bytes");
         assert!(size < 1024, "Connection is {size} bytes");
     }
 }

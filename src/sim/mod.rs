@@ -168,7 +168,7 @@ fn identity(plan: &Plan, index: usize) -> Result<Identity, PlanError> {
         terminal,
         version: plan.version,
         device_id: format!("S{:06}", number % 1_000_000),
-        vin: format!("LSIM0000{:09}", number % 1_000_000_000),
+        vin: format!("LSVM0000{:09}", number % 1_000_000_000),
         imei: format!("86{:013}", number % 10_000_000_000_000),
     })
 }
