@@ -158,6 +158,9 @@ struct Connection {
     /// Set when the connection should stop reading and close once its answers are out.
     stopping: Option<Close>,
     bad_in_row: u32,
+    /// Bytes skipped outside any frame since the last frame: the splitter reports a run of
+    /// garbage once, so a flood of it is recognised here by its length.
+    garbage_run: usize,
     /// Checksum leniency of the terminal last seen on this connection.
     checksum_policy: Option<(TerminalId, bool)>,
     reassembler: Option<Box<Reassembler>>,
@@ -180,6 +183,7 @@ impl Connection {
             replaced: CancellationToken::new(),
             stopping: None,
             bad_in_row: 0,
+            garbage_run: 0,
             checksum_policy: None,
             reassembler: None,
             idle_deadline: Instant::now() + idle,
@@ -248,7 +252,7 @@ impl Connection {
                     // frame does not fit, up to the limit: many connections reading at once
                     // (a fleet reconnecting) must not each hold a large buffer.
                     if self.buf.capacity() - self.buf.len() < 128 {
-                        let grow = self.buf.capacity().clamp(512, limit - self.buf.len());
+                        let grow = self.buf.capacity().max(512).min(limit - self.buf.len());
                         self.buf.reserve(grow);
                     }
                     match self.stream.try_read_buf(&mut self.buf) {
@@ -321,6 +325,7 @@ impl Connection {
         loop {
             match self.splitter.next(&self.buf) {
                 Split::Frame { frame, consumed } => {
+                    self.garbage_run = 0;
                     let step = self.decode(frame);
                     self.buf.advance(consumed);
                     // Boxed: the handling futures (store lookups, the shard queue) are large and
@@ -331,11 +336,15 @@ impl Connection {
                 }
                 Split::Incomplete { consumed } => {
                     self.buf.advance(consumed);
+                    self.note_garbage(consumed);
                     break;
                 }
                 Split::Invalid { error, consumed } => {
                     self.buf.advance(consumed);
                     let oversized = error.kind == ErrorKind::Oversized;
+                    if error.kind == ErrorKind::Framing {
+                        self.note_garbage(consumed);
+                    }
                     Box::pin(self.handle(Step::Reject(error))).await?;
                     if oversized {
                         self.stopping = Some(Close::Hostile("oversized frame"));
@@ -351,6 +360,15 @@ impl Connection {
             self.buf = BytesMut::new();
         }
         Ok(())
+    }
+
+    /// Counts bytes dropped outside any frame. More garbage in a row than the largest frame we
+    /// accept is not a device with a glitch but a hostile or misdirected stream: close it.
+    fn note_garbage(&mut self, skipped: usize) {
+        self.garbage_run = self.garbage_run.saturating_add(skipped);
+        if self.garbage_run > self.gw.config.jt808.max_frame && self.stopping.is_none() {
+            self.stopping = Some(Close::Hostile("garbage flood: bytes outside any frame"));
+        }
     }
 
     /// Decodes one on-wire frame into an owned step. Synchronous: the scratch buffer lives on
@@ -926,7 +944,17 @@ fn message_id_label(id: u16) -> metrics::SharedString {
         0x0800 => "0x0800",
         0x0801 => "0x0801",
         0x0900 => "0x0900",
-        other => return metrics::SharedString::from(format!("0x{other:04x}")),
+        0x0005 => "0x0005",
+        0x0108 => "0x0108",
+        0x0301 => "0x0301",
+        0x0302 => "0x0302",
+        0x0303 => "0x0303",
+        0x0500 => "0x0500",
+        0x0805 => "0x0805",
+        0x0a00 => "0x0a00",
+        // Any other id comes straight from the network: one label for all of them keeps the
+        // number of time series bounded whatever a device sends.
+        _ => "other",
     };
     metrics::SharedString::const_str(s)
 }

@@ -32,7 +32,7 @@ const DELETE_CHUNK: usize = 10_000;
 #[derive(Clone)]
 pub(super) struct Engine {
     keyspace: Keyspace,
-    /// The keyspace directory (for [`super::journal_sync`]).
+    /// The keyspace directory (the syncer finds the journal files under it).
     path: std::path::PathBuf,
     devices: PartitionHandle,
     vehicles: PartitionHandle,
