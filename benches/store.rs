@@ -2,10 +2,11 @@
 //! `Store` (group commit) end to end.
 //!
 //! Run: `cargo bench --bench store --features bench-redb` (without the feature only fjall is
-//! measured; add `-- quick` for a short smoke run, `-- engines` or `-- store` for one part,
-//! `-- soak` for a 20 s shard-like run; `STORE_BENCH_CPU=1` prints the committer's and the
-//! process's CPU time per position for every Store case). Results and the
-//! commands used are recorded in benches/RESULTS.md, section "Store".
+//! measured). Extra arguments after `--`: `quick` for a short smoke run, `engines` or `store`
+//! for one part, `soak` for a 20 s shard-like run, `reopen` for the restart time after 1M
+//! positions. `STORE_BENCH_CPU=1` prints the committer's and the process's CPU time per
+//! position for every Store case. Results and the commands used are recorded in
+//! benches/RESULTS.md, section "Store".
 //!
 //! A plain harness rather than criterion: the quantities that matter here (fsyncs per second,
 //! latency percentiles of a commit, throughput under N concurrent committers) are measured over
@@ -510,6 +511,50 @@ fn main() {
             );
             let _ = std::fs::remove_dir_all(&dir);
         }
+        return;
+    }
+
+    // `reopen`: how long a restart takes after writing many positions (journal replay into
+    // memtables, then loading every last known position as the gateway does at start-up).
+    if args.iter().any(|a| a == "reopen") {
+        let dir = root.path().join("reopen");
+        let mut cfg = StoreConfig::new(&dir);
+        cfg.durability = Durability::Buffered;
+        let store = Store::open(&cfg).unwrap();
+        let vehicles = 10_000usize;
+        let total = 1_000_000usize;
+        let started = Instant::now();
+        let mut t_ms = 1_700_000_000_000i64;
+        for chunk in 0..total / 1000 {
+            let mut writes = Vec::with_capacity(2000);
+            for j in 0..1000 {
+                let v = (chunk * 1000 + j) % vehicles;
+                let vehicle = format!("VH-{v:06}");
+                let f = fix(v as u32, t_ms);
+                writes.push(Write::LastKnown(last_known(&vehicle, &f)));
+                writes.push(Write::Fix {
+                    vehicle_id: vehicle,
+                    fix: f,
+                });
+            }
+            store.commit_blocking(writes).unwrap();
+            t_ms += 10_000;
+        }
+        println!(
+            "wrote {total} positions for {vehicles} vehicles in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        drop(store);
+        let started = Instant::now();
+        let store = Store::open(&cfg).unwrap();
+        let opened = started.elapsed();
+        let lk = store.all_last_known().unwrap();
+        println!(
+            "reopen: open {:.0} ms, all_last_known ({} vehicles) {:.0} ms",
+            opened.as_secs_f64() * 1e3,
+            lk.len(),
+            (started.elapsed() - opened).as_secs_f64() * 1e3
+        );
         return;
     }
 

@@ -17,6 +17,8 @@ use liengate::store::{Durability, Store, StoreConfig, Write};
 const ENV_DIR: &str = "LIENGATE_CRASH_CHILD_DIR";
 const ENV_MODE: &str = "LIENGATE_CRASH_CHILD_MODE";
 const TASKS: usize = 32;
+/// Positions per commit in the child.
+const PER_COMMIT: usize = 16;
 
 fn fix(terminal: &str, time_ms: i64) -> Fix {
     Fix {
@@ -77,30 +79,33 @@ fn child_writer() {
                 let terminal = format!("0138000000{t:02}");
                 let mut time_ms = base;
                 loop {
-                    let f = fix(&terminal, time_ms);
-                    let lk = LastKnown {
-                        vehicle_id: vehicle.clone(),
-                        fix: f.clone(),
-                        motion: Motion::Moving,
-                        acc: true,
-                        last_frame_ms: time_ms,
-                    };
-                    store
-                        .commit(vec![
-                            Write::Fix {
-                                vehicle_id: vehicle.clone(),
-                                fix: f,
-                            },
-                            Write::LastKnown(lk),
-                        ])
-                        .await
-                        .unwrap();
+                    // Several positions per commit, like a shard worker, so that each round
+                    // writes enough to fill and flush memtables: kills then also land during
+                    // flushes and journal rotations.
+                    let mut writes = Vec::with_capacity(2 * PER_COMMIT);
+                    for k in 0..PER_COMMIT as i64 {
+                        let f = fix(&terminal, time_ms + k * 1_000);
+                        writes.push(Write::Fix {
+                            vehicle_id: vehicle.clone(),
+                            fix: f.clone(),
+                        });
+                        writes.push(Write::LastKnown(LastKnown {
+                            vehicle_id: vehicle.clone(),
+                            fix: f,
+                            motion: Motion::Moving,
+                            acc: true,
+                            last_frame_ms: time_ms,
+                        }));
+                    }
+                    store.commit(writes).await.unwrap();
                     // Acknowledge only after the commit returned, as the gateway does.
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "ack {vehicle} {time_ms}").unwrap();
+                    for k in 0..PER_COMMIT as i64 {
+                        writeln!(out, "ack {vehicle} {}", time_ms + k * 1_000).unwrap();
+                    }
                     out.flush().unwrap();
                     drop(out);
-                    time_ms += 1_000;
+                    time_ms += PER_COMMIT as i64 * 1_000;
                 }
             }));
         }
@@ -110,9 +115,9 @@ fn child_writer() {
     });
 }
 
-/// Runs one child until it has acknowledged at least `min_acks` positions (and at least a short
-/// while), kills it with SIGKILL and returns every acknowledgement it printed.
-fn run_and_kill(dir: &Path, mode: &str, min_acks: usize) -> Vec<(String, i64)> {
+/// Runs one child until it has acknowledged at least `min_acks` positions and run for
+/// `min_run`, kills it with SIGKILL and returns every acknowledgement it printed.
+fn run_and_kill(dir: &Path, mode: &str, min_acks: usize, min_run: Duration) -> Vec<(String, i64)> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -137,7 +142,7 @@ fn run_and_kill(dir: &Path, mode: &str, min_acks: usize) -> Vec<(String, i64)> {
             acks.push((v.to_owned(), t.parse().unwrap()));
         }
     };
-    while acks.len() < min_acks || started.elapsed() < Duration::from_millis(300) {
+    while acks.len() < min_acks || started.elapsed() < min_run {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "child made no progress: {} acks",
@@ -168,10 +173,20 @@ fn verify(dir: &Path, mode: &str, acked: &[(String, i64)]) {
         let e = newest.entry(v).or_insert(i64::MIN);
         *e = (*e).max(*t);
     }
+    // One scan per vehicle, then look every acknowledgement up in it.
+    let mut stored: HashMap<&str, std::collections::HashSet<i64>> = HashMap::new();
+    for v in newest.keys() {
+        let times = store
+            .track(v, i64::MIN, i64::MAX, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.time_ms)
+            .collect();
+        stored.insert(v, times);
+    }
     let mut missing = Vec::new();
     for (v, t) in acked {
-        let got = store.track(v, *t, *t, 10).unwrap();
-        if got.len() != 1 || got[0].time_ms != *t {
+        if !stored[v.as_str()].contains(t) {
             missing.push((v.clone(), *t));
         }
     }
@@ -208,8 +223,19 @@ fn kill9_rounds(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut all = Vec::new();
     for round in 0..3 {
-        let acked = run_and_kill(dir.path(), mode, 200 * (round + 1));
+        // Later rounds run longer, so kills land at different points of the engine's life
+        // (first writes, memtable flushes, recovery of earlier kills).
+        let acked = run_and_kill(
+            dir.path(),
+            mode,
+            2_000 * (round + 1),
+            Duration::from_millis(400 * (round as u64 + 1)),
+        );
         assert!(!acked.is_empty());
+        eprintln!(
+            "{mode} round {round}: {} positions acknowledged before kill -9",
+            acked.len()
+        );
         all.extend(acked);
         // Verify after every round: recovery must also survive being killed again later.
         verify(dir.path(), mode, &all);

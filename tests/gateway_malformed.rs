@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use liengate_protocols::jt808::Message;
 
 const CONFIG: &str = "[jt808]\nmax_bad_frames = 4\nmax_frame = 1024\nread_buffer = 4096\n";
 
@@ -111,6 +112,54 @@ fn an_oversized_frame_closes_the_connection() {
     );
     server.eventually("the close to be counted", || {
         server.metric("connections_closed_total", &[("reason", "hostile")]) == 1.0
+    });
+}
+
+#[test]
+fn a_garbage_flood_without_delimiters_closes_the_connection() {
+    let server = start(Some(CONFIG));
+    let mut c = server.connect();
+    c.login("013800000126");
+    // More bytes outside any frame than the largest frame (1024 here), sent in small pieces so
+    // that no single read looks oversized: only the length of the run gives it away.
+    for _ in 0..40 {
+        c.send(&[0x01u8; 64]);
+    }
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "connection stayed open"
+    );
+    assert_eq!(
+        server.metric("frames_rejected_total", &[("kind", "framing")]),
+        1.0,
+        "a run of garbage is one rejected span"
+    );
+    server.eventually("the close to be counted", || {
+        server.metric("connections_closed_total", &[("reason", "hostile")]) == 1.0
+    });
+}
+
+#[test]
+fn a_vehicle_control_reply_is_stored_but_not_answered() {
+    let server = start(Some(CONFIG));
+    let tid = "013800000127";
+    let mut c = server.connect();
+    c.login(tid);
+    // 0x0500 answers the platform's 0x8500 (JT/T 808-2013 §8.34): the standard wants no answer.
+    let pos = Pos::at(now_s() - 20, 31.2, 121.5);
+    let reply = frame(
+        tid,
+        40,
+        &Message::VehicleControlReply {
+            reply_serial: 9,
+            location: pos.location(),
+        },
+    );
+    c.send(&reply);
+    // The next answer on the wire must be the heartbeat's, not one for the 0x0500.
+    assert_eq!(c.request(&heartbeat_frame(tid, 41), 41, 0x0002), 0);
+    server.eventually("the 0x0500 position to be stored", || {
+        server.metric("positions_stored_total", &[]) == 1.0
     });
 }
 

@@ -45,12 +45,17 @@ struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> anyhow::Result<Store> {
+    /// Opens the store, creating it when `create` (an import into a fresh data dir) and
+    /// refusing otherwise, so that a mistyped `--data-dir` is an error, not an empty listing.
+    fn open(&self, create: bool) -> anyhow::Result<Store> {
         let config = Config::load(self.config.as_deref())?;
         let data_dir = self
             .data_dir
             .clone()
             .unwrap_or_else(|| config.store.data_dir.clone());
+        if !create && !data_dir.join("store").is_dir() {
+            anyhow::bail!("no store in {} (wrong --data-dir?)", data_dir.display());
+        }
         let mut store_cfg = StoreConfig::new(&data_dir);
         store_cfg.durability = config.store.durability;
         store_cfg.retention_days = config.store.retention_days;
@@ -62,7 +67,7 @@ impl StoreArgs {
 pub fn run(args: RegistryArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         RegistryCommand::Import { file, store } => {
-            let store = store.open()?;
+            let store = store.open(true)?;
             let report = registry::import_file(&store, &file)?;
             println!("{report}");
         }
@@ -77,7 +82,7 @@ pub fn run(args: RegistryArgs) -> anyhow::Result<ExitCode> {
             );
         }
         RegistryCommand::List { store } => {
-            let store = store.open()?;
+            let store = store.open(false)?;
             for device in store.devices()? {
                 let vehicle = match &device.vehicle_id {
                     Some(v) => store.vehicle(v)?,

@@ -47,9 +47,16 @@ pub fn interpret(msg: &Message<'_>, model: Option<&ModelConfig>) -> Result<Inbou
             reports: vec![report(location, false, model)],
             ack: false,
         },
+        // 0x0500 answers our own 0x8500 (§8.34): a response, so no answer, but it carries the
+        // position the vehicle was at when it executed the command.
+        Message::VehicleControlReply { location, .. } => Inbound::Positions {
+            reports: vec![report(location, false, model)],
+            ack: false,
+        },
         Message::Batch(batch) => {
             let blind = batch.kind == BatchKind::BlindArea;
-            let mut reports = Vec::with_capacity(batch.count as usize);
+            // The declared count comes from the network: never reserve more than a body can hold.
+            let mut reports = Vec::with_capacity((batch.count as usize).min(64));
             for item in batch.items() {
                 // One undecodable item rejects the whole batch (answered "message error"), so the
                 // device keeps and re-sends it instead of the gateway storing half of it.

@@ -179,12 +179,14 @@ pub fn import_file(store: &Store, path: &Path) -> anyhow::Result<ImportReport> {
         loans: registry.loans.len(),
     };
     let writes = registry.writes();
-    // The store API is async; an import may run from a CLI without a runtime or from inside
-    // `serve` start-up, which has one.
-    let result = match tokio::runtime::Handle::try_current() {
-        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(store.commit(writes))),
-        Err(_) => store.commit_blocking(writes),
-    };
+    // An import runs from the CLI (no async runtime) or during `serve` start-up (inside one,
+    // where blocking calls on a runtime thread panic). A short-lived thread of our own can always
+    // wait for the committer, which is a plain thread and needs no runtime.
+    let result = std::thread::scope(|s| {
+        s.spawn(|| store.commit_blocking(writes))
+            .join()
+            .unwrap_or(Err(crate::store::StoreError::Closed))
+    });
     result.map_err(|source| RegistryError::Store {
         file: path.to_path_buf(),
         source,

@@ -180,3 +180,24 @@ proptest::proptest! {
         let _ = load_file(&write(dir.path(), "g.json", &json));
     }
 }
+
+#[test]
+fn import_works_inside_any_runtime_flavour() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registry.example.csv");
+    for multi in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = if multi {
+            tokio::runtime::Builder::new_multi_thread().build().unwrap()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+        };
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let report = rt
+            .block_on(async { import_file(&store, &example) })
+            .unwrap();
+        assert_eq!(report.devices, 4);
+        assert_eq!(store.devices().unwrap().len(), 4);
+    }
+}

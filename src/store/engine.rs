@@ -2,7 +2,7 @@
 //!
 //! Everything engine-specific lives here so that the rest of the store (API, committer) does not
 //! depend on the engine's types.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -32,7 +32,7 @@ const DELETE_CHUNK: usize = 10_000;
 #[derive(Clone)]
 pub(super) struct Engine {
     keyspace: Keyspace,
-    /// The keyspace directory (for [`super::journal_sync`]).
+    /// The keyspace directory (the syncer finds the journal files under it).
     path: std::path::PathBuf,
     devices: PartitionHandle,
     vehicles: PartitionHandle,
@@ -43,9 +43,6 @@ pub(super) struct Engine {
     last_known: PartitionHandle,
     /// (vehicle, device time, terminal) -> Fix.
     track: PartitionHandle,
-    /// vehicle -> empty: vehicles that have track points, so retention can walk per vehicle
-    /// instead of scanning the whole track.
-    track_vehicles: PartitionHandle,
     sessions: PartitionHandle,
 }
 
@@ -93,7 +90,6 @@ impl Engine {
             auth_codes: part("auth_codes")?,
             last_known: part("last_known")?,
             track: part("track")?,
-            track_vehicles: part("track_vehicles")?,
             sessions: part("sessions")?,
             keyspace: keyspace.clone(),
             path: path.to_path_buf(),
@@ -141,7 +137,6 @@ impl Engine {
             .batch()
             .durability(Some(Self::persist_mode(durability)));
         let mut positions = 0u64;
-        let mut track_vehicles: HashSet<&str> = HashSet::new();
         // Devices written earlier in this batch: their index entries are not visible to reads
         // until the batch commits, so a second write of the same device must see the first.
         let mut devices_in_batch: HashMap<&str, Option<&str>> = HashMap::new();
@@ -151,9 +146,6 @@ impl Engine {
                     Write::Fix { vehicle_id, fix } => {
                         let key = keys::track_key(vehicle_id, fix.time_ms, &fix.terminal_id);
                         batch.insert(&self.track, key, encode(fix));
-                        if track_vehicles.insert(vehicle_id) {
-                            batch.insert(&self.track_vehicles, vehicle_id.as_bytes(), []);
-                        }
                         positions += 1;
                     }
                     Write::LastKnown(lk) => {
@@ -372,7 +364,6 @@ impl Engine {
             .batch()
             .durability(Some(Self::persist_mode(durability)));
         batch.remove(&self.last_known, vehicle_id.as_bytes());
-        batch.remove(&self.track_vehicles, vehicle_id.as_bytes());
         batch.commit()?;
         Ok(deleted)
     }
@@ -382,19 +373,28 @@ impl Engine {
         cutoff_ms: i64,
         durability: Durability,
     ) -> Result<u64, StoreError> {
-        let vehicles: Vec<String> = self
-            .track_vehicles
-            .keys()
-            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()))
-            .collect::<Result<_, _>>()?;
+        // Walk the track vehicle by vehicle: find the first key at or after the cursor, delete
+        // that vehicle's points before the cutoff, then jump past all of its keys. One seek per
+        // vehicle, and no index of vehicles to keep up to date on every write.
         let mut deleted = 0;
-        for v in vehicles {
-            deleted += self.delete_track_range(
-                keys::track_lower(&v, i64::MIN),
-                keys::track_lower(&v, cutoff_ms),
-                durability,
-            )?;
+        let mut cursor: Vec<u8> = Vec::new();
+        loop {
+            let Some(kv) = self.track.range(cursor.clone()..).next() else {
+                return Ok(deleted);
+            };
+            let (key, _) = kv?;
+            let Some(prefix) = keys::vehicle_prefix_of(&key) else {
+                // Not a key we wrote; step over it rather than loop on it.
+                cursor = key.to_vec();
+                cursor.push(0);
+                continue;
+            };
+            let mut lo = prefix.to_vec();
+            lo.extend_from_slice(&keys::time_bytes(i64::MIN));
+            let mut hi = prefix.to_vec();
+            hi.extend_from_slice(&keys::time_bytes(cutoff_ms));
+            deleted += self.delete_track_range(lo, hi, durability)?;
+            cursor = keys::past_prefix(prefix);
         }
-        Ok(deleted)
     }
 }

@@ -47,8 +47,23 @@ pub fn track_upper_inclusive(vehicle_id: &str, time_ms: i64) -> Vec<u8> {
         Some(next) => key.extend_from_slice(&time_bytes(next)),
         // Past the largest time: one 0xFF byte more than any time encoding sorts after all of
         // them (the terminal id that follows a time is ASCII digits, never 0xFF).
-        None => key.extend_from_slice(&[0xFF; 9]),
+        None => return past_prefix(&key),
     }
+    key
+}
+
+/// The length-prefixed vehicle part of a track key.
+pub fn vehicle_prefix_of(key: &[u8]) -> Option<&[u8]> {
+    let len = u16::from_be_bytes([*key.first()?, *key.get(1)?]) as usize;
+    key.get(..2 + len)
+}
+
+/// A key that sorts after every track key starting with `prefix` (a vehicle's length-prefixed
+/// id) and before the next vehicle's keys: times are 8 bytes, so 9 bytes of 0xFF exceed them
+/// all (the terminal id that follows a time is ASCII, never 0xFF).
+pub fn past_prefix(prefix: &[u8]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&[0xFF; 9]);
     key
 }
 
@@ -90,6 +105,11 @@ mod tests {
             let kb = track_key(&vb, tb, &db);
             if va == vb {
                 proptest::prop_assert_eq!(ka.cmp(&kb), (ta, &da).cmp(&(tb, &db)));
+            } else {
+                // Jumping past a vehicle's keys never skips another vehicle's.
+                let past = past_prefix(vehicle_prefix_of(&ka).unwrap());
+                proptest::prop_assert!(past > ka);
+                proptest::prop_assert_eq!(past < kb, ka < kb);
             }
             let (lo, hi) = (lo.min(hi), lo.max(hi));
             let lower = track_lower(&va, lo);

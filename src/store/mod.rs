@@ -2,9 +2,11 @@
 //! facts, in one fjall keyspace under `<data_dir>/store`.
 //!
 //! Writes go through [`Store::commit`], which hands them to a single committer thread (see
-//! `committer.rs`). The committer writes everything queued at that moment as one atomic batch
-//! and persists it once, so many connections share one fsync (group commit). Reads go straight
-//! to the engine from the caller's thread; they see every batch whose commit has returned.
+//! `committer.rs`). The committer writes everything queued at that moment as one atomic batch,
+//! and one fsync (on a syncer thread, overlapping the next batch) makes it durable, so many
+//! callers share one fsync (group commit). Reads go straight to the engine from the caller's
+//! thread; they see every batch whose commit has returned (and possibly batches still waiting
+//! for their fsync). Design, durability guarantees and measurements: docs/store.md.
 //!
 //! Values are encoded with postcard (compact, fast, schema from the serde derives in
 //! `crate::model`). Keys are laid out in `keys.rs`.

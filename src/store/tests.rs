@@ -191,6 +191,17 @@ fn retention_and_purge_remove_only_what_they_should() {
     let day = 86_400_000;
     let now = 10 * day;
     let mut writes = Vec::new();
+    // "C" has only old points, "A1" has "A" as a byte prefix of its id.
+    for t in [now - 5 * day, now - 4 * day] {
+        writes.push(Write::Fix {
+            vehicle_id: "C".into(),
+            fix: fix("3", t, 1.0),
+        });
+    }
+    writes.push(Write::Fix {
+        vehicle_id: "A1".into(),
+        fix: fix("4", now - 2 * day, 1.0),
+    });
     for v in ["A", "B"] {
         for t in [now - 3 * day, now - day - 1, now - day, now - 5] {
             writes.push(Write::Fix {
@@ -208,8 +219,16 @@ fn retention_and_purge_remove_only_what_they_should() {
         last_frame_ms: now,
     }));
     store.commit_blocking(writes).unwrap();
-    assert_eq!(store.apply_retention(now).unwrap(), 4);
+    assert_eq!(store.apply_retention(now).unwrap(), 4 + 2 + 1);
     assert_eq!(store.track("A", i64::MIN, i64::MAX, 100).unwrap().len(), 2);
+    assert!(store
+        .track("C", i64::MIN, i64::MAX, 100)
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .track("A1", i64::MIN, i64::MAX, 100)
+        .unwrap()
+        .is_empty());
     assert_eq!(store.apply_retention(now).unwrap(), 0);
     assert_eq!(store.purge_vehicle("A").unwrap(), 2);
     assert!(store

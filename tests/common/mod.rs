@@ -421,7 +421,12 @@ pub fn terminal(id: &str) -> TerminalId {
 
 /// Encodes `msg` as a 2013 frame from `terminal` with `serial`.
 pub fn frame(terminal_id: &str, serial: u16, msg: &Message<'_>) -> Vec<u8> {
-    let header = Header::new(msg_id(msg), terminal(terminal_id), serial, Version::V2013);
+    let header = Header::new(
+        msg.message_id(),
+        terminal(terminal_id),
+        serial,
+        Version::V2013,
+    );
     let mut out = BytesMut::new();
     encode_message(&header, msg, &mut out);
     out.to_vec()
@@ -433,19 +438,6 @@ pub fn raw_frame(terminal_id: &str, serial: u16, message_id: u16, body: &[u8]) -
     let mut out = BytesMut::new();
     encode_frame(&header, body, &mut out);
     out.to_vec()
-}
-
-fn msg_id(msg: &Message<'_>) -> u16 {
-    match msg {
-        Message::Register(_) => 0x0100,
-        Message::Auth(_) => 0x0102,
-        Message::Heartbeat => 0x0002,
-        Message::Location(_) => 0x0200,
-        Message::Batch(_) => 0x0704,
-        Message::GeneralResponse(_) => 0x0001,
-        Message::QueryServerTime => 0x0004,
-        other => panic!("test helper does not know the id of {other:?}"),
-    }
 }
 
 pub fn register_frame(terminal_id: &str, serial: u16, model: &str) -> Vec<u8> {
