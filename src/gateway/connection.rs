@@ -388,7 +388,17 @@ impl Connection {
         let first = parse_packet(wire, &mut scratch, &strict);
         let retry = match &first {
             Err(e) if e.kind == ErrorKind::Checksum => match e.header {
-                Some(h) => skips_checksum(&mut self.checksum_policy, &self.gw, &h.terminal),
+                Some(h) => {
+                    skips_checksum(&mut self.checksum_policy, &self.gw, &h.terminal)
+                        || (h.message_id == 0x0100
+                            && registering_model_skips(
+                                &mut self.checksum_policy,
+                                &self.gw,
+                                &h.terminal,
+                                wire,
+                                &lenient,
+                            ))
+                }
                 None => false,
             },
             _ => false,
@@ -923,6 +933,38 @@ fn skips_checksum(
         }
     };
     *policy = Some((*terminal, skip));
+    skip
+}
+
+/// A device the store does not know yet registers with its model in the 0x0100 body, and a
+/// model configured with `skip_checksum` must be able to register at all: read the model from
+/// the leniently parsed body (cold path, its own scratch) and check the config's model list.
+#[cold]
+fn registering_model_skips(
+    policy: &mut Option<(TerminalId, bool)>,
+    gw: &Gateway,
+    terminal: &TerminalId,
+    wire: &[u8],
+    lenient: &DecodeOptions,
+) -> bool {
+    let mut scratch = [0u8; MAX_LOGICAL_FRAME];
+    let skip = match parse_packet(wire, &mut scratch, lenient).and_then(|p| p.message()) {
+        Ok(Message::Register(r)) => {
+            let end = r
+                .model
+                .iter()
+                .rposition(|&b| b != 0 && b != b' ')
+                .map_or(0, |p| p + 1);
+            std::str::from_utf8(&r.model[..end])
+                .ok()
+                .and_then(|name| gw.config.jt808.model(name))
+                .is_some_and(|m| m.skip_checksum)
+        }
+        _ => false,
+    };
+    if skip {
+        *policy = Some((*terminal, true));
+    }
     skip
 }
 
