@@ -749,7 +749,10 @@ impl Connection {
     async fn authenticate(&mut self, h: Header, code: &[u8]) -> Result<(), Close> {
         let tid = h.terminal.to_string();
         let limiter = &self.gw.auth_limiter;
-        if limiter.is_locked(&tid, StdInstant::now()) {
+        // Failures count per terminal *and* source address: keyed by the terminal alone, anyone
+        // who knows a car's SIM number could lock its real tracker out with a few wrong codes.
+        let limit_key = format!("{tid}@{}", self.peer.ip());
+        if limiter.is_locked(&limit_key, StdInstant::now()) {
             metrics::counter!(m::AUTH, "result" => "locked_out").increment(1);
             tracing::warn!(peer = %self.peer, terminal = %tid, "authentication attempt while locked out");
             self.answer(&h, result::FAILURE);
@@ -774,7 +777,7 @@ impl Connection {
                 "wrong_code"
             };
             metrics::counter!(m::AUTH, "result" => label).increment(1);
-            match limiter.record_failure(&tid, StdInstant::now()) {
+            match limiter.record_failure(&limit_key, StdInstant::now()) {
                 Failure::Retry { failures } => {
                     tracing::info!(peer = %self.peer, terminal = %tid, failures, "authentication failed");
                 }
@@ -786,7 +789,7 @@ impl Connection {
             self.answer(&h, result::FAILURE);
             return Ok(());
         }
-        limiter.record_success(&tid);
+        limiter.record_success(&limit_key);
         let route = match self.route(&tid) {
             Ok(r) => r,
             Err(err) => {
