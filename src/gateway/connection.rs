@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use super::answer::{self, register_result, result};
 use super::auth_limit::Failure;
-use super::inbound::{interpret, Inbound};
+use super::inbound::{interpret, trim_padding, Inbound};
 use super::Gateway;
 use crate::config::{ModelConfig, UnknownDevicePolicy};
 use crate::metrics as m;
@@ -952,17 +952,10 @@ fn registering_model_skips(
 ) -> bool {
     let mut scratch = [0u8; MAX_LOGICAL_FRAME];
     let skip = match parse_packet(wire, &mut scratch, lenient).and_then(|p| p.message()) {
-        Ok(Message::Register(r)) => {
-            let end = r
-                .model
-                .iter()
-                .rposition(|&b| b != 0 && b != b' ')
-                .map_or(0, |p| p + 1);
-            std::str::from_utf8(&r.model[..end])
-                .ok()
-                .and_then(|name| gw.config.jt808.model(name))
-                .is_some_and(|m| m.skip_checksum)
-        }
+        Ok(Message::Register(r)) => std::str::from_utf8(trim_padding(r.model))
+            .ok()
+            .and_then(|name| gw.config.jt808.model(name))
+            .is_some_and(|m| m.skip_checksum),
         _ => false,
     };
     if skip {
@@ -1029,14 +1022,6 @@ fn first_fix_time(msg: &Message<'_>) -> Option<i64> {
         _ => return None,
     };
     loc.time.to_unix().ok().map(|s| s * 1000)
-}
-
-fn trim_padding(code: &[u8]) -> &[u8] {
-    let end = code
-        .iter()
-        .rposition(|&b| b != 0 && b != b' ')
-        .map_or(0, |p| p + 1);
-    &code[..end]
 }
 
 /// A fresh auth code: 16 random alphanumerics (about 95 bits), ASCII so every firmware can echo it.
