@@ -515,12 +515,12 @@ fn kill9_before_the_last_known_flush_recovers_the_newest_acknowledged_fix() {
     // The stored records are behind (none was written yet): what follows tests the recovery.
     {
         let store = Store::open(&StoreConfig::new(&data)).unwrap();
-        for i in 0..terminals {
+        for (i, secs) in newest.iter().enumerate() {
             let stored = store
                 .last_known(&format!("device:{}", terminal_id(i)))
                 .unwrap();
             assert!(
-                stored.is_none_or(|lk| lk.fix.time_ms < newest[i] * 1000),
+                stored.is_none_or(|lk| lk.fix.time_ms < secs * 1000),
                 "device {}: the last known was already written",
                 terminal_id(i)
             );

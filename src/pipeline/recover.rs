@@ -119,3 +119,103 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
     out.records = stored.into_values().collect();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Device, DeviceRole, FixFlags, Motion};
+    use crate::store::StoreConfig;
+
+    fn fix(terminal: &str, time_s: i64, flags: FixFlags) -> Fix {
+        Fix {
+            terminal_id: terminal.into(),
+            time_ms: time_s * 1000,
+            received_ms: 1_000_000 + time_s,
+            latitude: 22.5 + time_s as f64 * 1e-6,
+            longitude: 113.9,
+            altitude_m: 0,
+            speed_kmh: 40.0,
+            course: 0,
+            alarm: 0,
+            status: 3,
+            flags,
+            battery_pct: None,
+            voltage_mv: None,
+        }
+    }
+
+    fn device(terminal: &str, vehicle: Option<&str>) -> Write {
+        Write::Device(Device {
+            terminal_id: terminal.into(),
+            protocol: "jt808".into(),
+            role: DeviceRole::Wired,
+            sim: None,
+            imei: None,
+            vehicle_id: vehicle.map(Into::into),
+            model: None,
+            skip_checksum: false,
+        })
+    }
+
+    fn record(key: &str, f: Fix) -> LastKnown {
+        LastKnown {
+            vehicle_id: key.into(),
+            fix: f,
+            motion: Motion::Moving,
+            acc: true,
+            last_frame_ms: 0,
+        }
+    }
+
+    fn time_of(r: &Recovered, key: &str) -> Option<i64> {
+        r.records
+            .iter()
+            .find(|lk| lk.vehicle_id == key)
+            .map(|lk| lk.fix.time_ms / 1000)
+    }
+
+    #[test]
+    fn replays_only_valid_fixes_newer_than_each_stored_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let track = |vehicle: &str, f: Fix| Write::Fix {
+            vehicle_id: vehicle.into(),
+            fix: f,
+        };
+        store
+            .commit_blocking(vec![
+                device("A", Some("V")),
+                device("B", Some("V")),
+                device("U", None),
+                // Stored records: vehicle at 100 (from A), A at 100, B at 90.
+                Write::LastKnown(record("V", fix("A", 100, FixFlags::empty()))),
+                Write::LastKnown(record("device:A", fix("A", 100, FixFlags::empty()))),
+                Write::LastKnown(record("device:B", fix("B", 90, FixFlags::empty()))),
+                track("V", fix("A", 100, FixFlags::empty())),
+                track("V", fix("B", 90, FixFlags::empty())),
+                // After the records: a late blind-area fix of B (valid), a newer valid fix of
+                // A, and a still newer flagged one of B, which must not count.
+                track("V", fix("B", 95, FixFlags::BLIND_AREA)),
+                track("V", fix("A", 150, FixFlags::empty())),
+                track("V", fix("B", 200, FixFlags::NO_GNSS)),
+                // An unassigned device without any record: its own track key.
+                track("device:U", fix("U", 10, FixFlags::empty())),
+                track("device:U", fix("U", 20, FixFlags::ZERO_COORD)),
+            ])
+            .unwrap();
+        let cfg = StateConfig::default();
+        let r = recover_last_known(&store, &cfg).unwrap();
+        assert_eq!(time_of(&r, "V"), Some(150));
+        assert_eq!(time_of(&r, "device:A"), Some(150));
+        assert_eq!(time_of(&r, "device:B"), Some(95));
+        assert_eq!(time_of(&r, "device:U"), Some(10));
+        let v = r.records.iter().find(|lk| lk.vehicle_id == "V").unwrap();
+        assert_eq!(v.fix.terminal_id, "A");
+        assert_eq!(r.writes.len(), 4, "V, A, B and U moved");
+        // Written back, a second pass finds nothing to change.
+        store.commit_blocking(r.writes).unwrap();
+        let again = recover_last_known(&store, &cfg).unwrap();
+        assert!(again.writes.is_empty());
+        assert_eq!(time_of(&again, "V"), Some(150));
+    }
+}
