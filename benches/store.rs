@@ -44,6 +44,7 @@ fn last_known(vehicle: &str, f: &Fix) -> LastKnown {
         motion: Motion::Moving,
         acc: true,
         last_frame_ms: f.received_ms,
+        signals: Default::default(),
     }
 }
 

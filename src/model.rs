@@ -167,6 +167,69 @@ pub struct LastKnown {
     pub acc: bool,
     /// Wall clock (Unix ms) of the last frame from any of the vehicle's devices.
     pub last_frame_ms: i64,
+    /// Alarm, status and health from the newest reports, with or without a GNSS fix.
+    pub signals: Signals,
+}
+
+/// What the newest reports said about the device and the car, whether or not they carried a
+/// usable position. A tracker whose antenna was cut, or whose power was removed in a garage,
+/// still reports its alarm bits without a fix; hiding them behind the last valid fix would hide
+/// exactly the removal pattern the risk team watches for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signals {
+    /// Device time (Unix ms) of the report the alarm and status words come from.
+    pub time_ms: i64,
+    /// The device that sent that report.
+    pub terminal_id: String,
+    pub alarm: u32,
+    pub status: u32,
+    /// The newest battery level any of the devices reported, and when.
+    pub battery_pct: Option<u8>,
+    pub battery_time_ms: i64,
+    /// The newest external (car) voltage any of the devices reported, and when.
+    pub voltage_mv: Option<u32>,
+    pub voltage_time_ms: i64,
+}
+
+impl Signals {
+    /// Takes what `fix` says if it is newer in device time than what is known. Reports whose
+    /// time cannot be trusted (invalid, or in the future) are skipped. Returns true on a change.
+    pub fn offer(&mut self, fix: &Fix) -> bool {
+        if fix
+            .flags
+            .intersects(FixFlags::INVALID_TIME | FixFlags::FUTURE_TIME)
+        {
+            return false;
+        }
+        let mut changed = false;
+        if fix.time_ms >= self.time_ms {
+            changed = self.time_ms != fix.time_ms
+                || self.alarm != fix.alarm
+                || self.status != fix.status
+                || self.terminal_id != fix.terminal_id;
+            self.time_ms = fix.time_ms;
+            self.alarm = fix.alarm;
+            self.status = fix.status;
+            if self.terminal_id != fix.terminal_id {
+                self.terminal_id = fix.terminal_id.clone();
+            }
+        }
+        if let Some(pct) = fix.battery_pct {
+            if fix.time_ms >= self.battery_time_ms {
+                changed |= self.battery_pct != Some(pct);
+                self.battery_pct = Some(pct);
+                self.battery_time_ms = fix.time_ms;
+            }
+        }
+        if let Some(mv) = fix.voltage_mv {
+            if fix.time_ms >= self.voltage_time_ms {
+                changed |= self.voltage_mv != Some(mv);
+                self.voltage_mv = Some(mv);
+                self.voltage_time_ms = fix.time_ms;
+            }
+        }
+        changed
+    }
 }
 
 #[cfg(test)]

@@ -95,6 +95,7 @@ fn child_writer() {
                             motion: Motion::Moving,
                             acc: true,
                             last_frame_ms: time_ms,
+                            signals: Default::default(),
                         }));
                     }
                     store.commit(writes).await.unwrap();

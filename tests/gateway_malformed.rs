@@ -215,4 +215,20 @@ fn models_configured_to_skip_checksums_are_accepted_and_counted() {
     c.login("013800138005");
     c.send(&corrupt_check(&location_frame("013800138005", 9, pos)));
     assert_eq!(c.recv().general(), (9, 0x0200, 2));
+
+    // A device of a lenient model that the registry does not know yet: its very first 0x0100
+    // already has a wrong check code, and the model it names there is what lets it in.
+    let tid = "013800138006";
+    let mut c = server.connect();
+    c.send(&corrupt_check(&register_frame(tid, 1, "QUIRKY")));
+    let reply = c.recv();
+    assert_eq!(reply.header.message_id, 0x8100, "{reply:?}");
+    assert_eq!(reply.body[2], 0, "registration refused: {reply:?}");
+    let code = String::from_utf8(reply.body[3..].to_vec()).unwrap();
+    c.send(&corrupt_check(&auth_frame(tid, 2, &code)));
+    assert_eq!(c.recv().general(), (2, 0x0102, 0));
+    // The same first frame from an unknown model stays rejected.
+    let mut c = server.connect();
+    c.send(&corrupt_check(&register_frame("013800138007", 1, "OTHER")));
+    assert_eq!(c.recv().general(), (1, 0x0100, 2));
 }

@@ -390,3 +390,41 @@ fn under_backpressure_every_frame_is_answered_and_stored() {
         assert_eq!(v["time"], rfc3339(base + per_device as i64 - 1));
     }
 }
+
+#[test]
+fn alarms_reported_without_a_fix_show_next_to_the_last_position() {
+    use liengate::protocols::jt808::{Alarm, Message};
+    let (server, _dir) = server_with_registry("");
+    let tid = "013800138009";
+    let mut c = server.connect();
+    c.login(tid);
+    let t = now_s() - 120;
+    let f = location_frame(tid, 10, Pos::at(t, 22.5, 114.0));
+    assert_eq!(c.request(&f, 10, 0x0200), 0);
+
+    // A minute later the car is in a garage: no GNSS fix, and the power and antenna are cut —
+    // the classic removal pattern. The position must stay, the alarm must show.
+    let mut no_fix = Pos::at(t + 60, 0.0, 0.0);
+    no_fix.fixed = false;
+    no_fix.acc = false;
+    let mut loc = no_fix.location();
+    loc.alarm = Alarm::POWER_OFF | Alarm::GNSS_ANTENNA_CUT;
+    let f = frame(tid, 11, &Message::Location(loc));
+    assert_eq!(c.request(&f, 11, 0x0200), 0);
+
+    for v in [vehicle(&server, "VH-0009"), device(&server, tid)] {
+        assert_eq!(v["latitude"], 22.5, "{v}");
+        assert_eq!(v["time"], rfc3339(t), "{v}");
+        assert_eq!(v["alarm"], (1 << 8) | (1 << 5), "{v}");
+        assert_eq!(v["acc"], false, "{v}");
+        assert_eq!(v["signals_at"], rfc3339(t + 60), "{v}");
+    }
+
+    // An older report that arrives late (blind area) does not overwrite newer signals.
+    let mut late = Pos::at(t - 30, 22.4, 114.1).location();
+    late.alarm = Alarm::EMERGENCY;
+    let f = frame(tid, 12, &Message::Location(late));
+    assert_eq!(c.request(&f, 12, 0x0200), 0);
+    let v = vehicle(&server, "VH-0009");
+    assert_eq!(v["alarm"], (1 << 8) | (1 << 5), "{v}");
+}

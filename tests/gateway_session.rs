@@ -227,6 +227,11 @@ fn wrong_auth_codes_fail_then_close_and_lock_the_terminal_out() {
     // Other terminals are not affected.
     let mut c = server.connect();
     c.login("013800000078");
+
+    // Nor is the real tracker at another address: wrong codes sent by someone who only knows
+    // its number must not lock it out.
+    let mut real = Client::connect_from(server.jt808, "127.0.0.2".parse().unwrap());
+    assert_eq!(real.auth("013800000077", 14, &code), 0);
 }
 
 #[test]

@@ -23,12 +23,6 @@ pub mod register_result {
     pub const NO_SUCH_TERMINAL: u8 = 4;
 }
 
-fn reply_header(to: &Header, message_id: u16, serial: u16) -> Header {
-    let mut h = Header::new(message_id, to.terminal, serial, to.version);
-    h.protocol_version = to.protocol_version;
-    h
-}
-
 /// 0x8001 platform general response to the frame with header `to`.
 pub fn general(to: &Header, serial: u16, result: u8, out: &mut BytesMut) {
     let msg = Message::PlatformResponse(GeneralResponse {
@@ -36,7 +30,7 @@ pub fn general(to: &Header, serial: u16, result: u8, out: &mut BytesMut) {
         reply_id: to.message_id,
         result,
     });
-    encode_message(&reply_header(to, 0x8001, serial), &msg, out);
+    encode_message(&to.reply(0x8001, serial), &msg, out);
 }
 
 /// 0x8100 register reply; `auth_code` is empty unless `result` is OK.
@@ -46,13 +40,13 @@ pub fn register(to: &Header, serial: u16, result: u8, auth_code: &[u8], out: &mu
         result,
         auth_code,
     });
-    encode_message(&reply_header(to, 0x8100, serial), &msg, out);
+    encode_message(&to.reply(0x8100, serial), &msg, out);
 }
 
 /// 0x8004 server time (UTC+8 BCD per the standard) answering 0x0004.
 pub fn server_time(to: &Header, serial: u16, now_unix_secs: i64, out: &mut BytesMut) {
     let msg = Message::ServerTime(BcdTime::from_unix(now_unix_secs));
-    encode_message(&reply_header(to, 0x8004, serial), &msg, out);
+    encode_message(&to.reply(0x8004, serial), &msg, out);
 }
 
 /// 0x8003 asking the terminal to resend the `missing` packages of the message whose first
@@ -62,7 +56,7 @@ pub fn resend(to: &Header, serial: u16, first_serial: u16, missing: &[u16], out:
         original_serial: first_serial,
         indices: PackageIndices::List(missing),
     });
-    encode_message(&reply_header(to, 0x8003, serial), &msg, out);
+    encode_message(&to.reply(0x8003, serial), &msg, out);
 }
 
 /// 0x8800 multimedia upload reply for a complete upload (no packages to resend).
@@ -71,5 +65,5 @@ pub fn media_complete(to: &Header, serial: u16, media_id: u32, out: &mut BytesMu
         media_id,
         retransmit: PackageIndices::List(&[]),
     });
-    encode_message(&reply_header(to, 0x8800, serial), &msg, out);
+    encode_message(&to.reply(0x8800, serial), &msg, out);
 }

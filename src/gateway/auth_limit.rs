@@ -1,5 +1,6 @@
 //! Authentication failure tracking: after `max_failures` wrong codes in a row a terminal is
-//! locked out for `lockout`, across reconnects, so that guessing auth codes is slow.
+//! locked out for `lockout`, across reconnects, so that guessing auth codes is slow. The caller
+//! chooses the key; the gateway uses terminal and source address together.
 //!
 //! Time is an argument (monotonic `Instant`) so the logic is testable without sleeping. The map is
 //! bounded: when full, expired entries are dropped first, then the oldest.

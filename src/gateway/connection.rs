@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use super::answer::{self, register_result, result};
 use super::auth_limit::Failure;
-use super::inbound::{interpret, Inbound};
+use super::inbound::{interpret, trim_padding, Inbound};
 use super::Gateway;
 use crate::config::{ModelConfig, UnknownDevicePolicy};
 use crate::metrics as m;
@@ -388,7 +388,17 @@ impl Connection {
         let first = parse_packet(wire, &mut scratch, &strict);
         let retry = match &first {
             Err(e) if e.kind == ErrorKind::Checksum => match e.header {
-                Some(h) => skips_checksum(&mut self.checksum_policy, &self.gw, &h.terminal),
+                Some(h) => {
+                    skips_checksum(&mut self.checksum_policy, &self.gw, &h.terminal)
+                        || (h.message_id == 0x0100
+                            && registering_model_skips(
+                                &mut self.checksum_policy,
+                                &self.gw,
+                                &h.terminal,
+                                wire,
+                                &lenient,
+                            ))
+                }
                 None => false,
             },
             _ => false,
@@ -739,7 +749,10 @@ impl Connection {
     async fn authenticate(&mut self, h: Header, code: &[u8]) -> Result<(), Close> {
         let tid = h.terminal.to_string();
         let limiter = &self.gw.auth_limiter;
-        if limiter.is_locked(&tid, StdInstant::now()) {
+        // Failures count per terminal *and* source address: keyed by the terminal alone, anyone
+        // who knows a car's SIM number could lock its real tracker out with a few wrong codes.
+        let limit_key = format!("{tid}@{}", self.peer.ip());
+        if limiter.is_locked(&limit_key, StdInstant::now()) {
             metrics::counter!(m::AUTH, "result" => "locked_out").increment(1);
             tracing::warn!(peer = %self.peer, terminal = %tid, "authentication attempt while locked out");
             self.answer(&h, result::FAILURE);
@@ -764,7 +777,7 @@ impl Connection {
                 "wrong_code"
             };
             metrics::counter!(m::AUTH, "result" => label).increment(1);
-            match limiter.record_failure(&tid, StdInstant::now()) {
+            match limiter.record_failure(&limit_key, StdInstant::now()) {
                 Failure::Retry { failures } => {
                     tracing::info!(peer = %self.peer, terminal = %tid, failures, "authentication failed");
                 }
@@ -776,7 +789,7 @@ impl Connection {
             self.answer(&h, result::FAILURE);
             return Ok(());
         }
-        limiter.record_success(&tid);
+        limiter.record_success(&limit_key);
         let route = match self.route(&tid) {
             Ok(r) => r,
             Err(err) => {
@@ -926,6 +939,31 @@ fn skips_checksum(
     skip
 }
 
+/// A device the store does not know yet registers with its model in the 0x0100 body, and a
+/// model configured with `skip_checksum` must be able to register at all: read the model from
+/// the leniently parsed body (cold path, its own scratch) and check the config's model list.
+#[cold]
+fn registering_model_skips(
+    policy: &mut Option<(TerminalId, bool)>,
+    gw: &Gateway,
+    terminal: &TerminalId,
+    wire: &[u8],
+    lenient: &DecodeOptions,
+) -> bool {
+    let mut scratch = [0u8; MAX_LOGICAL_FRAME];
+    let skip = match parse_packet(wire, &mut scratch, lenient).and_then(|p| p.message()) {
+        Ok(Message::Register(r)) => std::str::from_utf8(trim_padding(r.model))
+            .ok()
+            .and_then(|name| gw.config.jt808.model(name))
+            .is_some_and(|m| m.skip_checksum),
+        _ => false,
+    };
+    if skip {
+        *policy = Some((*terminal, true));
+    }
+    skip
+}
+
 /// Metric label of a message id. The common uplink ids are static strings so that counting the
 /// hot path does not allocate.
 fn message_id_label(id: u16) -> metrics::SharedString {
@@ -984,14 +1022,6 @@ fn first_fix_time(msg: &Message<'_>) -> Option<i64> {
         _ => return None,
     };
     loc.time.to_unix().ok().map(|s| s * 1000)
-}
-
-fn trim_padding(code: &[u8]) -> &[u8] {
-    let end = code
-        .iter()
-        .rposition(|&b| b != 0 && b != b' ')
-        .map_or(0, |p| p + 1);
-    &code[..end]
 }
 
 /// A fresh auth code: 16 random alphanumerics (about 95 bits), ASCII so every firmware can echo it.

@@ -88,11 +88,17 @@ pub fn interpret(msg: &Message<'_>, model: Option<&ModelConfig>) -> Result<Inbou
 
 /// GBK/ASCII field to text: trailing NULs and spaces (padding) removed, non-UTF-8 kept lossy.
 fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(trim_padding(bytes)).into_owned()
+}
+
+/// Drops the trailing NULs and spaces that fixed-width fields are padded with; firmware pads
+/// auth codes the same way, and no code, model or plate ends in them.
+pub fn trim_padding(bytes: &[u8]) -> &[u8] {
     let end = bytes
         .iter()
         .rposition(|&b| b != 0 && b != b' ')
         .map_or(0, |p| p + 1);
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    &bytes[..end]
 }
 
 /// One location body to an owned report.

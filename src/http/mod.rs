@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::config::StateConfig;
 use crate::model::{LastKnown, Motion};
 use crate::pipeline::live::LiveView;
-use crate::pipeline::tracker::motion_at;
+use crate::pipeline::tracker::{motion_at, STATUS_ACC};
 use crate::pipeline::{device_key, now_ms};
 use crate::store::Store;
 
@@ -143,9 +143,14 @@ pub struct LocationView {
     pub online: bool,
     pub offline_since: Option<String>,
     pub last_frame_at: String,
+    /// ACC, alarm and status words from the newest report (`signals_at`), which may be newer
+    /// than the position: a report without a GNSS fix still carries them.
     pub acc: bool,
     pub alarm: u32,
     pub status: u32,
+    /// Device time of the report `acc`, `alarm` and `status` come from.
+    pub signals_at: String,
+    /// The newest battery level and car voltage any device reported (null when none did).
     pub battery_pct: Option<u8>,
     pub voltage_mv: Option<u32>,
     /// Role of the source device: "wired" or "wireless" (null when the device is not in the registry).
@@ -172,6 +177,7 @@ fn view(
 ) -> Result<LocationView, ApiError> {
     let now = now_ms();
     let fix = &lk.fix;
+    let signals = &lk.signals;
     let motion = motion_at(lk, now, &state.state);
     let offline_after = state.state.offline_after.as_millis() as i64;
     let online = now - last_frame_ms < offline_after;
@@ -205,11 +211,12 @@ fn view(
         online,
         offline_since: (!online).then(|| rfc3339(last_frame_ms + offline_after)),
         last_frame_at: rfc3339(last_frame_ms),
-        acc: lk.acc,
-        alarm: fix.alarm,
-        status: fix.status,
-        battery_pct: fix.battery_pct,
-        voltage_mv: fix.voltage_mv,
+        acc: signals.status & STATUS_ACC != 0,
+        alarm: signals.alarm,
+        status: signals.status,
+        signals_at: rfc3339(signals.time_ms),
+        battery_pct: signals.battery_pct,
+        voltage_mv: signals.voltage_mv,
         source,
         flags: fix
             .flags

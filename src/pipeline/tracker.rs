@@ -3,7 +3,7 @@
 //! Pure logic: fixes go in, in any order, and the last known position only ever moves forward in
 //! device time. Motion is derived from device time so that replaying old data gives the same state.
 use crate::config::StateConfig;
-use crate::model::{Fix, LastKnown, Motion};
+use crate::model::{Fix, LastKnown, Motion, Signals};
 
 /// JT/T 808 status bit 0: ACC (ignition) on.
 pub const STATUS_ACC: u32 = 1;
@@ -14,6 +14,8 @@ pub struct Tracker {
     pub last_known: Option<LastKnown>,
     /// Device time from which the vehicle has been below the parked speed without interruption.
     slow_since_ms: Option<i64>,
+    /// Alarm, status and health from the newest reports, valid fix or not.
+    signals: Signals,
 }
 
 impl Tracker {
@@ -21,6 +23,7 @@ impl Tracker {
         Tracker {
             last_known: None,
             slow_since_ms: None,
+            signals: Signals::default(),
         }
     }
 
@@ -34,20 +37,28 @@ impl Tracker {
             Motion::Moving => None,
         };
         Tracker {
+            signals: lk.signals.clone(),
             last_known: Some(lk),
             slow_since_ms,
         }
     }
 
-    /// Offers a fix. Returns true when it became the last known position; only valid fixes newer
-    /// (in device time) than the current one qualify.
+    /// Offers a fix. Returns true when the last known record changed: the fix became the last
+    /// known position (only valid fixes newer in device time than the current one qualify), or
+    /// it brought newer alarm, status or health signals.
     pub fn offer(&mut self, key: &str, fix: &Fix, last_frame_ms: i64, cfg: &StateConfig) -> bool {
+        let signalled = self.signals.offer(fix);
+        if signalled {
+            if let Some(lk) = &mut self.last_known {
+                lk.signals.clone_from(&self.signals);
+            }
+        }
         if !fix.is_valid() {
-            return false;
+            return signalled && self.last_known.is_some();
         }
         if let Some(lk) = &self.last_known {
             if fix.time_ms <= lk.fix.time_ms {
-                return false;
+                return signalled;
             }
         }
         let slow = (fix.speed_kmh as f64) < cfg.parked_speed_kmh;
@@ -68,6 +79,7 @@ impl Tracker {
             motion,
             acc: fix.status & STATUS_ACC != 0,
             last_frame_ms,
+            signals: self.signals.clone(),
         });
         true
     }

@@ -46,6 +46,9 @@ pub(super) enum Request {
 struct Written {
     started: Instant,
     dones: Vec<Done>,
+    /// The batch's writes, freed by the syncer after it woke the callers: freeing thousands of
+    /// strings allocated on other threads is a noticeable cost, better kept off the committer.
+    _garbage: Vec<Vec<Write>>,
 }
 
 pub(super) fn spawn(
@@ -123,15 +126,25 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
                 tracing::error!(error = %e, requests = n, "store commit failed");
             }
         }
-        let dones: Vec<Done> = pending
-            .drain(..)
-            .map(|r| match r {
-                Request::Commit { done, .. } | Request::Flush { done } => done,
-            })
-            .collect();
+        let mut dones: Vec<Done> = Vec::with_capacity(pending.len());
+        let mut garbage: Vec<Vec<Write>> = Vec::with_capacity(pending.len());
+        for r in pending.drain(..) {
+            match r {
+                Request::Commit { writes, done } => {
+                    dones.push(done);
+                    garbage.push(writes);
+                }
+                Request::Flush { done } => dones.push(done),
+            }
+        }
         match (&syncer, result) {
             (Some((tx, _)), Ok(_)) if !flush => {
-                if let Err(std_mpsc::SendError(w)) = tx.send(Written { started, dones }) {
+                let written = Written {
+                    started,
+                    dones,
+                    _garbage: garbage,
+                };
+                if let Err(std_mpsc::SendError(w)) = tx.send(written) {
                     // The syncer died (it only does on a panic): answer with an error rather
                     // than claim durability.
                     wake(w.dones, &Err(StoreError::Closed));
@@ -140,6 +153,8 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
             (_, result) => {
                 metrics::histogram!("store_commit_seconds").record(started.elapsed().as_secs_f64());
                 wake(dones, &result.map(|_| ()));
+                // Callers first, freeing after.
+                drop(garbage);
             }
         }
     }
@@ -177,9 +192,11 @@ fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>) {
             metrics::counter!("store_commit_errors_total").increment(1);
             tracing::error!(error = %e, "store fsync failed");
         }
-        for w in batch.drain(..) {
+        for w in &mut batch {
             metrics::histogram!("store_commit_seconds").record(w.started.elapsed().as_secs_f64());
-            wake(w.dones, &result);
+            wake(std::mem::take(&mut w.dones), &result);
         }
+        // Free the writes only after every caller has been answered.
+        batch.clear();
     }
 }

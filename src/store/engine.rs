@@ -57,6 +57,12 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_stdvec(v).expect("model types encode with postcard")
 }
 
+/// [`encode`] into a reused buffer.
+fn encode_into<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
+    buf.clear();
+    *buf = postcard::to_extend(v, std::mem::take(buf)).expect("model types encode with postcard");
+}
+
 fn decode<T: DeserializeOwned>(keyspace: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|source| StoreError::Decode { keyspace, source })
 }
@@ -140,16 +146,21 @@ impl Engine {
         // Devices written earlier in this batch: their index entries are not visible to reads
         // until the batch commits, so a second write of the same device must see the first.
         let mut devices_in_batch: HashMap<&str, Option<&str>> = HashMap::new();
+        // Keys and values of the hot writes are built in reused buffers; fjall copies them.
+        let mut key = Vec::with_capacity(64);
+        let mut value = Vec::with_capacity(256);
         for writes in requests {
             for w in writes {
                 match w {
                     Write::Fix { vehicle_id, fix } => {
-                        let key = keys::track_key(vehicle_id, fix.time_ms, &fix.terminal_id);
-                        batch.insert(&self.track, key, encode(fix));
+                        keys::write_track_key(&mut key, vehicle_id, fix.time_ms, &fix.terminal_id);
+                        encode_into(&mut value, fix);
+                        batch.insert(&self.track, key.as_slice(), value.as_slice());
                         positions += 1;
                     }
                     Write::LastKnown(lk) => {
-                        batch.insert(&self.last_known, lk.vehicle_id.as_bytes(), encode(lk));
+                        encode_into(&mut value, lk);
+                        batch.insert(&self.last_known, lk.vehicle_id.as_bytes(), value.as_slice());
                     }
                     Write::AuthCode { terminal_id, code } => {
                         batch.insert(&self.auth_codes, terminal_id.as_bytes(), code.as_bytes());

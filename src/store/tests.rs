@@ -93,6 +93,7 @@ fn everything_committed_is_there_after_reopen() {
                         motion: Motion::Parked { since_ms: 9_000 },
                         acc: true,
                         last_frame_ms: 10_500,
+                        signals: Default::default(),
                     }),
                     Write::AuthCode {
                         terminal_id: "013800000001".into(),
@@ -217,6 +218,7 @@ fn retention_and_purge_remove_only_what_they_should() {
         motion: Motion::Moving,
         acc: true,
         last_frame_ms: now,
+        signals: Default::default(),
     }));
     store.commit_blocking(writes).unwrap();
     assert_eq!(store.apply_retention(now).unwrap(), 4 + 2 + 1);
