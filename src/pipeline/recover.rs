@@ -44,10 +44,12 @@ fn restore(stored: &HashMap<String, LastKnown>, key: &str, cfg: &StateConfig) ->
     }
 }
 
-/// First device time a tracker has not accounted for yet.
+/// First device time a tracker has not accounted for yet: after its last known fix, and from
+/// the time of its signals (alarm and status are taken from reports of the same or a later time,
+/// with or without a fix).
 fn scan_from(t: &Tracker) -> i64 {
     match &t.last_known {
-        Some(lk) => lk.fix.time_ms.saturating_add(1),
+        Some(lk) => lk.fix.time_ms.saturating_add(1).min(lk.signals.time_ms),
         None => i64::MIN,
     }
 }
@@ -164,6 +166,7 @@ mod tests {
             motion: Motion::Moving,
             acc: true,
             last_frame_ms: 0,
+            signals: Default::default(),
         }
     }
 
@@ -211,6 +214,9 @@ mod tests {
         assert_eq!(time_of(&r, "device:U"), Some(10));
         let v = r.records.iter().find(|lk| lk.vehicle_id == "V").unwrap();
         assert_eq!(v.fix.terminal_id, "A");
+        // The flagged fix is not a position, but its alarm and status words are the newest.
+        assert_eq!(v.signals.time_ms, 200_000);
+        assert_eq!(v.signals.terminal_id, "B");
         assert_eq!(r.writes.len(), 4, "V, A, B and U moved");
         // Written back, a second pass finds nothing to change.
         store.commit_blocking(r.writes).unwrap();
