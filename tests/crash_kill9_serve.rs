@@ -400,3 +400,156 @@ fn kill9_mid_stream(durability: &str) {
         &missing[..missing.len().min(5)]
     );
 }
+
+/// Sends `count` valid reports one device second apart from `first_secs`, then one report with
+/// zero coordinates (stored flagged, never a last known) one second later, waits until every
+/// report is answered and returns the device time of the newest acknowledged valid report.
+async fn send_and_settle(addr: SocketAddr, i: usize, first_secs: i64, count: i64) -> i64 {
+    let me = identity(i);
+    let mut link = Link::connect(addr, None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let deadline = || tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut body = BytesMut::new();
+    frames::register_body(&me, &mut body);
+    frames::frame(&me, frames::MSG_REGISTER, 0, &body, &mut link.out);
+    link.flush().await.unwrap();
+    let code = match link.answer_until(&me, deadline()).await.unwrap() {
+        Answer::Register {
+            result: 0, code, ..
+        } => code,
+        other => panic!("terminal {i}: register answered {other:?}"),
+    };
+    body.clear();
+    frames::auth_body(&me, &code, &mut body);
+    frames::frame(&me, frames::MSG_AUTH, 1, &body, &mut link.out);
+    link.flush().await.unwrap();
+    match link.answer_until(&me, deadline()).await.unwrap() {
+        Answer::General { result: 0, .. } => {}
+        other => panic!("terminal {i}: auth answered {other:?}"),
+    }
+    let mut serial: u16 = 1;
+    let mut newest_valid = i64::MIN;
+    let mut n = 0i64;
+    while n <= count {
+        let mut in_flight = 0;
+        while in_flight < WINDOW && n <= count {
+            serial += 1;
+            let mut s = sample(n);
+            if n == count {
+                s.latitude = 0.0;
+                s.longitude = 0.0;
+            }
+            body.clear();
+            frames::location_body(
+                &Report {
+                    sample: s,
+                    unix_secs: first_secs + n,
+                },
+                &mut body,
+            );
+            frames::frame(&me, frames::MSG_LOCATION, serial, &body, &mut link.out);
+            in_flight += 1;
+            n += 1;
+        }
+        link.flush().await.unwrap();
+        for _ in 0..in_flight {
+            match link.answer_until(&me, deadline()).await.unwrap() {
+                Answer::General {
+                    reply_id: frames::MSG_LOCATION,
+                    result: 0,
+                    ..
+                } => {}
+                other => panic!("terminal {i}: report answered {other:?}"),
+            }
+        }
+        newest_valid = first_secs + (n - 1).min(count - 1);
+    }
+    newest_valid
+}
+
+/// With last known writes coalesced over a long interval, the stored last known records are
+/// stale when the server is killed; the restarted server must rebuild them from the track: the
+/// newest acknowledged valid fix of every device and vehicle, not the flagged fix sent after it.
+#[test]
+fn kill9_before_the_last_known_flush_recovers_the_newest_acknowledged_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("liengate.toml");
+    std::fs::write(
+        &config,
+        "[state]\nlast_known_flush = \"1h\"\n[store]\ndurability = \"fsync\"\n",
+    )
+    .unwrap();
+    let terminals = VEHICLES * 2;
+    import_registry(dir.path(), &data, terminals);
+    let mut server = spawn_server(&data, &config, &dir.path().join("serve-1.log"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Wired and wireless trackers of a vehicle report over different stretches of device time, so
+    // the vehicle's last known comes from one device and each device's own differs from it.
+    let newest: Vec<i64> = rt.block_on(async {
+        let tasks: Vec<_> = (0..terminals)
+            .map(|i| {
+                let first = now - 3_600 + (i as i64) * 7;
+                let count = 20 + (i as i64) * 5;
+                tokio::spawn(send_and_settle(server.jt808, i, first, count))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    server.child.kill().unwrap(); // SIGKILL, long before the 1 h flush
+    server.child.wait().unwrap();
+
+    // The stored records are behind (none was written yet): what follows tests the recovery.
+    {
+        let store = Store::open(&StoreConfig::new(&data)).unwrap();
+        for (i, secs) in newest.iter().enumerate() {
+            let stored = store
+                .last_known(&format!("device:{}", terminal_id(i)))
+                .unwrap();
+            assert!(
+                stored.is_none_or(|lk| lk.fix.time_ms < secs * 1000),
+                "device {}: the last known was already written",
+                terminal_id(i)
+            );
+        }
+    }
+
+    let mut server = spawn_server(&data, &config, &dir.path().join("serve-2.log"));
+    let mut by_vehicle: HashMap<String, i64> = HashMap::new();
+    for (i, &secs) in newest.iter().enumerate() {
+        let got = location_secs(
+            server.http,
+            &format!("/v1/devices/{}/location", terminal_id(i)),
+        );
+        assert_eq!(got, secs, "device {}", terminal_id(i));
+        let e = by_vehicle.entry(vehicle_of(i)).or_insert(i64::MIN);
+        *e = (*e).max(secs);
+    }
+    assert_eq!(by_vehicle.len(), VEHICLES);
+    for (vehicle, secs) in &by_vehicle {
+        let got = location_secs(server.http, &format!("/v1/vehicles/{vehicle}/location"));
+        assert_eq!(got, *secs, "vehicle {vehicle}");
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    // Recovery wrote the rebuilt records back, so the next start need not scan again.
+    let store = Store::open(&StoreConfig::new(&data)).unwrap();
+    for (vehicle, secs) in &by_vehicle {
+        let lk = store.last_known(vehicle).unwrap().expect("stored record");
+        assert_eq!(lk.fix.time_ms, secs * 1000, "stored record of {vehicle}");
+    }
+}

@@ -113,7 +113,23 @@ async fn serve(
     }
 
     let live = Arc::new(LiveView::new());
-    let (vehicles, devices) = pipeline::load_last_known(&live, store.all_last_known()?);
+    // Last known records are written on a timer, so after a crash they can be behind the
+    // track: bring them up to date before anything reads them.
+    let recovered = pipeline::recover::recover_last_known(&store, &config.state)
+        .context("recovering the last known positions from the track")?;
+    let updated = recovered.writes.len();
+    if updated > 0 {
+        store
+            .commit(recovered.writes)
+            .await
+            .context("storing the recovered last known positions")?;
+    }
+    tracing::info!(
+        scanned = recovered.scanned,
+        updated,
+        "last known positions recovered from the track"
+    );
+    let (vehicles, devices) = pipeline::load_last_known(&live, recovered.records);
     let sessions = pipeline::load_session_activity(&live, &store)?;
     tracing::info!(vehicles, devices, sessions, "last known positions loaded");
 

@@ -273,6 +273,12 @@ pub struct StateConfig {
     /// Standing still for this long (device time) makes the vehicle parked.
     #[serde(with = "duration")]
     pub parked_after: Duration,
+    /// Changed last known positions are written to the store at most this often (and at a
+    /// graceful shutdown), latest wins. Track points are still committed before every answer;
+    /// after a crash the last known positions are rebuilt from the track points newer than the
+    /// stored records, so a longer interval only lengthens that scan at start-up.
+    #[serde(with = "duration")]
+    pub last_known_flush: Duration,
 }
 
 impl Default for StateConfig {
@@ -281,6 +287,7 @@ impl Default for StateConfig {
             offline_after: Duration::from_secs(600),
             parked_speed_kmh: 5.0,
             parked_after: Duration::from_secs(600),
+            last_known_flush: Duration::from_secs(2),
         }
     }
 }
@@ -450,6 +457,9 @@ impl Config {
         }
         if !(st.parked_speed_kmh.is_finite() && st.parked_speed_kmh >= 0.0) {
             return invalid("state.parked_speed_kmh", "must be a number >= 0");
+        }
+        if st.last_known_flush.is_zero() || st.last_known_flush > Duration::from_secs(86_400) {
+            return invalid("state.last_known_flush", "must be > 0 and <= 24h");
         }
         if self.store.data_dir.as_os_str().is_empty() {
             return invalid("store.data_dir", "must not be empty");

@@ -18,6 +18,7 @@ use crate::model::LastKnown;
 use crate::store::{Store, StoreError};
 
 pub mod live;
+pub mod recover;
 pub mod sanitize;
 mod shard;
 pub mod tracker;

@@ -8,13 +8,21 @@
 //! record written by a later batch is never overwritten by an earlier one, and a duplicate is
 //! never answered before the frame it duplicates is durable.
 //!
+//! Last known records are not written with every batch. A batch carries the track points (durable
+//! before any answer) and the live view is updated once they are committed, but the changed last
+//! known records are only remembered as pending and written, latest wins, in the first batch after
+//! `state.last_known_flush` has passed (a flush-only batch when the shard is idle) and in a final
+//! batch when the shard stops. Writing them every batch was a large share of the store's work per
+//! position. After a crash, `recover.rs` rebuilds the records from the track points newer than the
+//! stored ones, so nothing acknowledged is lost from the last known either.
+//!
 //! If a commit fails, every batch built on top of it is failed too (same epoch) and the worker
 //! drops its in-memory state, reloading it from the live view, which only ever holds committed
 //! data. A device's re-send after the failure is then processed again, not taken for a duplicate.
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -62,6 +70,12 @@ pub(super) struct Shard {
     epoch: u64,
     /// Epoch of the last failed commit (set by the commit stage).
     failed_epoch: Arc<AtomicU64>,
+    /// Vehicles and devices (by terminal id) whose last known changed since it was last written.
+    pending_vehicles: HashSet<Arc<str>>,
+    pending_devices: HashSet<Arc<str>>,
+    /// When pending last known records were last written.
+    last_flush: Instant,
+    flush_every: Duration,
 }
 
 /// Batches a shard may have waiting for its commit stage (besides the one committing). Bounded:
@@ -93,6 +107,10 @@ impl Shard {
             label: index.to_string(),
             epoch: 0,
             failed_epoch: Arc::new(AtomicU64::new(NO_FAILURE)),
+            pending_vehicles: HashSet::new(),
+            pending_devices: HashSet::new(),
+            last_flush: Instant::now(),
+            flush_every: cfg.state.last_known_flush,
         }
     }
 
@@ -106,7 +124,25 @@ impl Shard {
             self.index,
         ));
         let mut msgs = Vec::with_capacity(64);
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = if self.has_pending() {
+                // Pending last known records must reach the store even when no traffic comes to
+                // carry them.
+                let due = tokio::time::Instant::from_std(self.last_flush + self.flush_every);
+                tokio::select! {
+                    msg = rx.recv() => msg,
+                    _ = tokio::time::sleep_until(due) => {
+                        let batch = self.build(&mut msgs, false);
+                        if to_commit.send(batch).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = first else { break };
             msgs.push(first);
             while msgs.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -127,18 +163,28 @@ impl Shard {
                 self.devices.clear();
                 self.epoch += 1;
             }
-            let batch = self.build(&mut msgs);
+            let batch = self.build(&mut msgs, false);
             if to_commit.send(batch).await.is_err() {
                 break;
             }
+        }
+        // Graceful stop: write every pending last known record.
+        if self.has_pending() {
+            let batch = self.build(&mut msgs, true);
+            let _ = to_commit.send(batch).await;
         }
         drop(to_commit);
         let _ = stage.await;
         tracing::debug!(shard = self.index, "shard worker stopped");
     }
 
-    /// Turns queued messages into one batch of writes and the answers that wait for it.
-    fn build(&mut self, msgs: &mut Vec<ShardMsg>) -> Batch {
+    fn has_pending(&self) -> bool {
+        !(self.pending_vehicles.is_empty() && self.pending_devices.is_empty())
+    }
+
+    /// Turns queued messages into one batch of writes and the answers that wait for it. Adds the
+    /// pending last known records when the flush interval has passed or `flush_all` is set.
+    fn build(&mut self, msgs: &mut Vec<ShardMsg>, flush_all: bool) -> Batch {
         let now_ms = super::now_ms();
         let mut writes = Vec::new();
         let mut dirty_vehicles: Vec<Arc<str>> = Vec::new();
@@ -157,15 +203,15 @@ impl Shard {
                 waiting.push((done, outcome));
             }
         }
-        // Coalesced last-known writes: one per touched vehicle and device, in the same commit as
-        // the fixes that moved them, so an acknowledged position is never ahead of its last known.
+        // What moved is published to the live view once this batch's track points are durable,
+        // and remembered for the next last known flush.
         let mut publish_vehicles = Vec::with_capacity(dirty_vehicles.len());
         for key in dirty_vehicles {
             if let Some(v) = self.vehicles.get_mut(&key) {
                 v.dirty = false;
                 if let Some(lk) = &v.tracker.last_known {
-                    writes.push(Write::LastKnown(lk.clone()));
-                    publish_vehicles.push((key, Arc::new(lk.clone())));
+                    publish_vehicles.push((key.clone(), Arc::new(lk.clone())));
+                    self.pending_vehicles.insert(key);
                 }
             }
         }
@@ -174,10 +220,13 @@ impl Shard {
             if let Some(d) = self.devices.get_mut(&key) {
                 d.dirty = false;
                 if let Some(lk) = &d.tracker.last_known {
-                    writes.push(Write::LastKnown(lk.clone()));
-                    publish_devices.push((key, Arc::new(lk.clone())));
+                    publish_devices.push((key.clone(), Arc::new(lk.clone())));
+                    self.pending_devices.insert(key);
                 }
             }
+        }
+        if flush_all || self.last_flush.elapsed() >= self.flush_every {
+            self.flush_pending(&mut writes);
         }
         Batch {
             epoch: self.epoch,
@@ -186,6 +235,32 @@ impl Shard {
             publish_vehicles,
             publish_devices,
         }
+    }
+
+    /// Adds a write of every pending last known record (its current state: latest wins). The
+    /// records go into the same batch as this batch's track points, and batches commit in order,
+    /// so a stored record never refers to a track point that is not stored. After a failed
+    /// commit the state is reloaded from the live view, which holds only committed data.
+    fn flush_pending(&mut self, writes: &mut Vec<Write>) {
+        for key in self.pending_vehicles.drain() {
+            let lk = match self.vehicles.get(&key) {
+                Some(v) => v.tracker.last_known.clone(),
+                None => self.live.vehicles.get(&key).map(|lk| (*lk).clone()),
+            };
+            if let Some(lk) = lk {
+                writes.push(Write::LastKnown(lk));
+            }
+        }
+        for key in self.pending_devices.drain() {
+            let lk = match self.devices.get(&key) {
+                Some(d) => d.tracker.last_known.clone(),
+                None => self.live.devices.get(&key).map(|lk| (*lk).clone()),
+            };
+            if let Some(lk) = lk {
+                writes.push(Write::LastKnown(lk));
+            }
+        }
+        self.last_flush = Instant::now();
     }
 
     /// Turns one frame's positions into writes and state changes.

@@ -119,6 +119,7 @@ mod tests {
             offline_after: Duration::from_secs(600),
             parked_speed_kmh: 5.0,
             parked_after: Duration::from_secs(600),
+            last_known_flush: Duration::from_secs(2),
         }
     }
 

@@ -278,6 +278,25 @@ impl Engine {
             .collect()
     }
 
+    /// Calls `visit` with every track point of a vehicle at or after `from_ms`, in device-time
+    /// order, one at a time (no collected `Vec`). Returns how many were visited.
+    pub fn scan_track(
+        &self,
+        vehicle_id: &str,
+        from_ms: i64,
+        visit: &mut dyn FnMut(Fix),
+    ) -> Result<u64, StoreError> {
+        let lo = keys::track_lower(vehicle_id, from_ms);
+        let hi = keys::track_upper_inclusive(vehicle_id, i64::MAX);
+        let mut n = 0;
+        for kv in self.track.range(lo..hi) {
+            let (_, v) = kv?;
+            visit(decode("track", &v)?);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     pub fn auth_code(&self, terminal_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .auth_codes

@@ -266,6 +266,20 @@ impl Store {
         self.inner.engine.track(vehicle_id, from_ms, to_ms, limit)
     }
 
+    /// Visits a vehicle's track points with device time `>= from_ms`, in device-time order (ties
+    /// by terminal id), without collecting them. Start-up recovery of the last known positions
+    /// uses it. Returns how many points were visited.
+    pub fn scan_track(
+        &self,
+        vehicle_id: &str,
+        from_ms: i64,
+        mut visit: impl FnMut(Fix),
+    ) -> Result<u64, StoreError> {
+        self.inner
+            .engine
+            .scan_track(vehicle_id, from_ms, &mut visit)
+    }
+
     pub fn auth_code(&self, terminal_id: &str) -> Result<Option<String>, StoreError> {
         self.inner.engine.auth_code(terminal_id)
     }

@@ -1,0 +1,227 @@
+//! Start-up recovery of the last known positions.
+//!
+//! The shards commit every track point before its frame is answered, but write the last known
+//! records only every `state.last_known_flush` and at a graceful shutdown (coalesced, latest
+//! wins), because those writes were a large share of the store's work per position. After a
+//! crash the stored records can therefore be behind the track. A stored record accounts for every
+//! fix up to its own device time, so only track points with a later device time can change it:
+//! for every vehicle and device in the registry we replay those points, in device-time order,
+//! through the same `Tracker` the shards use, and write the records that changed back before the
+//! shards start. The scan covers what arrived after the last flush (about one flush interval of
+//! data per vehicle) plus fixes that never became a last known (flagged ones, late blind-area
+//! ones); it streams the track and holds one vehicle's trackers at a time.
+use std::collections::HashMap;
+
+use super::tracker::Tracker;
+use super::{device_key, DEVICE_KEY_PREFIX};
+use crate::config::StateConfig;
+use crate::model::{Fix, LastKnown};
+use crate::store::{Store, StoreError, Write};
+
+/// What recovery found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Every last known record, brought up to date with the track.
+    pub records: Vec<LastKnown>,
+    /// The records that the track moved on (already included in `records`); the caller commits
+    /// them so that the next start does not scan the same points again.
+    pub writes: Vec<Write>,
+    /// Track points visited.
+    pub scanned: u64,
+}
+
+/// The trackers of one track key: the vehicle's (absent for an unassigned device, whose track key
+/// is its own device key) and each of its devices'.
+struct Group {
+    vehicle: Option<(String, Tracker)>,
+    devices: HashMap<String, (String, Tracker)>,
+}
+
+fn restore(stored: &HashMap<String, LastKnown>, key: &str, cfg: &StateConfig) -> Tracker {
+    match stored.get(key) {
+        Some(lk) => Tracker::restore(lk.clone(), cfg),
+        None => Tracker::new(),
+    }
+}
+
+/// First device time a tracker has not accounted for yet: after its last known fix, and from
+/// the time of its signals (alarm and status are taken from reports of the same or a later time,
+/// with or without a fix).
+fn scan_from(t: &Tracker) -> i64 {
+    match &t.last_known {
+        Some(lk) => lk.fix.time_ms.saturating_add(1).min(lk.signals.time_ms),
+        None => i64::MIN,
+    }
+}
+
+fn offer(key: &str, t: &mut Tracker, fix: &Fix, cfg: &StateConfig) {
+    let last_frame = t
+        .last_known
+        .as_ref()
+        .map_or(fix.received_ms, |lk| lk.last_frame_ms.max(fix.received_ms));
+    t.offer(key, fix, last_frame, cfg);
+}
+
+/// Reads the stored last known records and replays the track points newer than each of them.
+pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered, StoreError> {
+    let mut stored: HashMap<String, LastKnown> = store
+        .all_last_known()?
+        .into_iter()
+        .map(|lk| (lk.vehicle_id.clone(), lk))
+        .collect();
+    // Every device registers (and is stored) before its first position, so the devices list
+    // names every track key and every record key that positions can have moved.
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    for d in store.devices()? {
+        let dkey = device_key(&d.terminal_id);
+        let track_key = d.vehicle_id.clone().unwrap_or_else(|| dkey.clone());
+        let group = groups.entry(track_key).or_insert_with(|| Group {
+            vehicle: d
+                .vehicle_id
+                .as_ref()
+                .map(|v| (v.clone(), restore(&stored, v, cfg))),
+            devices: HashMap::new(),
+        });
+        let tracker = restore(&stored, &dkey, cfg);
+        group.devices.insert(d.terminal_id, (dkey, tracker));
+    }
+    let mut out = Recovered::default();
+    for (track_key, mut g) in groups {
+        debug_assert!(g.vehicle.is_some() || track_key.starts_with(DEVICE_KEY_PREFIX));
+        let from = g
+            .vehicle
+            .iter()
+            .map(|(_, t)| t)
+            .chain(g.devices.values().map(|(_, t)| t))
+            .map(scan_from)
+            .min()
+            .unwrap_or(i64::MAX);
+        if from == i64::MAX {
+            continue;
+        }
+        out.scanned += store.scan_track(&track_key, from, |fix| {
+            // Each tracker ignores what is not newer than its own record, so one pass from the
+            // oldest of them serves all.
+            if let Some((key, t)) = &mut g.vehicle {
+                offer(key, t, &fix, cfg);
+            }
+            if let Some((key, t)) = g.devices.get_mut(&fix.terminal_id) {
+                offer(key, t, &fix, cfg);
+            }
+        })?;
+        let trackers = g.vehicle.into_iter().chain(g.devices.into_values());
+        for (key, t) in trackers {
+            let Some(lk) = t.last_known else { continue };
+            if stored.get(&key) != Some(&lk) {
+                out.writes.push(Write::LastKnown(lk.clone()));
+                stored.insert(key, lk);
+            }
+        }
+    }
+    out.records = stored.into_values().collect();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Device, DeviceRole, FixFlags, Motion};
+    use crate::store::StoreConfig;
+
+    fn fix(terminal: &str, time_s: i64, flags: FixFlags) -> Fix {
+        Fix {
+            terminal_id: terminal.into(),
+            time_ms: time_s * 1000,
+            received_ms: 1_000_000 + time_s,
+            latitude: 22.5 + time_s as f64 * 1e-6,
+            longitude: 113.9,
+            altitude_m: 0,
+            speed_kmh: 40.0,
+            course: 0,
+            alarm: 0,
+            status: 3,
+            flags,
+            battery_pct: None,
+            voltage_mv: None,
+        }
+    }
+
+    fn device(terminal: &str, vehicle: Option<&str>) -> Write {
+        Write::Device(Device {
+            terminal_id: terminal.into(),
+            protocol: "jt808".into(),
+            role: DeviceRole::Wired,
+            sim: None,
+            imei: None,
+            vehicle_id: vehicle.map(Into::into),
+            model: None,
+            skip_checksum: false,
+        })
+    }
+
+    fn record(key: &str, f: Fix) -> LastKnown {
+        LastKnown {
+            vehicle_id: key.into(),
+            fix: f,
+            motion: Motion::Moving,
+            acc: true,
+            last_frame_ms: 0,
+            signals: Default::default(),
+        }
+    }
+
+    fn time_of(r: &Recovered, key: &str) -> Option<i64> {
+        r.records
+            .iter()
+            .find(|lk| lk.vehicle_id == key)
+            .map(|lk| lk.fix.time_ms / 1000)
+    }
+
+    #[test]
+    fn replays_only_valid_fixes_newer_than_each_stored_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let track = |vehicle: &str, f: Fix| Write::Fix {
+            vehicle_id: vehicle.into(),
+            fix: f,
+        };
+        store
+            .commit_blocking(vec![
+                device("A", Some("V")),
+                device("B", Some("V")),
+                device("U", None),
+                // Stored records: vehicle at 100 (from A), A at 100, B at 90.
+                Write::LastKnown(record("V", fix("A", 100, FixFlags::empty()))),
+                Write::LastKnown(record("device:A", fix("A", 100, FixFlags::empty()))),
+                Write::LastKnown(record("device:B", fix("B", 90, FixFlags::empty()))),
+                track("V", fix("A", 100, FixFlags::empty())),
+                track("V", fix("B", 90, FixFlags::empty())),
+                // After the records: a late blind-area fix of B (valid), a newer valid fix of
+                // A, and a still newer flagged one of B, which must not count.
+                track("V", fix("B", 95, FixFlags::BLIND_AREA)),
+                track("V", fix("A", 150, FixFlags::empty())),
+                track("V", fix("B", 200, FixFlags::NO_GNSS)),
+                // An unassigned device without any record: its own track key.
+                track("device:U", fix("U", 10, FixFlags::empty())),
+                track("device:U", fix("U", 20, FixFlags::ZERO_COORD)),
+            ])
+            .unwrap();
+        let cfg = StateConfig::default();
+        let r = recover_last_known(&store, &cfg).unwrap();
+        assert_eq!(time_of(&r, "V"), Some(150));
+        assert_eq!(time_of(&r, "device:A"), Some(150));
+        assert_eq!(time_of(&r, "device:B"), Some(95));
+        assert_eq!(time_of(&r, "device:U"), Some(10));
+        let v = r.records.iter().find(|lk| lk.vehicle_id == "V").unwrap();
+        assert_eq!(v.fix.terminal_id, "A");
+        // The flagged fix is not a position, but its alarm and status words are the newest.
+        assert_eq!(v.signals.time_ms, 200_000);
+        assert_eq!(v.signals.terminal_id, "B");
+        assert_eq!(r.writes.len(), 4, "V, A, B and U moved");
+        // Written back, a second pass finds nothing to change.
+        store.commit_blocking(r.writes).unwrap();
+        let again = recover_last_known(&store, &cfg).unwrap();
+        assert!(again.writes.is_empty());
+        assert_eq!(time_of(&again, "V"), Some(150));
+    }
+}
