@@ -337,3 +337,35 @@ fn store_handles_are_send_sync_and_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<Store>();
 }
+
+#[test]
+fn scan_track_visits_points_from_a_time_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Buffered);
+    let mut writes = Vec::new();
+    for (terminal, t) in [("2", 30), ("1", 10), ("1", 30), ("1", 20), ("9", 5)] {
+        writes.push(Write::Fix {
+            vehicle_id: "V".into(),
+            fix: fix(terminal, t, 1.0),
+        });
+    }
+    writes.push(Write::Fix {
+        vehicle_id: "V2".into(),
+        fix: fix("1", 25, 1.0),
+    });
+    store.commit_blocking(writes).unwrap();
+    let mut seen = Vec::new();
+    let n = store
+        .scan_track("V", 20, |f| seen.push((f.time_ms, f.terminal_id)))
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        seen,
+        vec![
+            (20, "1".to_string()),
+            (30, "1".to_string()),
+            (30, "2".to_string())
+        ]
+    );
+    assert_eq!(store.scan_track("nobody", i64::MIN, |_| {}).unwrap(), 0);
+}
