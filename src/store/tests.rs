@@ -307,31 +307,6 @@ fn a_second_open_of_the_same_data_dir_is_refused() {
     open(dir.path(), Durability::Buffered);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_task_runs_and_ends_with_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Buffered);
-    store
-        .commit(vec![Write::Fix {
-            vehicle_id: "A".into(),
-            // Device time in 1970: far older than 180 days.
-            fix: fix("1", 1_000, 1.0),
-        }])
-        .await
-        .unwrap();
-    let task = tokio::spawn(store.run_retention(std::time::Duration::from_millis(20)));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !store.track("A", i64::MIN, i64::MAX, 10).unwrap().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "retention never ran");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    drop(store);
-    tokio::time::timeout(std::time::Duration::from_secs(10), task)
-        .await
-        .expect("retention task must end when the store is dropped")
-        .unwrap();
-}
-
 #[test]
 fn store_handles_are_send_sync_and_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
