@@ -36,6 +36,8 @@ pub const STORE_COMMIT_SECONDS: &str = "store_commit_seconds";
 pub const STORE_COMMIT_BATCH_SIZE: &str = "store_commit_batch_size";
 /// Failed store commits (recorded by the store).
 pub const STORE_COMMIT_ERRORS: &str = "store_commit_errors_total";
+/// Track points deleted by retention (recorded by the store).
+pub const STORE_RETENTION_DELETED: &str = "store_retention_deleted_total";
 /// Seconds a shard waits for `Store::commit` of one batch, queueing included (histogram).
 pub const SHARD_COMMIT_SECONDS: &str = "shard_commit_seconds";
 /// Writes per shard batch (histogram).
@@ -107,6 +109,10 @@ fn describe() {
     );
     describe_histogram!(STORE_COMMIT_BATCH_SIZE, "Writes per store group commit.");
     describe_counter!(STORE_COMMIT_ERRORS, "Failed store commits.");
+    describe_counter!(
+        STORE_RETENTION_DELETED,
+        "Track points deleted because they were older than store.retention_days."
+    );
     describe_histogram!(
         SHARD_COMMIT_SECONDS,
         Unit::Seconds,

@@ -428,3 +428,62 @@ fn alarms_reported_without_a_fix_show_next_to_the_last_position() {
     let v = vehicle(&server, "VH-0009");
     assert_eq!(v["alarm"], (1 << 8) | (1 << 5), "{v}");
 }
+
+#[test]
+fn the_gateway_drops_track_points_older_than_the_retention() {
+    let server = start(Some("[store]\nretention_days = 1\n"));
+    let tid = "013800000555";
+    let mut c = server.connect();
+    c.login(tid);
+    // A blind-area upload three days late and one from a minute ago.
+    let old = location_frame(tid, 5, Pos::at(now_s() - 3 * 86_400, 22.5, 114.0));
+    assert_eq!(c.request(&old, 5, 0x0200), 0);
+    let fresh = location_frame(tid, 6, Pos::at(now_s() - 60, 22.6, 114.1));
+    assert_eq!(c.request(&fresh, 6, 0x0200), 0);
+    drop(c);
+    // Retention runs at start and then hourly: a restart makes it run now.
+    let server = server.restart();
+    server.eventually("retention to drop the old point", || {
+        server.metric("store_retention_deleted_total", &[]) == 1.0
+    });
+    // The fresh point, and with it the last known position, stays.
+    assert_eq!(device(&server, tid)["latitude"], 22.6);
+}
+
+#[test]
+fn a_settled_vehicles_movement_data_can_be_purged() {
+    let (mut server, _dir) = server_with_registry("");
+    let tid = "013800138009";
+    let mut c = server.connect();
+    c.login(tid);
+    for (serial, age) in [(5u16, 120i64), (6, 60)] {
+        let f = location_frame(tid, serial, Pos::at(now_s() - age, 22.5, 114.0));
+        assert_eq!(c.request(&f, serial, 0x0200), 0);
+    }
+    drop(c);
+    assert!(server.signal_and_wait("TERM").success());
+
+    let data_dir = server.data_dir();
+    let purge = |vehicle: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_liengate"))
+            .args(["registry", "purge", vehicle, "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .unwrap()
+    };
+    let out = purge("VH-0009");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("2 track points"), "{stdout}");
+    // A mistyped id is an error, not a silent no-op.
+    let out = purge("VH-9999");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no vehicle"));
+
+    // After a restart the vehicle is still registered but has no location any more.
+    let server = server.restart();
+    let (status, body) = server.get_json("/v1/vehicles/VH-0009/location");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = server.get_json(&format!("/v1/devices/{tid}/location"));
+    assert_eq!(status, 404, "{body}");
+}

@@ -30,6 +30,14 @@ enum RegistryCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Delete a vehicle's track history and last known position (after settlement, or when a
+    /// borrower's data must go). Registry entries stay. The gateway must be stopped.
+    Purge {
+        /// The vehicle id whose movement data is deleted.
+        vehicle_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Which store to open: the gateway's, found the same way `liengate serve` finds it.
@@ -79,6 +87,22 @@ pub fn run(args: RegistryArgs) -> anyhow::Result<ExitCode> {
                 reg.devices.len(),
                 reg.vehicles.len(),
                 reg.loans.len()
+            );
+        }
+        RegistryCommand::Purge { vehicle_id, store } => {
+            let store = store.open(false)?;
+            if store.vehicle(&vehicle_id)?.is_none() && store.last_known(&vehicle_id)?.is_none() {
+                anyhow::bail!("no vehicle {vehicle_id:?} in the store");
+            }
+            let mut removed = store.purge_vehicle(&vehicle_id)?;
+            // Each device also keeps its own last known position (and, before it was assigned,
+            // its own track): those are the same car's movements.
+            for device in store.devices_of_vehicle(&vehicle_id)? {
+                removed +=
+                    store.purge_vehicle(&crate::pipeline::device_key(&device.terminal_id))?;
+            }
+            println!(
+                "purged vehicle {vehicle_id}: {removed} track points and the last known positions of the vehicle and its devices"
             );
         }
         RegistryCommand::List { store } => {

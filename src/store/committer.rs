@@ -8,6 +8,7 @@
 //! journal once and wakes all of their callers. So the fsync of one batch overlaps the writing
 //! of the next, and the number of fsyncs per second stays near the disk's fsync rate while
 //! throughput grows with the number of concurrent callers.
+use crate::metrics as m;
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
@@ -118,11 +119,11 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
             }
         }
         let n = pending.len();
-        metrics::histogram!("store_commit_batch_size").record(n as f64);
+        metrics::histogram!(m::STORE_COMMIT_BATCH_SIZE).record(n as f64);
         match &result {
-            Ok(positions) => metrics::counter!("positions_stored_total").increment(*positions),
+            Ok(positions) => metrics::counter!(m::POSITIONS_STORED).increment(*positions),
             Err(e) => {
-                metrics::counter!("store_commit_errors_total").increment(1);
+                metrics::counter!(m::STORE_COMMIT_ERRORS).increment(1);
                 tracing::error!(error = %e, requests = n, "store commit failed");
             }
         }
@@ -151,7 +152,8 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
                 }
             }
             (_, result) => {
-                metrics::histogram!("store_commit_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!(m::STORE_COMMIT_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
                 wake(dones, &result.map(|_| ()));
                 // Callers first, freeing after.
                 drop(garbage);
@@ -189,11 +191,11 @@ fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>) {
             }
         };
         if let Err(e) = &result {
-            metrics::counter!("store_commit_errors_total").increment(1);
+            metrics::counter!(m::STORE_COMMIT_ERRORS).increment(1);
             tracing::error!(error = %e, "store fsync failed");
         }
         for w in &mut batch {
-            metrics::histogram!("store_commit_seconds").record(w.started.elapsed().as_secs_f64());
+            metrics::histogram!(m::STORE_COMMIT_SECONDS).record(w.started.elapsed().as_secs_f64());
             wake(std::mem::take(&mut w.dones), &result);
         }
         // Free the writes only after every caller has been answered.

@@ -327,56 +327,12 @@ impl Store {
     /// Returns the number removed.
     pub fn apply_retention(&self, now_ms: i64) -> Result<u64, StoreError> {
         let keep_ms = i64::from(self.inner.cfg.retention_days) * 86_400_000;
-        self.inner
+        let dropped = self
+            .inner
             .engine
-            .drop_track_before(now_ms.saturating_sub(keep_ms), self.inner.cfg.durability)
-    }
-}
-
-impl Store {
-    /// Applies retention now and then every `every`, until every other handle of the store is
-    /// dropped (the task holds only a weak reference, so it never keeps the store open). Spawn
-    /// it on the runtime at start-up; the deletes run on the blocking pool.
-    pub fn run_retention(
-        &self,
-        every: std::time::Duration,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let weak = Arc::downgrade(&self.inner);
-        async move {
-            loop {
-                let Some(inner) = weak.upgrade() else { return };
-                let store = Store { inner };
-                if !store.retention_pass().await {
-                    return;
-                }
-                tokio::time::sleep(every).await;
-            }
-        }
-    }
-
-    /// One retention pass on the blocking pool; false when the runtime is shutting down.
-    async fn retention_pass(self) -> bool {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        match tokio::task::spawn_blocking(move || self.apply_retention(now_ms)).await {
-            Ok(Ok(n)) => {
-                metrics::counter!("store_retention_deleted_total").increment(n);
-                if n > 0 {
-                    tracing::info!(deleted = n, "track retention applied");
-                }
-                true
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "track retention failed");
-                true
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "track retention task failed");
-                false
-            }
-        }
+            .drop_track_before(now_ms.saturating_sub(keep_ms), self.inner.cfg.durability)?;
+        metrics::counter!(crate::metrics::STORE_RETENTION_DELETED).increment(dropped);
+        Ok(dropped)
     }
 }
 

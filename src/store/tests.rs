@@ -307,33 +307,40 @@ fn a_second_open_of_the_same_data_dir_is_refused() {
     open(dir.path(), Durability::Buffered);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_task_runs_and_ends_with_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Buffered);
-    store
-        .commit(vec![Write::Fix {
-            vehicle_id: "A".into(),
-            // Device time in 1970: far older than 180 days.
-            fix: fix("1", 1_000, 1.0),
-        }])
-        .await
-        .unwrap();
-    let task = tokio::spawn(store.run_retention(std::time::Duration::from_millis(20)));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !store.track("A", i64::MIN, i64::MAX, 10).unwrap().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "retention never ran");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    drop(store);
-    tokio::time::timeout(std::time::Duration::from_secs(10), task)
-        .await
-        .expect("retention task must end when the store is dropped")
-        .unwrap();
-}
-
 #[test]
 fn store_handles_are_send_sync_and_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<Store>();
+}
+
+#[test]
+fn scan_track_visits_points_from_a_time_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Buffered);
+    let mut writes = Vec::new();
+    for (terminal, t) in [("2", 30), ("1", 10), ("1", 30), ("1", 20), ("9", 5)] {
+        writes.push(Write::Fix {
+            vehicle_id: "V".into(),
+            fix: fix(terminal, t, 1.0),
+        });
+    }
+    writes.push(Write::Fix {
+        vehicle_id: "V2".into(),
+        fix: fix("1", 25, 1.0),
+    });
+    store.commit_blocking(writes).unwrap();
+    let mut seen = Vec::new();
+    let n = store
+        .scan_track("V", 20, |f| seen.push((f.time_ms, f.terminal_id)))
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        seen,
+        vec![
+            (20, "1".to_string()),
+            (30, "1".to_string()),
+            (30, "2".to_string())
+        ]
+    );
+    assert_eq!(store.scan_track("nobody", i64::MIN, |_| {}).unwrap(), 0);
 }
