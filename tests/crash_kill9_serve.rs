@@ -3,7 +3,10 @@
 //! were acknowledged (0x8001 result 0), SIGKILL the server mid-stream, restart it on the same
 //! data dir and check over HTTP that every vehicle's and device's last known position is at
 //! least as new as its newest acknowledged one, then kill it again and check in the store that
-//! every acknowledged position is in the track.
+//! every acknowledged position is in the track. With last known writes coalesced over a long
+//! interval (`state.last_known_flush`), a kill before the flush must still give exactly the newest
+//! acknowledged valid fix after the restart (rebuilt from the track), and a graceful stop must
+//! write the pending records itself.
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -468,22 +471,19 @@ async fn send_and_settle(addr: SocketAddr, i: usize, first_secs: i64, count: i64
     newest_valid
 }
 
-/// With last known writes coalesced over a long interval, the stored last known records are
-/// stale when the server is killed; the restarted server must rebuild them from the track: the
-/// newest acknowledged valid fix of every device and vehicle, not the flagged fix sent after it.
-#[test]
-fn kill9_before_the_last_known_flush_recovers_the_newest_acknowledged_fix() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("liengate.toml");
+/// A server with `last_known_flush = "1h"` whose terminals have sent, and got acknowledged,
+/// reports over different stretches of device time (wired and wireless trackers of a vehicle, so
+/// the vehicle's last known comes from one device and each device's own differs from it).
+/// Returns the newest acknowledged valid device time (seconds) per terminal.
+fn settled_server_with_a_long_flush(dir: &Path, data: &Path, config: &Path) -> (Server, Vec<i64>) {
     std::fs::write(
-        &config,
+        config,
         "[state]\nlast_known_flush = \"1h\"\n[store]\ndurability = \"fsync\"\n",
     )
     .unwrap();
     let terminals = VEHICLES * 2;
-    import_registry(dir.path(), &data, terminals);
-    let mut server = spawn_server(&data, &config, &dir.path().join("serve-1.log"));
+    import_registry(dir, data, terminals);
+    let server = spawn_server(data, config, &dir.join("serve-1.log"));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -493,8 +493,6 @@ fn kill9_before_the_last_known_flush_recovers_the_newest_acknowledged_fix() {
         .enable_all()
         .build()
         .unwrap();
-    // Wired and wireless trackers of a vehicle report over different stretches of device time, so
-    // the vehicle's last known comes from one device and each device's own differs from it.
     let newest: Vec<i64> = rt.block_on(async {
         let tasks: Vec<_> = (0..terminals)
             .map(|i| {
@@ -509,6 +507,56 @@ fn kill9_before_the_last_known_flush_recovers_the_newest_acknowledged_fix() {
         }
         out
     });
+    (server, newest)
+}
+
+/// The newest of each vehicle's devices' times.
+fn newest_by_vehicle(newest: &[i64]) -> HashMap<String, i64> {
+    let mut by_vehicle: HashMap<String, i64> = HashMap::new();
+    for (i, &secs) in newest.iter().enumerate() {
+        let e = by_vehicle.entry(vehicle_of(i)).or_insert(i64::MIN);
+        *e = (*e).max(secs);
+    }
+    assert_eq!(by_vehicle.len(), VEHICLES);
+    by_vehicle
+}
+
+/// A graceful stop writes the pending last known records, so they are in the store as they are,
+/// without any help from the start-up recovery.
+#[test]
+fn sigterm_writes_the_pending_last_known_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("liengate.toml");
+    let (mut server, newest) = settled_server_with_a_long_flush(dir.path(), &data, &config);
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "graceful stop exited with {exit}");
+    let store = Store::open(&StoreConfig::new(&data)).unwrap();
+    for (i, secs) in newest.iter().enumerate() {
+        let key = format!("device:{}", terminal_id(i));
+        let lk = store.last_known(&key).unwrap().expect("stored record");
+        assert_eq!(lk.fix.time_ms, secs * 1000, "stored record of {key}");
+    }
+    for (vehicle, secs) in newest_by_vehicle(&newest) {
+        let lk = store.last_known(&vehicle).unwrap().expect("stored record");
+        assert_eq!(lk.fix.time_ms, secs * 1000, "stored record of {vehicle}");
+    }
+}
+
+/// With last known writes coalesced over a long interval, the stored last known records are
+/// stale when the server is killed; the restarted server must rebuild them from the track: the
+/// newest acknowledged valid fix of every device and vehicle, not the flagged fix sent after it.
+#[test]
+fn kill9_before_the_last_known_flush_recovers_the_newest_acknowledged_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("liengate.toml");
+    let (mut server, newest) = settled_server_with_a_long_flush(dir.path(), &data, &config);
     server.child.kill().unwrap(); // SIGKILL, long before the 1 h flush
     server.child.wait().unwrap();
 
@@ -528,17 +576,14 @@ fn kill9_before_the_last_known_flush_recovers_the_newest_acknowledged_fix() {
     }
 
     let mut server = spawn_server(&data, &config, &dir.path().join("serve-2.log"));
-    let mut by_vehicle: HashMap<String, i64> = HashMap::new();
     for (i, &secs) in newest.iter().enumerate() {
         let got = location_secs(
             server.http,
             &format!("/v1/devices/{}/location", terminal_id(i)),
         );
         assert_eq!(got, secs, "device {}", terminal_id(i));
-        let e = by_vehicle.entry(vehicle_of(i)).or_insert(i64::MIN);
-        *e = (*e).max(secs);
     }
-    assert_eq!(by_vehicle.len(), VEHICLES);
+    let by_vehicle = newest_by_vehicle(&newest);
     for (vehicle, secs) in &by_vehicle {
         let got = location_secs(server.http, &format!("/v1/vehicles/{vehicle}/location"));
         assert_eq!(got, *secs, "vehicle {vehicle}");

@@ -1,5 +1,5 @@
 //! The real frames the JT808 benchmarks decode, copied byte for byte from
-//! /work/shared/reference-frames/jt808.jsonl (id and source kept).
+//! shared/reference-frames/jt808.jsonl (copied into fixtures/jt808/frames.jsonl) (id and source kept).
 //!
 //! Both were chosen because every implementation under test can take them:
 //! the `jt808` crate panics on most timestamps (see `peers.rs`), and these two

@@ -483,8 +483,20 @@ mod tests {
         assert_eq!(cfg.store.data_dir, PathBuf::from("./data"));
         assert_eq!(cfg.jt808.effective_idle_timeout(), Duration::from_secs(180));
         assert_eq!(cfg.state.offline_after, Duration::from_secs(600));
+        assert_eq!(cfg.state.last_known_flush, Duration::from_secs(2));
         assert_eq!(cfg.store.durability, Durability::Fsync);
         assert!(cfg.pipeline.effective_shards() >= 1);
+    }
+
+    #[test]
+    fn last_known_flush_is_parsed_and_bounded() {
+        let cfg = Config::parse("[state]\nlast_known_flush = \"1h\"\n", "x.toml").unwrap();
+        assert_eq!(cfg.state.last_known_flush, Duration::from_secs(3600));
+        for bad in ["0s", "2days"] {
+            let text = format!("[state]\nlast_known_flush = \"{bad}\"\n");
+            let err = Config::parse(&text, "x.toml").unwrap_err();
+            assert!(err.to_string().contains("state.last_known_flush"), "{err}");
+        }
     }
 
     #[test]

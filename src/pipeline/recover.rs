@@ -9,7 +9,11 @@
 //! through the same `Tracker` the shards use, and write the records that changed back before the
 //! shards start. The scan covers what arrived after the last flush (about one flush interval of
 //! data per vehicle) plus fixes that never became a last known (flagged ones, late blind-area
-//! ones); it streams the track and holds one vehicle's trackers at a time.
+//! ones); it streams the track and holds one vehicle's trackers at a time. Its known cost: a key
+//! whose newest stored fix is old while the device kept sending flagged reports (no GNSS in a
+//! garage for weeks), or a device that never had a valid fix at all, makes every start scan those
+//! reports again (for the latter, the whole track of its vehicle). A per-key "replayed up to"
+//! mark written with the flush would bound that; it is not done yet.
 use std::collections::HashMap;
 
 use super::tracker::Tracker;
@@ -84,6 +88,17 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
         });
         let tracker = restore(&stored, &dkey, cfg);
         group.devices.insert(d.terminal_id, (dkey, tracker));
+    }
+    // A vehicle whose devices were all moved elsewhere (a registry import before this start) can
+    // still have track points newer than its record.
+    for key in stored.keys() {
+        if !key.starts_with(DEVICE_KEY_PREFIX) && !groups.contains_key(key) {
+            let group = Group {
+                vehicle: Some((key.clone(), restore(&stored, key, cfg))),
+                devices: HashMap::new(),
+            };
+            groups.insert(key.clone(), group);
+        }
     }
     let mut out = Recovered::default();
     for (track_key, mut g) in groups {
@@ -201,6 +216,9 @@ mod tests {
                 track("V", fix("B", 95, FixFlags::BLIND_AREA)),
                 track("V", fix("A", 150, FixFlags::empty())),
                 track("V", fix("B", 200, FixFlags::NO_GNSS)),
+                // A vehicle none of whose devices it still has.
+                Write::LastKnown(record("W", fix("C", 10, FixFlags::empty()))),
+                track("W", fix("C", 30, FixFlags::empty())),
                 // An unassigned device without any record: its own track key.
                 track("device:U", fix("U", 10, FixFlags::empty())),
                 track("device:U", fix("U", 20, FixFlags::ZERO_COORD)),
@@ -212,12 +230,13 @@ mod tests {
         assert_eq!(time_of(&r, "device:A"), Some(150));
         assert_eq!(time_of(&r, "device:B"), Some(95));
         assert_eq!(time_of(&r, "device:U"), Some(10));
+        assert_eq!(time_of(&r, "W"), Some(30));
         let v = r.records.iter().find(|lk| lk.vehicle_id == "V").unwrap();
         assert_eq!(v.fix.terminal_id, "A");
         // The flagged fix is not a position, but its alarm and status words are the newest.
         assert_eq!(v.signals.time_ms, 200_000);
         assert_eq!(v.signals.terminal_id, "B");
-        assert_eq!(r.writes.len(), 4, "V, A, B and U moved");
+        assert_eq!(r.writes.len(), 5, "V, A, B, U and W moved");
         // Written back, a second pass finds nothing to change.
         store.commit_blocking(r.writes).unwrap();
         let again = recover_last_known(&store, &cfg).unwrap();
