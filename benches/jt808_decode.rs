@@ -18,21 +18,28 @@ use common::{frames, ours::Ours, peers};
 use criterion::{criterion_group, Criterion, Throughput};
 use jt808::codec::Jt808Codec;
 
-fn location_0200(c: &mut Criterion) {
-    let frame = frames::location_0200();
-    let mut group = c.benchmark_group("jt808_0200_split_decode");
+/// One criterion group: the same on-wire `frame` split and decoded by liengate (`ours`) and by
+/// the `jt808` crate (`peer`), plus `jt808-rs`, which can only unescape it.
+fn split_decode_group<A, B>(
+    c: &mut Criterion,
+    name: &str,
+    frame: &[u8],
+    mut ours: impl FnMut(&mut Ours, &[u8]) -> Option<A>,
+    mut peer: impl FnMut(&mut Jt808Codec, &mut BytesMut) -> Option<B>,
+) {
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::ElementsAndBytes {
         elements: 1,
         bytes: frame.len() as u64,
     });
 
-    let mut ours = Ours::default();
+    let mut decoder = Ours::default();
     let mut buf = Vec::with_capacity(4096);
     group.bench_function("liengate", |b| {
         b.iter(|| {
             buf.clear();
-            buf.extend_from_slice(black_box(&frame));
-            black_box(ours.location(&buf).expect("liengate decodes the frame"))
+            buf.extend_from_slice(black_box(frame));
+            black_box(ours(&mut decoder, &buf).expect("liengate decodes the frame"))
         })
     });
 
@@ -40,62 +47,39 @@ fn location_0200(c: &mut Criterion) {
     let mut peer_buf = BytesMut::with_capacity(4096);
     group.bench_function("jt808 crate", |b| {
         b.iter(|| {
-            peer_buf.extend_from_slice(black_box(&frame));
-            black_box(
-                peers::jt808_crate_location(&mut codec, &mut peer_buf)
-                    .expect("jt808 decodes the frame"),
-            )
+            peer_buf.extend_from_slice(black_box(frame));
+            black_box(peer(&mut codec, &mut peer_buf).expect("jt808 decodes the frame"))
         })
     });
 
     group.bench_function("jt808-rs (framing only)", |b| {
         b.iter(|| {
             black_box(
-                peers::jt808_rs_frame(black_box(&frame)).expect("jt808-rs unescapes the frame"),
+                peers::jt808_rs_frame(black_box(frame)).expect("jt808-rs unescapes the frame"),
             )
         })
     });
     group.finish();
 }
 
+fn location_0200(c: &mut Criterion) {
+    split_decode_group(
+        c,
+        "jt808_0200_split_decode",
+        &frames::location_0200(),
+        |ours, buf| ours.location(buf),
+        peers::jt808_crate_location,
+    );
+}
+
 fn batch_0704(c: &mut Criterion) {
-    let frame = frames::batch_0704();
-    let mut group = c.benchmark_group("jt808_0704_split_decode");
-    group.throughput(Throughput::ElementsAndBytes {
-        elements: 1,
-        bytes: frame.len() as u64,
-    });
-
-    let mut ours = Ours::default();
-    let mut buf = Vec::with_capacity(4096);
-    group.bench_function("liengate", |b| {
-        b.iter(|| {
-            buf.clear();
-            buf.extend_from_slice(black_box(&frame));
-            black_box(ours.batch(&buf).expect("liengate decodes the batch"))
-        })
-    });
-
-    let mut codec = Jt808Codec::new();
-    let mut peer_buf = BytesMut::with_capacity(4096);
-    group.bench_function("jt808 crate", |b| {
-        b.iter(|| {
-            peer_buf.extend_from_slice(black_box(&frame));
-            black_box(
-                peers::jt808_crate_batch(&mut codec, &mut peer_buf)
-                    .expect("jt808 decodes the batch"),
-            )
-        })
-    });
-
-    group.bench_function("jt808-rs (framing only)", |b| {
-        b.iter(|| {
-            black_box(
-                peers::jt808_rs_frame(black_box(&frame)).expect("jt808-rs unescapes the frame"),
-            )
-        })
-    });
-    group.finish();
+    split_decode_group(
+        c,
+        "jt808_0704_split_decode",
+        &frames::batch_0704(),
+        |ours, buf| ours.batch(buf),
+        peers::jt808_crate_batch,
+    );
 }
 
 criterion_group!(benches, location_0200, batch_0704);

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod pipeline;
 pub mod registry;
 pub mod sim;

@@ -136,7 +136,7 @@ async fn serve(
     let (pipe, shard_handles) = Pipeline::start(&config, store.clone(), live.clone());
     tracing::info!(shards = pipe.shards(), "shard workers started");
 
-    let jt808_listener = bind_device_listener(config.jt808.listen)
+    let jt808_listener = crate::net::bind_device_listener(config.jt808.listen)
         .with_context(|| format!("binding jt808.listen {}", config.jt808.listen))?;
     let http_listener = TcpListener::bind(config.http.listen)
         .await
@@ -215,23 +215,6 @@ async fn serve(
     }
     tracing::info!("shutdown complete");
     Ok(())
-}
-
-/// Accept backlog of the device listener. Fleets reconnect all at once after a network or
-/// gateway outage; with the usual backlog of 1024 the excess SYNs are dropped and those devices
-/// retry only after a one-second SYN timeout. The kernel caps it at net.core.somaxconn.
-const DEVICE_BACKLOG: u32 = 8192;
-
-fn bind_device_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    // Restarting the gateway must not wait for old connections in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(DEVICE_BACKLOG)
 }
 
 /// Periodic chores: metric upkeep (histogram rotation) and track retention.

@@ -220,21 +220,10 @@ fn auth_code(header: &Header) -> [u8; 8] {
     code
 }
 
-/// Pending-connection queue of the listener. `TcpListener::bind` uses 128, which overflows
-/// when thousands of terminals connect at once (the kernel drops the SYN and the terminal
-/// retries only after a second); the kernel caps it at net.core.somaxconn.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds `addr` and returns the listener and its bound address (port 0 picks a free port).
+/// Binds `addr` like the gateway binds its device listener, and returns the listener and its
+/// bound address (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    let listener = socket.listen(LISTEN_BACKLOG)?;
+    let listener = crate::net::bind_device_listener(addr)?;
     let local = listener.local_addr()?;
     Ok((listener, local))
 }
