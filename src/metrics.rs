@@ -36,6 +36,8 @@ pub const STORE_COMMIT_SECONDS: &str = "store_commit_seconds";
 pub const STORE_COMMIT_BATCH_SIZE: &str = "store_commit_batch_size";
 /// Failed store commits (recorded by the store).
 pub const STORE_COMMIT_ERRORS: &str = "store_commit_errors_total";
+/// Commit requests waiting for the store's committer thread (gauge; recorded by the store).
+pub const STORE_QUEUE_DEPTH: &str = "store_queue_depth";
 /// Track points deleted by retention (recorded by the store).
 pub const STORE_RETENTION_DELETED: &str = "store_retention_deleted_total";
 /// Seconds a shard waits for `Store::commit` of one batch, queueing included (histogram).
@@ -72,6 +74,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()?;
     describe();
+    zero();
     Ok(handle)
 }
 
@@ -109,6 +112,10 @@ fn describe() {
     );
     describe_histogram!(STORE_COMMIT_BATCH_SIZE, "Writes per store group commit.");
     describe_counter!(STORE_COMMIT_ERRORS, "Failed store commits.");
+    describe_gauge!(
+        STORE_QUEUE_DEPTH,
+        "Commit requests waiting for the store's committer thread."
+    );
     describe_counter!(
         STORE_RETENTION_DELETED,
         "Track points deleted because they were older than store.retention_days."
@@ -123,4 +130,24 @@ fn describe() {
         RESEND_REQUESTS,
         "Sub-package resend requests (0x8003) sent."
     );
+}
+
+/// Reports the unlabelled counters and gauges at zero from the start, so that a freshly started
+/// gateway already shows them in `/metrics` and dashboards and alerts see 0 rather than no data.
+fn zero() {
+    for name in [
+        CONNECTIONS_ACCEPTED,
+        CONNECTIONS_REFUSED,
+        FRAMES_CHECKSUM_SKIPPED,
+        FRAMES_DUPLICATE,
+        POSITIONS_STORED,
+        STORE_COMMIT_ERRORS,
+        STORE_RETENTION_DELETED,
+        RESEND_REQUESTS,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for name in [CONNECTIONS_OPEN, STORE_QUEUE_DEPTH] {
+        metrics::gauge!(name).set(0.0);
+    }
 }

@@ -42,6 +42,18 @@ fn healthz_and_metrics_are_open() {
     let (status, body) = http_get(server.http, "/healthz", None);
     assert_eq!(status, 200);
     assert!(body.contains("ok"));
+    // A fresh gateway already reports its counters and queue gauges, at zero.
+    let (_, text) = http_get(server.http, "/metrics", None);
+    for line in [
+        "positions_stored_total 0",
+        "connections_refused_total 0",
+        "store_queue_depth 0",
+    ] {
+        assert!(
+            text.contains(line),
+            "{line:?} missing from /metrics:\n{text}"
+        );
+    }
     let mut c = server.connect();
     c.login("013800000001");
     let pos = Pos::at(now_s() - 5, 22.5, 114.0);
@@ -58,6 +70,7 @@ fn healthz_and_metrics_are_open() {
         "shard_queue_depth",
         "store_commit_seconds_bucket",
         "positions_stored_total",
+        "store_queue_depth",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }

@@ -120,6 +120,9 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
         }
         let n = pending.len();
         metrics::histogram!(m::STORE_COMMIT_BATCH_SIZE).record(n as f64);
+        // Requests still waiting behind this batch: a queue that stays deep means the disk or
+        // this thread cannot keep up, and callers (the shards) are being held back.
+        metrics::gauge!(m::STORE_QUEUE_DEPTH).set((rx.max_capacity() - rx.capacity()) as f64);
         match &result {
             Ok(positions) => metrics::counter!(m::POSITIONS_STORED).increment(*positions),
             Err(e) => {
