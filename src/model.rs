@@ -72,6 +72,23 @@ pub struct Device {
     pub skip_checksum: bool,
 }
 
+impl Device {
+    /// A JT808 tracker known only by its terminal id: not fitted to a vehicle, no SIM, IMEI or
+    /// model on record, assumed wired (the common case) until the registry says otherwise.
+    pub fn unassigned(terminal_id: impl Into<String>) -> Device {
+        Device {
+            terminal_id: terminal_id.into(),
+            protocol: "jt808".into(),
+            role: DeviceRole::Wired,
+            sim: None,
+            imei: None,
+            vehicle_id: None,
+            model: None,
+            skip_checksum: false,
+        }
+    }
+}
+
 /// A financed car.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vehicle {

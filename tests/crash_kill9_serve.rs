@@ -149,6 +149,21 @@ fn sample(n: i64) -> Sample {
     }
 }
 
+/// Sends terminal `i`'s 0x0100 with `serial` and returns the auth code of its 0x8100.
+async fn register(link: &mut Link, me: &Identity, i: usize, serial: u16) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    frames::register_body(me, &mut body);
+    frames::frame(me, frames::MSG_REGISTER, serial, &body, &mut link.out);
+    link.flush().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    match link.answer_until(me, deadline).await.unwrap() {
+        Answer::Register {
+            result: 0, code, ..
+        } => code,
+        other => panic!("terminal {i}: register answered {other:?}"),
+    }
+}
+
 /// Registers, authenticates and then streams reports until the connection dies.
 async fn drive(addr: SocketAddr, i: usize, first_secs: i64, tally: Arc<Mutex<Tally>>) {
     let me = identity(i);
@@ -158,16 +173,7 @@ async fn drive(addr: SocketAddr, i: usize, first_secs: i64, tally: Arc<Mutex<Tal
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(20);
     let mut serial: u16 = 0;
     let mut body = BytesMut::new();
-
-    frames::register_body(&me, &mut body);
-    frames::frame(&me, frames::MSG_REGISTER, serial, &body, &mut link.out);
-    link.flush().await.unwrap();
-    let code = match link.answer_until(&me, deadline()).await.unwrap() {
-        Answer::Register {
-            result: 0, code, ..
-        } => code,
-        other => panic!("terminal {i}: register answered {other:?}"),
-    };
+    let code = register(&mut link, &me, i, serial).await;
     tally.lock().unwrap().code = code.clone();
     serial += 1;
     body.clear();
@@ -414,15 +420,7 @@ async fn send_and_settle(addr: SocketAddr, i: usize, first_secs: i64, count: i64
         .unwrap();
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(20);
     let mut body = BytesMut::new();
-    frames::register_body(&me, &mut body);
-    frames::frame(&me, frames::MSG_REGISTER, 0, &body, &mut link.out);
-    link.flush().await.unwrap();
-    let code = match link.answer_until(&me, deadline()).await.unwrap() {
-        Answer::Register {
-            result: 0, code, ..
-        } => code,
-        other => panic!("terminal {i}: register answered {other:?}"),
-    };
+    let code = register(&mut link, &me, i, 0).await;
     body.clear();
     frames::auth_body(&me, &code, &mut body);
     frames::frame(&me, frames::MSG_AUTH, 1, &body, &mut link.out);

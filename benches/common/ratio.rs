@@ -148,23 +148,7 @@ pub fn print_ratio() {
     report(
         "0x0200 location, split + decode, jt808-tr-0200-a",
         location.len(),
-        &[
-            Row {
-                name: "liengate",
-                decodes_body: true,
-                fps: ours_fps,
-            },
-            Row {
-                name: "jt808 crate",
-                decodes_body: true,
-                fps: jt808_fps,
-            },
-            Row {
-                name: "jt808-rs (framing only)",
-                decodes_body: false,
-                fps: jt808_rs_fps,
-            },
-        ],
+        &rows(ours_fps, jt808_fps, jt808_rs_fps),
     );
 
     let batch = frames::batch_0704();
@@ -188,22 +172,27 @@ pub fn print_ratio() {
             frames::BATCH_0704_ITEMS
         ),
         batch.len(),
-        &[
-            Row {
-                name: "liengate",
-                decodes_body: true,
-                fps: ours_fps,
-            },
-            Row {
-                name: "jt808 crate",
-                decodes_body: true,
-                fps: jt808_fps,
-            },
-            Row {
-                name: "jt808-rs (framing only)",
-                decodes_body: false,
-                fps: jt808_rs_fps,
-            },
-        ],
+        &rows(ours_fps, jt808_fps, jt808_rs_fps),
     );
+}
+
+/// The three implementations' rows of one ratio table, in print order.
+fn rows(ours_fps: f64, jt808_fps: f64, jt808_rs_fps: f64) -> [Row; 3] {
+    [
+        Row {
+            name: "liengate",
+            decodes_body: true,
+            fps: ours_fps,
+        },
+        Row {
+            name: "jt808 crate",
+            decodes_body: true,
+            fps: jt808_fps,
+        },
+        Row {
+            name: "jt808-rs (framing only)",
+            decodes_body: false,
+            fps: jt808_rs_fps,
+        },
+    ]
 }

@@ -29,7 +29,7 @@ use super::inbound::{interpret, trim_padding, Inbound};
 use super::Gateway;
 use crate::config::{ModelConfig, UnknownDevicePolicy};
 use crate::metrics as m;
-use crate::model::{Device, DeviceRole};
+use crate::model::Device;
 use crate::pipeline::live::Activity;
 use crate::pipeline::{
     device_key, now_ms, CommitFailed, Committed, DeviceRoute, FrameKey, Positions,
@@ -702,17 +702,12 @@ impl Connection {
                 .and_then(|name| cfg.model(name))
                 .is_some_and(|m| m.skip_checksum);
             tracing::info!(peer = %self.peer, terminal = %tid, ?model, "unknown terminal registered as unassigned device");
+            // Self-registered devices are assumed wired (the common case); the registry import
+            // sets the real role when the device is assigned to a vehicle.
             writes.push(Write::Device(Device {
-                terminal_id: tid.clone(),
-                protocol: "jt808".into(),
-                // Self-registered devices are assumed wired (the common case); the registry
-                // import sets the real role when the device is assigned to a vehicle.
-                role: DeviceRole::Wired,
-                sim: None,
-                imei: None,
-                vehicle_id: None,
                 model,
                 skip_checksum,
+                ..Device::unassigned(tid.clone())
             }));
         }
         let code = match store.auth_code(&tid) {

@@ -140,7 +140,7 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Device, DeviceRole, FixFlags, Motion};
+    use crate::model::{Device, FixFlags, Motion};
     use crate::store::StoreConfig;
 
     fn fix(terminal: &str, time_s: i64, flags: FixFlags) -> Fix {
@@ -163,14 +163,8 @@ mod tests {
 
     fn device(terminal: &str, vehicle: Option<&str>) -> Write {
         Write::Device(Device {
-            terminal_id: terminal.into(),
-            protocol: "jt808".into(),
-            role: DeviceRole::Wired,
-            sim: None,
-            imei: None,
             vehicle_id: vehicle.map(Into::into),
-            model: None,
-            skip_checksum: false,
+            ..Device::unassigned(terminal)
         })
     }
 

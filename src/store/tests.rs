@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{DeviceRole, FixFlags, LoanStage, Motion};
+use crate::model::{FixFlags, LoanStage, Motion};
 
 fn fix(terminal: &str, time_ms: i64, lat: f64) -> Fix {
     Fix {
@@ -27,14 +27,8 @@ fn open(dir: &std::path::Path, durability: Durability) -> Store {
 
 fn device(terminal: &str, vehicle: Option<&str>) -> Device {
     Device {
-        terminal_id: terminal.into(),
-        protocol: "jt808".into(),
-        role: DeviceRole::Wired,
-        sim: None,
-        imei: None,
         vehicle_id: vehicle.map(Into::into),
-        model: None,
-        skip_checksum: false,
+        ..Device::unassigned(terminal)
     }
 }
 
