@@ -1,6 +1,8 @@
 //! The HTTP API, black-box: health, Prometheus metrics, bearer-token protection and JSON errors.
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 #[test]
@@ -76,4 +78,95 @@ fn healthz_and_metrics_are_open() {
     }
     assert_eq!(server.metric("connections_open", &[]), 1.0);
     assert_eq!(server.metric("positions_stored_total", &[]), 1.0);
+}
+
+#[test]
+fn healthz_reports_each_part_and_stays_ok_under_traffic() {
+    let server = start(None);
+    let (status, body) = http_get(server.http, "/healthz", None);
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"status": "ok", "store": "ok", "shards": "ok"})
+    );
+    let tid = "013800000002";
+    let mut c = server.connect();
+    c.login(tid);
+    for serial in 3..13u16 {
+        let pos = Pos::at(now_s() - 100 + serial as i64, 22.5, 114.0);
+        assert_eq!(
+            c.request(&location_frame(tid, serial, pos), serial, 0x0200),
+            0
+        );
+    }
+    let (status, body) = http_get(server.http, "/healthz", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"ok""#), "{body}");
+}
+
+#[test]
+fn healthz_answers_503_shutting_down_while_the_gateway_drains() {
+    let mut server = start(None);
+    let tid = "013800000003";
+    // A device that sends but never reads its answers: once the socket buffers are full, the
+    // gateway's connection waits on its write and the graceful shutdown waits for it.
+    let mut c = Client::connect_with_buffers(server.jt808, 4096);
+    c.login(tid);
+    let mut burst = Vec::new();
+    for i in 0..1000u16 {
+        burst.extend_from_slice(&heartbeat_frame(tid, 100 + i));
+    }
+    c.stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut sent = 0usize;
+    let blocked = loop {
+        match std::io::Write::write_all(&mut c.stream, &burst) {
+            Ok(()) => sent += burst.len(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break true
+            }
+            Err(e) => panic!("send failed: {e}"),
+        }
+        if sent > 256 << 20 {
+            break false;
+        }
+    };
+    assert!(
+        blocked,
+        "the gateway kept reading {sent} bytes without answers being read"
+    );
+    let (status, body) = http_get(server.http, "/healthz", None);
+    assert_eq!(status, 200, "before the signal: {body}");
+
+    let pid = server.pid().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut seen = None;
+    server.eventually("/healthz to report the shutdown", || {
+        let (status, body) = http_get(server.http, "/healthz", None);
+        let draining = status == 503;
+        if draining {
+            seen = Some(body);
+        }
+        draining
+    });
+    let body: serde_json::Value = serde_json::from_str(&seen.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "shutting_down", "store": "ok", "shards": "ok"})
+    );
+    // Closing the stuck device lets the drain finish; the process then exits cleanly.
+    drop(c);
+    let status = server.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
 }

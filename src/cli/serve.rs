@@ -3,8 +3,9 @@
 //! Start-up order: config (fail fast, naming the key), logging, metrics, store, registry import,
 //! last known positions into memory, shard workers, listeners. Once both listeners are bound it
 //! prints `listening jt808 ADDR` and `listening http ADDR` on stdout (tests and scripts read these;
-//! logs go to stderr). SIGINT/SIGTERM start a graceful shutdown: stop accepting, let connections
-//! answer what is in flight, drain the shards, flush the store, exit 0.
+//! logs go to stderr). SIGINT/SIGTERM start a graceful shutdown: stop accepting devices, let
+//! connections answer what is in flight, drain the shards, flush the store, stop the HTTP API
+//! (which reports "shutting_down" on `/healthz` meanwhile), exit 0.
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,8 +152,14 @@ async fn serve(
         admin_token,
         metrics: metrics.clone(),
         state: config.state.clone(),
+        shards: pipe.probe(),
+        shutdown: shutdown.clone(),
     });
-    let http_shutdown = shutdown.clone();
+    // The HTTP API outlives the device side's drain: during it `/healthz` answers 503
+    // "shutting_down" (so that load balancers stop sending devices here) and the location API
+    // keeps answering. It stops once the store is flushed.
+    let http_stop = CancellationToken::new();
+    let http_shutdown = http_stop.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http::router(api))
             .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
@@ -206,6 +213,7 @@ async fn serve(
     // 4. Make everything durable.
     store.flush().await.context("flushing the store")?;
     let _ = upkeep.await;
+    http_stop.cancel();
     // HTTP clients that keep a connection open must not hold the exit up.
     if tokio::time::timeout(Duration::from_secs(5), http_task)
         .await

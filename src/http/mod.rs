@@ -1,8 +1,15 @@
 //! The minimal HTTP API: health, Prometheus metrics and last known locations.
 //!
+//! `/healthz` probes the parts a position goes through (the shard workers and the store) and
+//! answers 200 only when they work; otherwise 503 with the failing part named, and 503
+//! "shutting_down" while a graceful shutdown drains the gateway, so that a load balancer or
+//! orchestrator stops sending devices here.
+//!
 //! Location endpoints need `Authorization: Bearer <token>` with the admin token from
 //! `LIENGATE_ADMIN_TOKEN`. Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -16,8 +23,9 @@ use crate::config::StateConfig;
 use crate::model::{LastKnown, Motion};
 use crate::pipeline::live::LiveView;
 use crate::pipeline::tracker::{motion_at, STATUS_ACC};
-use crate::pipeline::{device_key, now_ms};
+use crate::pipeline::{device_key, now_ms, ShardProbe, ShardsDown};
 use crate::store::Store;
+use tokio_util::sync::CancellationToken;
 
 /// What the handlers share.
 pub struct ApiState {
@@ -27,6 +35,10 @@ pub struct ApiState {
     pub admin_token: Option<String>,
     pub metrics: PrometheusHandle,
     pub state: StateConfig,
+    /// Watches the shard workers for `/healthz`.
+    pub shards: ShardProbe,
+    /// The gateway's shutdown signal: once cancelled, `/healthz` reports "shutting_down".
+    pub shutdown: CancellationToken,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -82,8 +94,76 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// How long `/healthz` waits for the store probe. A store that cannot answer a point read in
+/// this time is unhealthy for any client, and a health check must answer before its own caller
+/// times out (load balancers typically wait 2 to 5 seconds).
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The body of `/healthz`. Each part is "ok", "failed" or (during shutdown only) "stopped";
+/// `errors` says why for every part that is not "ok".
+#[derive(Debug, Serialize)]
+struct Health {
+    /// "ok", "unhealthy" or "shutting_down".
+    status: &'static str,
+    store: &'static str,
+    shards: &'static str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    errors: BTreeMap<&'static str, String>,
+}
+
+async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
+    let mut errors = BTreeMap::new();
+    let store = match tokio::time::timeout(STORE_PROBE_TIMEOUT, state.store.check()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(err)) => {
+            errors.insert("store", err.to_string());
+            "failed"
+        }
+        Err(_) => {
+            errors.insert(
+                "store",
+                format!(
+                    "the store did not answer within {} s",
+                    STORE_PROBE_TIMEOUT.as_secs()
+                ),
+            );
+            "failed"
+        }
+    };
+    let shutting_down = state.shutdown.is_cancelled();
+    let shards = match state.shards.check() {
+        Ok(()) => "ok",
+        // Expected at the end of a graceful shutdown; only a failure if it happens otherwise.
+        Err(ShardsDown::Drained) if shutting_down => "stopped",
+        Err(err) => {
+            errors.insert("shards", err.to_string());
+            "failed"
+        }
+    };
+    let status = if shutting_down {
+        "shutting_down"
+    } else if errors.is_empty() {
+        "ok"
+    } else {
+        "unhealthy"
+    };
+    if status != "shutting_down" {
+        for (part, error) in &errors {
+            tracing::warn!(part, error, "health check failed");
+        }
+    }
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status,
+        store,
+        shards,
+        errors,
+    };
+    (code, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {

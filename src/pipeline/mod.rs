@@ -163,6 +163,14 @@ impl Pipeline {
         (h.finish() % self.senders.len() as u64) as usize
     }
 
+    /// A handle that watches the shard workers without keeping them running: the workers stop
+    /// when the last `Pipeline` is dropped, and the health endpoint must not delay that.
+    pub fn probe(&self) -> ShardProbe {
+        ShardProbe {
+            senders: self.senders.iter().map(mpsc::Sender::downgrade).collect(),
+        }
+    }
+
     /// Queues positions on their shard, waiting while the queue is full (backpressure).
     pub async fn submit(&self, positions: Positions) -> Result<(), PipelineClosed> {
         let shard = positions.route.shard;
@@ -170,6 +178,41 @@ impl Pipeline {
             .send(ShardMsg::Positions(positions))
             .await
             .map_err(|_| PipelineClosed)
+    }
+}
+
+/// Why the shard workers cannot take positions, as the health check sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ShardsDown {
+    /// A worker ended while connections can still send to it (it only does on a panic): the
+    /// positions of its vehicles can no longer be stored.
+    #[error("shard worker {0} has stopped")]
+    WorkerStopped(usize),
+    /// Every `Pipeline` handle was dropped: the workers drained and stopped (shutdown).
+    #[error("the shard workers were stopped for shutdown")]
+    Drained,
+}
+
+/// See [`Pipeline::probe`].
+#[derive(Clone)]
+pub struct ShardProbe {
+    senders: Arc<[mpsc::WeakSender<ShardMsg>]>,
+}
+
+impl ShardProbe {
+    /// Whether every shard worker is still receiving.
+    pub fn check(&self) -> Result<(), ShardsDown> {
+        for (index, weak) in self.senders.iter().enumerate() {
+            // Upgrading keeps the channel open only for this check; a shutdown that drops the
+            // last `Pipeline` meanwhile is delayed by no more than that.
+            let Some(sender) = weak.upgrade() else {
+                return Err(ShardsDown::Drained);
+            };
+            if sender.is_closed() {
+                return Err(ShardsDown::WorkerStopped(index));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -44,6 +44,8 @@ pub(super) struct Engine {
     /// (vehicle, device time, terminal) -> Fix.
     track: PartitionHandle,
     sessions: PartitionHandle,
+    /// Layout version; also read by the health probe.
+    meta: PartitionHandle,
 }
 
 /// What one applied batch did, for metrics.
@@ -97,6 +99,7 @@ impl Engine {
             last_known: part("last_known")?,
             track: part("track")?,
             sessions: part("sessions")?,
+            meta: meta.clone(),
             keyspace: keyspace.clone(),
             path: path.to_path_buf(),
         };
@@ -213,6 +216,23 @@ impl Engine {
         }
         in_batch.insert(&d.terminal_id, d.vehicle_id.as_deref());
         Ok(())
+    }
+
+    /// A cheap read through the whole read path (partition, memtable or block cache, decoding):
+    /// the layout version record, which every open store has.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        match self.meta.get("format")? {
+            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => Ok(()),
+            Some(v) => Err(StoreError::Format {
+                found: v
+                    .as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX),
+                expected: FORMAT_VERSION,
+            }),
+            None => Err(StoreError::Probe("the layout version record is missing")),
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -16,7 +16,8 @@ mod journal_sync;
 mod keys;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -84,6 +85,16 @@ pub enum StoreError {
     Locked { path: PathBuf },
     #[error("the store is closed")]
     Closed,
+    /// The committer thread ended while the store is open (it only does on a panic): no write
+    /// can succeed any more.
+    #[error("the store's committer thread has stopped")]
+    CommitterStopped,
+    /// The most recent commit or flush failed (a full or failing disk, typically). Cleared by
+    /// the next one that succeeds.
+    #[error("the last store commit failed: {0}")]
+    LastCommitFailed(#[source] Box<StoreError>),
+    #[error("store health probe failed: {0}")]
+    Probe(&'static str),
 }
 
 impl From<fjall::Error> for StoreError {
@@ -151,6 +162,11 @@ struct Inner {
     /// `None` only while dropping, to close the queue before joining the committer.
     tx: Option<mpsc::Sender<Request>>,
     committer: Option<std::thread::JoinHandle<()>>,
+    /// Whether the most recent commit or flush failed, so that the health check reports a store
+    /// that cannot write. Only read on the commit path while it is false (one atomic load).
+    failing: AtomicBool,
+    /// The error of that failed commit, for the health report.
+    last_failure: Mutex<Option<StoreError>>,
     /// Exclusive lock on `<data_dir>/store.lock`, held for the life of the store. fjall does not
     /// lock its directory, and two processes writing one keyspace would corrupt it (for example
     /// `registry import` run against the data dir of a running `serve`).
@@ -181,6 +197,8 @@ impl Store {
                 cfg: cfg.clone(),
                 tx: Some(tx),
                 committer: Some(committer),
+                failing: AtomicBool::new(false),
+                last_failure: Mutex::new(None),
                 _lock: lock,
             }),
         })
@@ -207,11 +225,11 @@ impl Store {
     pub async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         validate(&writes)?;
         let (done, wait) = oneshot::channel();
-        self.sender()?
-            .send(Request::Commit { writes, done })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        wait.await.map_err(|_| StoreError::Closed)?
+        let result = match self.sender()?.send(Request::Commit { writes, done }).await {
+            Ok(()) => wait.await.unwrap_or(Err(StoreError::Closed)),
+            Err(_) => Err(StoreError::Closed),
+        };
+        self.note(result)
     }
 
     /// [`Store::commit`] for callers outside an async runtime (CLI tools, tests). Must not be
@@ -219,30 +237,98 @@ impl Store {
     pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         validate(&writes)?;
         let (done, wait) = oneshot::channel();
-        self.sender()?
+        let result = match self
+            .sender()?
             .blocking_send(Request::Commit { writes, done })
-            .map_err(|_| StoreError::Closed)?;
-        wait.blocking_recv().map_err(|_| StoreError::Closed)?
+        {
+            Ok(()) => wait.blocking_recv().unwrap_or(Err(StoreError::Closed)),
+            Err(_) => Err(StoreError::Closed),
+        };
+        self.note(result)
     }
 
     /// Makes everything committed so far durable on disk (fsync), whatever the durability mode.
     /// Call on graceful shutdown.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.sender()?
-            .send(Request::Flush { done })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        wait.await.map_err(|_| StoreError::Closed)?
+        let result = match self.sender()?.send(Request::Flush { done }).await {
+            Ok(()) => wait.await.unwrap_or(Err(StoreError::Closed)),
+            Err(_) => Err(StoreError::Closed),
+        };
+        self.note(result)
     }
 
     /// Blocking form of [`Store::flush`].
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.sender()?
-            .blocking_send(Request::Flush { done })
-            .map_err(|_| StoreError::Closed)?;
-        wait.blocking_recv().map_err(|_| StoreError::Closed)?
+        let result = match self.sender()?.blocking_send(Request::Flush { done }) {
+            Ok(()) => wait.blocking_recv().unwrap_or(Err(StoreError::Closed)),
+            Err(_) => Err(StoreError::Closed),
+        };
+        self.note(result)
+    }
+
+    /// Remembers whether the store's last commit or flush worked, for [`Store::health`].
+    fn note(&self, result: Result<(), StoreError>) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        match &result {
+            // The common case costs one atomic load: the flag is only written on a change.
+            Ok(()) if !inner.failing.load(Ordering::Relaxed) => {}
+            Ok(()) => {
+                *inner.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                inner.failing.store(false, Ordering::Relaxed);
+            }
+            Err(err) => {
+                *inner.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.clone());
+                inner.failing.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Whether the store can serve reads and take writes right now: its committer thread runs,
+    /// its most recent commit or flush did not fail, and a read of the layout version record
+    /// goes through the engine. Cheap (one point read, usually from memory): meant for a health
+    /// endpoint that is polled every few seconds. It never writes, so a failed commit is only
+    /// noticed once a commit has been attempted; [`Store::check`] retries such a failure.
+    pub fn health(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let committer_gone = inner.committer.as_ref().is_none_or(|h| h.is_finished())
+            || inner.tx.as_ref().is_none_or(|tx| tx.is_closed());
+        if committer_gone {
+            return Err(StoreError::CommitterStopped);
+        }
+        if inner.failing.load(Ordering::Relaxed) {
+            let last = inner
+                .last_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(err) = last {
+                return Err(StoreError::LastCommitFailed(Box::new(err)));
+            }
+        }
+        inner.engine.probe()
+    }
+
+    /// [`Store::health`], but when the last commit failed it flushes (an fsync through the
+    /// committer) to see whether the store writes again: a gateway without traffic would
+    /// otherwise report an old failure until its next commit.
+    /// The probe's read runs on a blocking thread so that a hung disk cannot stall the caller's
+    /// runtime thread; the caller should still bound the whole check with a timeout.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let probe = |store: Store| async move {
+            tokio::task::spawn_blocking(move || store.health())
+                .await
+                .unwrap_or(Err(StoreError::Probe("the health probe panicked")))
+        };
+        match probe(self.clone()).await {
+            Err(StoreError::LastCommitFailed(_)) => {
+                self.flush().await?;
+                probe(self.clone()).await
+            }
+            other => other,
+        }
     }
 
     pub fn last_known(&self, vehicle_id: &str) -> Result<Option<LastKnown>, StoreError> {

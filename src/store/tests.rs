@@ -338,3 +338,23 @@ fn scan_track_visits_points_from_a_time_in_order() {
     );
     assert_eq!(store.scan_track("nobody", i64::MIN, |_| {}).unwrap(), 0);
 }
+
+#[tokio::test]
+async fn health_reports_a_failed_commit_until_the_store_writes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Fsync);
+    store.health().unwrap();
+    store.check().await.unwrap();
+    // A commit the engine refused (as with a full disk) is remembered by the handle: what a
+    // failed group commit reports to its callers is what `note` sees.
+    let refused = StoreError::Engine(Arc::new(std::io::Error::other("no space left on device")));
+    assert!(store.note(Err(refused)).is_err());
+    let err = store.health().unwrap_err();
+    assert!(matches!(err, StoreError::LastCommitFailed(_)), "{err}");
+    assert!(err.to_string().contains("no space left"), "{err}");
+    // Every clone shares the state.
+    assert!(store.clone().health().is_err());
+    // `check` retries with a flush; the disk works now, so the failure clears.
+    store.check().await.unwrap();
+    store.health().unwrap();
+}

@@ -328,6 +328,29 @@ impl Client {
         }
     }
 
+    /// Connects with small socket buffers (`bytes` each way, before the kernel's own rounding),
+    /// so that a test can make the gateway's writes block by not reading.
+    pub fn connect_with_buffers(addr: SocketAddr, bytes: usize) -> Client {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        // Set before connecting so that the window offered in the handshake is already small.
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        socket.set_send_buffer_size(bytes).expect("SO_SNDBUF");
+        socket.connect(&addr.into()).expect("jt808 connect");
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+            splitter: Splitter::new(4096),
+        }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }
