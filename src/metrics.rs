@@ -10,7 +10,8 @@ pub const CONNECTIONS_OPEN: &str = "connections_open";
 pub const CONNECTIONS_ACCEPTED: &str = "connections_accepted_total";
 /// Connections refused at accept because `jt808.max_connections` was reached.
 pub const CONNECTIONS_REFUSED: &str = "connections_refused_total";
-/// Connections closed, by `reason` (eof, idle, replaced, hostile, auth_failed, shutdown, error).
+/// Connections closed, by `reason` (eof, idle, replaced, hostile, auth_failed,
+/// registration_deferred, shutdown, io_error).
 pub const CONNECTIONS_CLOSED: &str = "connections_closed_total";
 /// Frames decoded, by `protocol` and `message_id` (hex, e.g. "0x0200").
 pub const FRAMES: &str = "frames_total";
@@ -22,8 +23,13 @@ pub const FRAMES_CHECKSUM_SKIPPED: &str = "frames_checksum_skipped_total";
 pub const FRAMES_DUPLICATE: &str = "frames_duplicate_total";
 /// Authentication results, by `result` (ok, wrong_code, locked_out, unknown).
 pub const AUTH: &str = "auth_total";
-/// Registrations, by `result` (ok, rejected).
+/// Registrations, by `result`: ok; rejected (by the unknown-device policy); rate_limited (over
+/// `jt808.new_device_rate`, connection closed unanswered); over_capacity
+/// (`jt808.max_unassigned_devices` reached, answered "no such terminal").
 pub const REGISTRATIONS: &str = "registrations_total";
+/// Unassigned (self-registered) devices in the store, against `jt808.max_unassigned_devices`
+/// (gauge).
+pub const UNASSIGNED_DEVICES: &str = "unassigned_devices";
 /// Fixes written to the track (counted by the store when the commit succeeds).
 pub const POSITIONS_STORED: &str = "positions_stored_total";
 /// Fixes flagged by sanitation, by `flag` (no_gnss, zero_coord, ...).
@@ -102,6 +108,10 @@ fn describe() {
     );
     describe_counter!(AUTH, "Terminal authentications, by result.");
     describe_counter!(REGISTRATIONS, "Terminal registrations, by result.");
+    describe_gauge!(
+        UNASSIGNED_DEVICES,
+        "Unassigned (self-registered) devices in the store; jt808.max_unassigned_devices caps them."
+    );
     describe_counter!(POSITIONS_STORED, "Fixes written to the track.");
     describe_counter!(POSITIONS_FLAGGED, "Fixes flagged by sanitation, by flag.");
     describe_gauge!(SHARD_QUEUE_DEPTH, "Messages waiting in each shard queue.");
@@ -147,7 +157,7 @@ fn zero() {
     ] {
         metrics::counter!(name).absolute(0);
     }
-    for name in [CONNECTIONS_OPEN, STORE_QUEUE_DEPTH] {
+    for name in [CONNECTIONS_OPEN, STORE_QUEUE_DEPTH, UNASSIGNED_DEVICES] {
         metrics::gauge!(name).set(0.0);
     }
 }

@@ -166,13 +166,24 @@ async fn serve(
             .await
     });
 
-    let gw = Arc::new(Gateway::new(
-        config.clone(),
-        store.clone(),
-        pipe,
-        live,
-        shutdown.clone(),
-    ));
+    let gw = Gateway::new(config.clone(), store.clone(), pipe, live, shutdown.clone());
+    // The cap on unassigned devices counts the ones already stored (self-registered before, or
+    // left unassigned by the registry import).
+    let unassigned = store
+        .devices()
+        .context("counting the unassigned devices")?
+        .iter()
+        .filter(|d| d.vehicle_id.is_none())
+        .count();
+    gw.enrollment.set_unassigned(unassigned);
+    if unassigned >= config.jt808.max_unassigned_devices {
+        tracing::warn!(
+            unassigned,
+            limit = config.jt808.max_unassigned_devices,
+            "jt808.max_unassigned_devices reached: unknown terminals will be refused"
+        );
+    }
+    let gw = Arc::new(gw);
     let tasks = TaskTracker::new();
     let listener_task = tokio::spawn(gateway::serve(jt808_listener, gw.clone(), tasks.clone()));
 

@@ -82,6 +82,14 @@ pub struct Jt808Config {
     pub unknown_device: UnknownDevicePolicy,
     /// Terminal ids (exact, or a prefix ending in `*`) accepted under `unknown_device = "allowlist"`.
     pub allowlist: Vec<String>,
+    /// Registrations of terminals the store does not know yet, per second on average (the
+    /// token bucket's refill rate). Over it the connection is closed unanswered.
+    pub new_device_rate: f64,
+    /// How many such registrations may come at once (the token bucket's size).
+    pub new_device_burst: u32,
+    /// Unassigned devices (self-registered, not in the registry) the store may hold; more
+    /// registrations are answered 0x8100 result 4.
+    pub max_unassigned_devices: usize,
     pub auth: AuthConfig,
     pub subpackage: SubpackageConfig,
     pub models: Vec<ModelConfig>,
@@ -100,6 +108,11 @@ impl Default for Jt808Config {
             max_bad_frames: 16,
             unknown_device: UnknownDevicePolicy::Accept,
             allowlist: Vec::new(),
+            // A fresh gateway that a whole fleet of 10,000 self-registering trackers connects to
+            // at once registers all of them within the burst; after that, 1,000 a second.
+            new_device_rate: 1000.0,
+            new_device_burst: 10_000,
+            max_unassigned_devices: 100_000,
             auth: AuthConfig::default(),
             subpackage: SubpackageConfig::default(),
             models: Vec::new(),
@@ -408,6 +421,18 @@ impl Config {
         {
             return invalid("jt808.allowlist", &format!("empty entry {bad:?}"));
         }
+        if !(j.new_device_rate.is_finite() && j.new_device_rate > 0.0) {
+            return invalid("jt808.new_device_rate", "must be a number > 0");
+        }
+        if j.new_device_burst == 0 {
+            return invalid("jt808.new_device_burst", "must be >= 1");
+        }
+        if j.max_unassigned_devices == 0 {
+            return invalid(
+                "jt808.max_unassigned_devices",
+                "must be >= 1 (to refuse every unknown terminal, set jt808.unknown_device = \"reject\")",
+            );
+        }
         if j.auth.max_failures == 0 {
             return invalid("jt808.auth.max_failures", "must be > 0");
         }
@@ -506,6 +531,12 @@ mod tests {
         let def = Config::default();
         assert_eq!(cfg.jt808.listen, def.jt808.listen);
         assert_eq!(cfg.jt808.max_frame, def.jt808.max_frame);
+        assert_eq!(cfg.jt808.new_device_rate, def.jt808.new_device_rate);
+        assert_eq!(cfg.jt808.new_device_burst, def.jt808.new_device_burst);
+        assert_eq!(
+            cfg.jt808.max_unassigned_devices,
+            def.jt808.max_unassigned_devices
+        );
         assert_eq!(cfg.state.offline_after, def.state.offline_after);
         assert_eq!(cfg.jt808.models.len(), 1);
     }
@@ -542,6 +573,31 @@ mod tests {
         assert_eq!(cfg.state.offline_after, Duration::from_secs(120));
         let err = Config::parse("[state]\noffline_after = \"soon\"\n", "x.toml").unwrap_err();
         assert!(err.to_string().contains("offline_after"), "{err}");
+    }
+
+    #[test]
+    fn new_device_limits_are_parsed_and_bounded() {
+        let cfg = Config::parse(
+            "[jt808]\nnew_device_rate = 2.5\nnew_device_burst = 3\nmax_unassigned_devices = 7\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.jt808.new_device_rate, 2.5);
+        assert_eq!(cfg.jt808.new_device_burst, 3);
+        assert_eq!(cfg.jt808.max_unassigned_devices, 7);
+        for (text, key) in [
+            ("new_device_rate = 0", "jt808.new_device_rate"),
+            ("new_device_rate = -1.0", "jt808.new_device_rate"),
+            ("new_device_rate = nan", "jt808.new_device_rate"),
+            ("new_device_burst = 0", "jt808.new_device_burst"),
+            ("max_unassigned_devices = 0", "jt808.max_unassigned_devices"),
+        ] {
+            let err = Config::parse(&format!("[jt808]\n{text}\n"), "x.toml").unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("x.toml: key {key}")),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use super::answer::{self, register_result, result};
 use super::auth_limit::Failure;
+use super::enrollment::Admission;
 use super::inbound::{interpret, trim_padding, Inbound};
 use super::Gateway;
 use crate::config::{ModelConfig, UnknownDevicePolicy};
@@ -44,6 +45,8 @@ enum Close {
     Replaced,
     Hostile(&'static str),
     AuthFailed,
+    /// The registration of a new terminal was over `jt808.new_device_rate`.
+    RegistrationDeferred,
     Shutdown,
     Io(std::io::Error),
 }
@@ -56,6 +59,7 @@ impl Close {
             Close::Replaced => "replaced",
             Close::Hostile(_) => "hostile",
             Close::AuthFailed => "auth_failed",
+            Close::RegistrationDeferred => "registration_deferred",
             Close::Shutdown => "shutdown",
             Close::Io(_) => "io_error",
         }
@@ -681,6 +685,9 @@ impl Connection {
             }
         };
         let mut writes = Vec::new();
+        // Held while the new device record is being stored; see `Enrollment`.
+        let gw = self.gw.clone();
+        let mut reservation = None;
         if device.is_none() {
             let allowed = match cfg.unknown_device {
                 UnknownDevicePolicy::Accept => true,
@@ -695,6 +702,35 @@ impl Connection {
                 answer::register(&h, serial, register_result::NO_SUCH_TERMINAL, b"", &mut out);
                 self.push_ready(out);
                 return Ok(());
+            }
+            let now = StdInstant::now();
+            match gw.enrollment.admit(now) {
+                Admission::Admit(r) => reservation = Some(r),
+                Admission::RateLimited => {
+                    metrics::counter!(m::REGISTRATIONS, "result" => "rate_limited").increment(1);
+                    if let Some(held_back) = gw.enrollment.should_log(now) {
+                        tracing::warn!(peer = %self.peer, terminal = %tid, held_back, "registration of an unknown terminal deferred: jt808.new_device_rate exceeded; closing the connection unanswered");
+                    }
+                    // No 0x8100 answer: every result it can carry (JT/T 808-2013 §8.6: vehicle
+                    // or terminal already registered, no such vehicle or terminal) tells the
+                    // device it is refused, and some firmware stops registering after that. A
+                    // closed connection sends a device back to its reconnect loop, so it
+                    // registers again later, when the bucket has tokens; closing also frees the
+                    // connection slot meanwhile.
+                    self.stopping = Some(Close::RegistrationDeferred);
+                    return Ok(());
+                }
+                Admission::Full => {
+                    metrics::counter!(m::REGISTRATIONS, "result" => "over_capacity").increment(1);
+                    if let Some(held_back) = gw.enrollment.should_log(now) {
+                        tracing::warn!(peer = %self.peer, terminal = %tid, held_back, limit = cfg.max_unassigned_devices, "registration of an unknown terminal refused: jt808.max_unassigned_devices reached");
+                    }
+                    let mut out = BytesMut::new();
+                    let serial = self.serial();
+                    answer::register(&h, serial, register_result::NO_SUCH_TERMINAL, b"", &mut out);
+                    self.push_ready(out);
+                    return Ok(());
+                }
             }
             let model = (!model.is_empty()).then_some(model);
             let skip_checksum = model
@@ -732,6 +768,9 @@ impl Connection {
                 self.answer(&h, result::FAILURE);
                 return Ok(());
             }
+        }
+        if let Some(r) = reservation {
+            r.keep();
         }
         metrics::counter!(m::REGISTRATIONS, "result" => "ok").increment(1);
         let mut out = BytesMut::new();

@@ -18,6 +18,7 @@ use crate::store::Store;
 pub mod answer;
 pub mod auth_limit;
 mod connection;
+pub mod enrollment;
 pub mod inbound;
 pub mod sessions;
 
@@ -29,6 +30,8 @@ pub struct Gateway {
     pub live: Arc<LiveView>,
     pub sessions: sessions::Sessions,
     pub auth_limiter: auth_limit::AuthLimiter,
+    /// Rate and cap of self-registrations of unknown terminals.
+    pub enrollment: enrollment::Enrollment,
     /// Cancelled on SIGINT/SIGTERM: connections stop reading, answer what is in flight and close.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace period is over: connections close at once.
@@ -45,6 +48,7 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Self {
         let auth_limiter = auth_limit::AuthLimiter::new(&config.jt808.auth);
+        let enrollment = enrollment::Enrollment::new(&config.jt808, std::time::Instant::now());
         Gateway {
             config,
             store,
@@ -52,6 +56,7 @@ impl Gateway {
             live,
             sessions: sessions::Sessions::new(),
             auth_limiter,
+            enrollment,
             shutdown,
             hard_stop: CancellationToken::new(),
             next_conn_id: AtomicU64::new(1),
