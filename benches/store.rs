@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 
 fn fix(terminal: u32, time_ms: i64) -> Fix {
     Fix {
-        terminal_id: format!("0138{terminal:08}"),
+        terminal_id: format!("0138{terminal:08}").into(),
         time_ms,
         received_ms: time_ms + 800,
         latitude: 22.543 + f64::from(terminal % 1000) * 1e-4,
@@ -39,7 +39,7 @@ fn fix(terminal: u32, time_ms: i64) -> Fix {
 
 fn last_known(vehicle: &str, f: &Fix) -> LastKnown {
     LastKnown {
-        vehicle_id: vehicle.to_owned(),
+        vehicle_id: vehicle.into(),
         fix: f.clone(),
         motion: Motion::Moving,
         acc: true,
@@ -364,7 +364,7 @@ fn bench_group_commit(
                         let f = fix((c * per_call + j) as u32, t_ms);
                         writes.push(Write::LastKnown(last_known(vehicle, &f)));
                         writes.push(Write::Fix {
-                            vehicle_id: vehicle.clone(),
+                            vehicle_id: vehicle.as_str().into(),
                             fix: f,
                         });
                     }
@@ -534,7 +534,7 @@ fn main() {
                 let f = fix(v as u32, t_ms);
                 writes.push(Write::LastKnown(last_known(&vehicle, &f)));
                 writes.push(Write::Fix {
-                    vehicle_id: vehicle,
+                    vehicle_id: vehicle.into(),
                     fix: f,
                 });
             }

@@ -36,6 +36,8 @@ pub const POSITIONS_STORED: &str = "positions_stored_total";
 pub const POSITIONS_FLAGGED: &str = "positions_flagged_total";
 /// Messages waiting in a shard queue, by `shard` (gauge).
 pub const SHARD_QUEUE_DEPTH: &str = "shard_queue_depth";
+/// Frames whose connection had to wait (and stopped reading) because their shard queue was full.
+pub const SHARD_QUEUE_FULL: &str = "shard_queue_full_total";
 /// Seconds per store group commit (histogram; recorded by the store).
 pub const STORE_COMMIT_SECONDS: &str = "store_commit_seconds";
 /// Writes per store group commit (histogram; recorded by the store): how well commits group.
@@ -115,6 +117,10 @@ fn describe() {
     describe_counter!(POSITIONS_STORED, "Fixes written to the track.");
     describe_counter!(POSITIONS_FLAGGED, "Fixes flagged by sanitation, by flag.");
     describe_gauge!(SHARD_QUEUE_DEPTH, "Messages waiting in each shard queue.");
+    describe_counter!(
+        SHARD_QUEUE_FULL,
+        "Frames whose connection stopped reading until their shard queue had room."
+    );
     describe_histogram!(
         STORE_COMMIT_SECONDS,
         Unit::Seconds,
@@ -154,6 +160,7 @@ fn zero() {
         STORE_COMMIT_ERRORS,
         STORE_RETENTION_DELETED,
         RESEND_REQUESTS,
+        SHARD_QUEUE_FULL,
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -3,6 +3,8 @@
 //! These are plain data: no I/O, no clock. Times are Unix milliseconds in UTC. The store encodes
 //! them with postcard, so adding a field is a format change; append new fields at the end and give
 //! them `#[serde(default)]` so older records still decode.
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// How a tracker is installed in the car. Lenders fit a wired unit (powered by the car, reports
@@ -134,7 +136,7 @@ bitflags::bitflags! {
 /// One position report from one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fix {
-    pub terminal_id: String,
+    pub terminal_id: Arc<str>,
     /// Device time (UTC, Unix ms). Track order and "last known moves forward" use this time.
     pub time_ms: i64,
     /// Gateway wall clock when the frame arrived (Unix ms).
@@ -177,7 +179,7 @@ pub enum Online {
 /// The freshest valid fix of a vehicle among all its devices, with derived state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastKnown {
-    pub vehicle_id: String,
+    pub vehicle_id: Arc<str>,
     /// The source device is `fix.terminal_id`.
     pub fix: Fix,
     pub motion: Motion,
@@ -197,7 +199,7 @@ pub struct Signals {
     /// Device time (Unix ms) of the report the alarm and status words come from.
     pub time_ms: i64,
     /// The device that sent that report.
-    pub terminal_id: String,
+    pub terminal_id: Arc<str>,
     pub alarm: u32,
     pub status: u32,
     /// The newest battery level any of the devices reported, and when.

@@ -385,7 +385,7 @@ fn kill9_mid_stream(durability: &str) {
         for &secs in &tally.lock().unwrap().acked {
             let ms = secs * 1000;
             let found = store.track(&vehicle_of(i), ms, ms, 10).unwrap();
-            if !found.iter().any(|f| f.terminal_id == terminal_id(i)) {
+            if !found.iter().any(|f| *f.terminal_id == *terminal_id(i)) {
                 missing.push((terminal_id(i), secs));
             }
         }
@@ -397,7 +397,7 @@ fn kill9_mid_stream(durability: &str) {
         let ms = secs * 1000;
         let found = store.track(&vehicle_of(i), ms, ms, 10).unwrap();
         assert!(
-            found.iter().any(|f| f.terminal_id == terminal_id(i)),
+            found.iter().any(|f| *f.terminal_id == *terminal_id(i)),
             "last known of {} at {secs} is not in the track",
             terminal_id(i)
         );

@@ -86,11 +86,11 @@ fn child_writer() {
                     for k in 0..PER_COMMIT as i64 {
                         let f = fix(&terminal, time_ms + k * 1_000);
                         writes.push(Write::Fix {
-                            vehicle_id: vehicle.clone(),
+                            vehicle_id: vehicle.as_str().into(),
                             fix: f.clone(),
                         });
                         writes.push(Write::LastKnown(LastKnown {
-                            vehicle_id: vehicle.clone(),
+                            vehicle_id: vehicle.as_str().into(),
                             fix: f,
                             motion: Motion::Moving,
                             acc: true,

@@ -213,7 +213,7 @@ async fn serve(
             remaining = tasks.len(),
             "connections did not finish within the grace period; closing them"
         );
-        gw.hard_stop.cancel();
+        gw.hard_stop();
         tasks.wait().await;
     }
     // 3. Dropping the last pipeline handle lets the shards drain their queues and stop.

@@ -20,11 +20,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::answer::{self, register_result, result};
 use super::auth_limit::Failure;
+use super::control::{self, Control};
 use super::enrollment::Admission;
 use super::inbound::{interpret, trim_padding, Inbound};
 use super::Gateway;
@@ -33,7 +33,8 @@ use crate::metrics as m;
 use crate::model::Device;
 use crate::pipeline::live::Activity;
 use crate::pipeline::{
-    device_key, now_ms, CommitFailed, Committed, DeviceRoute, FrameKey, Positions,
+    device_key, now_ms, CommitFailed, Committed, DeviceRoute, FrameKey, Positions, Report,
+    TrySubmit,
 };
 use crate::store::{SessionFacts, Write};
 
@@ -75,6 +76,24 @@ enum Pending {
         to: Header,
         serial: u16,
     },
+    /// A position's commit outcome is known; encoded when written.
+    Acked {
+        to: Header,
+        serial: u16,
+        result: u8,
+    },
+}
+
+/// Positions that wait for room in their shard queue, and the answer that waits for them.
+struct Waiting {
+    positions: Positions,
+    answer: Option<(oneshot::Receiver<Result<Committed, CommitFailed>>, Header)>,
+}
+
+/// Why positions could not be queued at once.
+enum Blocked {
+    Full(Waiting),
+    Closed,
 }
 
 /// State after a successful 0x0102.
@@ -125,12 +144,12 @@ pub(super) async fn run(
     // cost every connection a few hundred bytes for its whole life. Events that matter at info
     // level and above name the peer and terminal themselves.
     let span = tracing::debug_span!("conn", %peer, conn = id, terminal = tracing::field::Empty);
-    let hard_stop = gw.hard_stop.clone();
-    let mut conn = Connection::new(stream, peer, id, gw);
+    let control = gw.controls.register(id);
+    let mut conn = Connection::new(stream, peer, id, gw.clone(), control.clone());
     async {
         let reason = tokio::select! {
             r = conn.serve() => r,
-            _ = hard_stop.cancelled() => Close::Shutdown,
+            _ = control.any(control::HARD_STOP) => Close::Shutdown,
         };
         match &reason {
             Close::Io(err) => tracing::debug!(error = %err, "connection closed by I/O error"),
@@ -144,6 +163,7 @@ pub(super) async fn run(
     }
     .instrument(span)
     .await;
+    gw.controls.remove(id);
     metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
 }
 
@@ -157,8 +177,9 @@ struct Connection {
     pending: VecDeque<Pending>,
     next_serial: u16,
     authed: Option<Authed>,
-    /// Cancelled when a newer connection of the same terminal authenticates.
-    replaced: CancellationToken,
+    /// Signalled when a newer connection of the same terminal authenticates, at shutdown and
+    /// at the hard stop.
+    control: Arc<Control>,
     /// Set when the connection should stop reading and close once its answers are out.
     stopping: Option<Close>,
     bad_in_row: u32,
@@ -172,7 +193,13 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, peer: SocketAddr, id: u64, gw: Arc<Gateway>) -> Self {
+    fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        id: u64,
+        gw: Arc<Gateway>,
+        control: Arc<Control>,
+    ) -> Self {
         let idle = gw.config.jt808.effective_idle_timeout();
         Connection {
             stream,
@@ -184,7 +211,7 @@ impl Connection {
             pending: VecDeque::new(),
             next_serial: 0,
             authed: None,
-            replaced: CancellationToken::new(),
+            control,
             stopping: None,
             bad_in_row: 0,
             garbage_run: 0,
@@ -202,6 +229,11 @@ impl Connection {
 
     async fn serve(&mut self) -> Close {
         let max_inflight = self.gw.config.jt808.max_inflight;
+        // Created once and reset only when it fires early: creating a timer per loop turn
+        // registered and removed a timer-wheel entry for every frame. `frame_ok` only moves
+        // `idle_deadline`; the sleep catches up when it fires.
+        let idle = tokio::time::sleep_until(self.idle_deadline);
+        tokio::pin!(idle);
         loop {
             if let Err(close) = self.write_ready().await {
                 return close;
@@ -215,18 +247,23 @@ impl Connection {
                 let Connection {
                     stream,
                     pending,
-                    replaced,
-                    gw,
-                    idle_deadline,
+                    control,
                     ..
                 } = self;
                 tokio::select! {
                     biased;
                     r = front_ack(pending) => Event::Ack(r),
-                    _ = replaced.cancelled(), if running => Event::Replaced,
-                    _ = gw.shutdown.cancelled(), if running => Event::Shutdown,
-                    r = stream.readable(), if can_read => Event::Readable(r),
-                    _ = tokio::time::sleep_until(*idle_deadline), if running => Event::Idle,
+                    bits = control.any(control::REPLACED | control::SHUTDOWN), if running => {
+                        if bits & control::SHUTDOWN != 0 {
+                            Event::Shutdown
+                        } else {
+                            Event::Replaced
+                        }
+                    }
+                    // `poll_read_ready` keeps the waker in the socket's own reader slot; the
+                    // `readable()` future queued and dequeued a waiter under a lock every turn.
+                    r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if can_read => Event::Readable(r),
+                    _ = &mut idle, if running => Event::Idle,
                 }
             };
             match event {
@@ -234,16 +271,24 @@ impl Connection {
                     let Some(Pending::Ack { to, serial, .. }) = self.pending.pop_front() else {
                         unreachable!("front_ack only completes for an Ack at the front");
                     };
-                    let mut out = BytesMut::new();
-                    answer::general(&to, serial, ack_result(r), &mut out);
-                    self.pending.push_front(Pending::Ready(out.freeze()));
+                    self.pending.push_front(Pending::Acked {
+                        to,
+                        serial,
+                        result: ack_result(r),
+                    });
                 }
                 Event::Replaced => {
                     tracing::info!(peer = %self.peer, terminal = ?self.authed.as_ref().map(|a| a.route.terminal_id.clone()), "a newer connection of this terminal took over");
                     self.stopping = Some(Close::Replaced);
                 }
                 Event::Shutdown => self.stopping = Some(Close::Shutdown),
-                Event::Idle => return Close::Idle,
+                Event::Idle => {
+                    if Instant::now() < self.idle_deadline {
+                        idle.as_mut().reset(self.idle_deadline);
+                        continue;
+                    }
+                    return Close::Idle;
+                }
                 Event::Readable(Err(err)) => return Close::Io(err),
                 Event::Readable(Ok(())) => {
                     let limit = self.gw.config.jt808.read_buffer;
@@ -259,7 +304,7 @@ impl Connection {
                         let grow = self.buf.capacity().max(512).min(limit - self.buf.len());
                         self.buf.reserve(grow);
                     }
-                    match self.stream.try_read_buf(&mut self.buf) {
+                    match read_once(&mut self.stream, &mut self.buf) {
                         Ok(0) => return Close::Eof,
                         Ok(_) => {
                             if let Err(close) = self.process_buffer().await {
@@ -268,7 +313,7 @@ impl Connection {
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                             // Readiness was stale: give back the buffer reserved above, or
-                            // every idle connection keeps 4 KB.
+                            // every idle connection keeps it.
                             if self.buf.is_empty() {
                                 self.buf = BytesMut::new();
                             }
@@ -281,39 +326,52 @@ impl Connection {
     }
 
     /// Writes every answer at the front of the queue that is ready, in one write.
+    ///
+    /// The answers are encoded into a buffer owned by the worker thread and written at once;
+    /// only what the socket does not take right away is copied into an owned buffer and awaited.
+    /// Per position that saves the allocation of an answer buffer.
     async fn write_ready(&mut self) -> Result<(), Close> {
-        let mut out: Option<BytesMut> = None;
-        while let Some(front) = self.pending.front_mut() {
-            match front {
-                Pending::Ready(bytes) => {
-                    out.get_or_insert_with(BytesMut::new)
-                        .extend_from_slice(bytes);
-                    self.pending.pop_front();
+        let rest = WRITE_SCRATCH.with_borrow_mut(|out| -> Result<Option<BytesMut>, Close> {
+            out.clear();
+            while let Some(front) = self.pending.front_mut() {
+                match front {
+                    Pending::Ready(bytes) => out.extend_from_slice(bytes),
+                    Pending::Acked { to, serial, result } => {
+                        answer::general(to, *serial, *result, out)
+                    }
+                    Pending::Ack { rx, to, serial } => {
+                        let r = match rx.try_recv() {
+                            Ok(r) => r,
+                            Err(oneshot::error::TryRecvError::Empty) => break,
+                            Err(oneshot::error::TryRecvError::Closed) => Err(CommitFailed),
+                        };
+                        answer::general(to, *serial, ack_result(r), out);
+                    }
                 }
-                Pending::Ack { rx, to, serial } => {
-                    let r = match rx.try_recv() {
-                        Ok(r) => r,
-                        Err(oneshot::error::TryRecvError::Empty) => break,
-                        Err(oneshot::error::TryRecvError::Closed) => Err(CommitFailed),
-                    };
-                    let (to, serial) = (*to, *serial);
-                    answer::general(
-                        &to,
-                        serial,
-                        ack_result(r),
-                        out.get_or_insert_with(BytesMut::new),
-                    );
-                    self.pending.pop_front();
-                }
+                self.pending.pop_front();
             }
-        }
+            if out.is_empty() {
+                return Ok(None);
+            }
+            let written = match self.stream.try_write(out) {
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(err) => return Err(Close::Io(err)),
+            };
+            let rest = (written < out.len()).then(|| BytesMut::from(&out[written..]));
+            if out.capacity() > WRITE_SCRATCH_KEEP {
+                // One large burst of answers must not pin a large buffer to the thread.
+                *out = BytesMut::new();
+            }
+            Ok(rest)
+        })?;
         if self.pending.is_empty() && self.pending.capacity() > 0 {
             // An idle connection should not keep its answer queue allocated.
             self.pending = VecDeque::new();
         }
-        let Some(out) = out else { return Ok(()) };
+        let Some(rest) = rest else { return Ok(()) };
         let timeout = self.gw.config.jt808.effective_idle_timeout();
-        match tokio::time::timeout(timeout, self.stream.write_all(&out)).await {
+        match tokio::time::timeout(timeout, self.stream.write_all(&rest)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(Close::Io(err)),
             Err(_) => Err(Close::Hostile("device stopped reading its answers")),
@@ -332,11 +390,28 @@ impl Connection {
                     self.garbage_run = 0;
                     let step = self.decode(frame);
                     self.buf.advance(consumed);
-                    // Boxed: the handling futures (store lookups, the shard queue) are large and
-                    // live only while a frame is handled; inline they would enlarge every
-                    // connection task, idle or not, for its whole life. One small allocation per
-                    // frame is the cheaper side of that trade.
-                    Box::pin(self.handle(step)).await?;
+                    match step {
+                        // The hot path, handled without an allocation or an await when the
+                        // shard has room.
+                        Step::Message {
+                            header,
+                            inbound: Inbound::Positions { reports, ack },
+                            first_time_ms,
+                        } if self.is_authed(&header) => {
+                            self.frame_ok();
+                            match self.queue_positions(header, reports, ack, first_time_ms) {
+                                Ok(()) => {}
+                                Err(Blocked::Full(wait)) => {
+                                    Box::pin(self.wait_for_room(wait)).await?
+                                }
+                                Err(Blocked::Closed) => return Err(Close::Shutdown),
+                            }
+                        }
+                        // Boxed: the handling futures (store lookups, the shard queue) are
+                        // large and live only while a frame is handled; inline they would
+                        // enlarge every connection task, idle or not, for its whole life.
+                        step => Box::pin(self.handle(step)).await?,
+                    }
                 }
                 Split::Incomplete { consumed } => {
                     self.buf.advance(consumed);
@@ -420,8 +495,7 @@ impl Connection {
         if packet.quirks.contains(Quirks::CHECKSUM_MISMATCH_ACCEPTED) {
             metrics::counter!(m::FRAMES_CHECKSUM_SKIPPED, "protocol" => "jt808").increment(1);
         }
-        metrics::counter!(m::FRAMES, "protocol" => "jt808", "message_id" => message_id_label(h.message_id))
-            .increment(1);
+        self.gw.frame_counters.get(h.message_id).increment(1);
         let model = self.authed.as_ref().and_then(|a| a.model.clone());
         if h.subpackage.is_some() {
             return self.reassemble(&packet, model.as_deref());
@@ -641,34 +715,71 @@ impl Connection {
                     }
                     return Ok(());
                 }
-                let route = self.authed.as_ref().expect("checked").route.clone();
-                let (tx, rx) = if ack {
-                    let (tx, rx) = oneshot::channel();
-                    (Some(tx), Some(rx))
-                } else {
-                    (None, None)
-                };
-                let positions = Positions {
-                    route,
-                    key: first_time_ms.map(|t| FrameKey {
-                        message_id: h.message_id,
-                        serial: h.serial,
-                        first_time_ms: t,
-                    }),
-                    reports,
-                    received_ms: now_ms(),
-                    done: tx,
-                };
-                // Waits while the shard queue is full: this is the backpressure point.
-                if self.gw.pipeline.submit(positions).await.is_err() {
-                    return Err(Close::Shutdown);
+                match self.queue_positions(h, reports, ack, first_time_ms) {
+                    Ok(()) => Ok(()),
+                    Err(Blocked::Full(wait)) => self.wait_for_room(wait).await,
+                    Err(Blocked::Closed) => Err(Close::Shutdown),
                 }
-                if let Some(rx) = rx {
-                    let serial = self.serial();
-                    self.pending.push_back(Pending::Ack { rx, to: h, serial });
-                }
+            }
+        }
+    }
+
+    /// Queues a frame's positions on their shard without waiting, and the answer that waits
+    /// for their commit. When the shard queue is full, hands back what must wait for room.
+    fn queue_positions(
+        &mut self,
+        h: Header,
+        reports: Vec<Report>,
+        ack: bool,
+        first_time_ms: Option<i64>,
+    ) -> Result<(), Blocked> {
+        let route = self.authed.as_ref().expect("caller checked").route.clone();
+        let (tx, rx) = if ack {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let positions = Positions {
+            route,
+            key: first_time_ms.map(|t| FrameKey {
+                message_id: h.message_id,
+                serial: h.serial,
+                first_time_ms: t,
+            }),
+            reports,
+            received_ms: now_ms(),
+            done: tx,
+        };
+        let answer = rx.map(|rx| (rx, h));
+        match self.gw.pipeline.try_submit(positions) {
+            Ok(()) => {
+                self.push_ack(answer);
                 Ok(())
             }
+            Err(TrySubmit::Full(positions)) => Err(Blocked::Full(Waiting { positions, answer })),
+            Err(TrySubmit::Closed) => Err(Blocked::Closed),
+        }
+    }
+
+    /// Waits while the shard queue is full: this is the backpressure point. The connection reads
+    /// nothing meanwhile, so TCP pushes back on the device.
+    async fn wait_for_room(&mut self, wait: Waiting) -> Result<(), Close> {
+        metrics::counter!(m::SHARD_QUEUE_FULL).increment(1);
+        if self.gw.pipeline.submit(wait.positions).await.is_err() {
+            return Err(Close::Shutdown);
+        }
+        self.push_ack(wait.answer);
+        Ok(())
+    }
+
+    fn push_ack(
+        &mut self,
+        answer: Option<(oneshot::Receiver<Result<Committed, CommitFailed>>, Header)>,
+    ) {
+        if let Some((rx, to)) = answer {
+            let serial = self.serial();
+            self.pending.push_back(Pending::Ack { rx, to, serial });
         }
     }
 
@@ -841,7 +952,7 @@ impl Connection {
                 self.gw.sessions.release(&old.route.terminal_id, self.id);
             }
         }
-        if self.gw.sessions.claim(&tid, self.id, self.replaced.clone()) {
+        if self.gw.sessions.claim(&tid, self.id, self.control.clone()) {
             tracing::info!(peer = %self.peer, terminal = %tid, "replaced the terminal's previous connection");
         }
         // Continue the terminal's platform serial where its last connection left it (at least
@@ -998,37 +1109,79 @@ fn registering_model_skips(
     skip
 }
 
-/// Metric label of a message id. The common uplink ids are static strings so that counting the
-/// hot path does not allocate.
-fn message_id_label(id: u16) -> metrics::SharedString {
-    let s: &'static str = match id {
-        0x0001 => "0x0001",
-        0x0002 => "0x0002",
-        0x0003 => "0x0003",
-        0x0004 => "0x0004",
-        0x0100 => "0x0100",
-        0x0102 => "0x0102",
-        0x0104 => "0x0104",
-        0x0107 => "0x0107",
-        0x0200 => "0x0200",
-        0x0201 => "0x0201",
-        0x0704 => "0x0704",
-        0x0800 => "0x0800",
-        0x0801 => "0x0801",
-        0x0900 => "0x0900",
-        0x0005 => "0x0005",
-        0x0108 => "0x0108",
-        0x0301 => "0x0301",
-        0x0302 => "0x0302",
-        0x0303 => "0x0303",
-        0x0500 => "0x0500",
-        0x0805 => "0x0805",
-        0x0a00 => "0x0a00",
-        // Any other id comes straight from the network: one label for all of them keeps the
-        // number of time series bounded whatever a device sends.
-        _ => "other",
-    };
-    metrics::SharedString::const_str(s)
+/// Message ids counted under their own `message_id` label: the common uplink ids. Any other id
+/// comes straight from the network, and one label for all of them ("other") keeps the number of
+/// time series bounded whatever a device sends.
+const LABELLED_IDS: [(u16, &str); 22] = [
+    (0x0001, "0x0001"),
+    (0x0002, "0x0002"),
+    (0x0003, "0x0003"),
+    (0x0004, "0x0004"),
+    (0x0005, "0x0005"),
+    (0x0100, "0x0100"),
+    (0x0102, "0x0102"),
+    (0x0104, "0x0104"),
+    (0x0107, "0x0107"),
+    (0x0108, "0x0108"),
+    (0x0200, "0x0200"),
+    (0x0201, "0x0201"),
+    (0x0301, "0x0301"),
+    (0x0302, "0x0302"),
+    (0x0303, "0x0303"),
+    (0x0500, "0x0500"),
+    (0x0704, "0x0704"),
+    (0x0800, "0x0800"),
+    (0x0801, "0x0801"),
+    (0x0805, "0x0805"),
+    (0x0900, "0x0900"),
+    (0x0a00, "0x0a00"),
+];
+
+/// `frames_total` handles, looked up in the recorder once at start: looking a labelled counter
+/// up by name for every frame hashed its key and searched the registry each time.
+pub(super) struct FrameCounters {
+    labelled: Vec<metrics::Counter>,
+    other: metrics::Counter,
+}
+
+impl FrameCounters {
+    pub(super) fn new() -> Self {
+        let counter = |label: &'static str| metrics::counter!(m::FRAMES, "protocol" => "jt808", "message_id" => label);
+        FrameCounters {
+            labelled: LABELLED_IDS.iter().map(|(_, l)| counter(l)).collect(),
+            other: counter("other"),
+        }
+    }
+
+    fn get(&self, id: u16) -> &metrics::Counter {
+        match LABELLED_IDS.binary_search_by_key(&id, |(i, _)| *i) {
+            Ok(i) => &self.labelled[i],
+            Err(_) => &self.other,
+        }
+    }
+}
+
+thread_local! {
+    /// Where a worker thread encodes the answers it writes (see `Connection::write_ready`).
+    static WRITE_SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// Largest answer scratch buffer a worker thread keeps between writes.
+const WRITE_SCRATCH_KEEP: usize = 16 * 1024;
+
+/// Reads what the socket has into `buf`, without waiting: `WouldBlock` when nothing is there.
+///
+/// Goes through `AsyncRead::poll_read`, which, unlike `try_read_buf`, clears the socket's
+/// readiness after a short read. With `try_read_buf` every frame cost a second `recvfrom` that
+/// only returned `EAGAIN`. When nothing is there the no-op waker takes the socket's reader slot
+/// for a moment; the connection loop polls `poll_read_ready` with its own waker before it sleeps.
+fn read_once(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), &mut cx, buf) {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+    }
 }
 
 /// Waits for the commit outcome of the answer at the front of the queue, if it is an Ack.
@@ -1097,6 +1250,11 @@ mod tests {
         // Every connection holds this for its whole life; the handling of a frame is boxed so
         // that it does not count here (see `process_buffer`).
         assert!(size < 1280, "connection task future is {size} bytes");
+    }
+
+    #[test]
+    fn labelled_ids_are_sorted_for_binary_search() {
+        assert!(super::LABELLED_IDS.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
     #[test]

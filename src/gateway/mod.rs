@@ -18,6 +18,7 @@ use crate::store::Store;
 pub mod answer;
 pub mod auth_limit;
 mod connection;
+pub mod control;
 pub mod enrollment;
 pub mod inbound;
 pub mod sessions;
@@ -32,10 +33,12 @@ pub struct Gateway {
     pub auth_limiter: auth_limit::AuthLimiter,
     /// Rate and cap of self-registrations of unknown terminals.
     pub enrollment: enrollment::Enrollment,
-    /// Cancelled on SIGINT/SIGTERM: connections stop reading, answer what is in flight and close.
+    /// Cancelled on SIGINT/SIGTERM: the listener stops accepting, and it then tells every
+    /// connection (through `controls`) to answer what is in flight and close.
     pub shutdown: CancellationToken,
-    /// Cancelled when the shutdown grace period is over: connections close at once.
-    pub hard_stop: CancellationToken,
+    /// The stop signals of every live connection.
+    pub controls: control::Controls,
+    frame_counters: connection::FrameCounters,
     next_conn_id: AtomicU64,
 }
 
@@ -58,9 +61,15 @@ impl Gateway {
             auth_limiter,
             enrollment,
             shutdown,
-            hard_stop: CancellationToken::new(),
+            controls: control::Controls::default(),
+            frame_counters: connection::FrameCounters::new(),
             next_conn_id: AtomicU64::new(1),
         }
+    }
+
+    /// The shutdown grace period is over: every connection closes at once.
+    pub fn hard_stop(&self) {
+        self.controls.broadcast(control::HARD_STOP);
     }
 }
 
@@ -94,5 +103,7 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, tasks: TaskTracker) 
             }
         }
     }
+    // Connections registered from here on start with the signal set.
+    gw.controls.broadcast(control::SHUTDOWN);
     tracing::info!("jt808 listener stopped accepting");
 }

@@ -1,16 +1,18 @@
 //! Which connection currently speaks for each terminal.
 //!
 //! A tracker that lost its link (or a cloned SIM) connects again while the old TCP connection may
-//! still look alive. The newest authenticated connection wins: registering it cancels the old
-//! one's token, and that connection closes itself.
+//! still look alive. The newest authenticated connection wins: registering it signals the old
+//! one's control, and that connection closes itself.
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
+
+use super::control::{Control, REPLACED};
 
 #[derive(Default)]
 pub struct Sessions {
-    by_terminal: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    by_terminal: Mutex<HashMap<String, (u64, Arc<Control>)>>,
     /// The platform's next outgoing serial per terminal, kept across reconnects so that a
     /// terminal sees one increasing sequence from the platform (JT/T 808-2013 §4.4.3).
     serials: Mutex<HashMap<String, u16>>,
@@ -23,15 +25,15 @@ impl Sessions {
 
     /// Makes `conn_id` the connection of `terminal_id`, closing the previous one if any.
     /// Returns true when an older connection was replaced.
-    pub fn claim(&self, terminal_id: &str, conn_id: u64, close: CancellationToken) -> bool {
+    pub fn claim(&self, terminal_id: &str, conn_id: u64, close: Arc<Control>) -> bool {
         let old = self
             .by_terminal
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(terminal_id.to_string(), (conn_id, close));
         match old {
-            Some((old_id, token)) if old_id != conn_id => {
-                token.cancel();
+            Some((old_id, control)) if old_id != conn_id => {
+                control.signal(REPLACED);
                 true
             }
             _ => false,
@@ -84,12 +86,12 @@ mod tests {
     #[test]
     fn a_new_connection_replaces_the_old_one() {
         let s = Sessions::new();
-        let first = CancellationToken::new();
-        let second = CancellationToken::new();
+        let first = Arc::new(Control::default());
+        let second = Arc::new(Control::default());
         assert!(!s.claim("1", 1, first.clone()));
         assert!(s.claim("1", 2, second.clone()));
-        assert!(first.is_cancelled());
-        assert!(!second.is_cancelled());
+        assert_eq!(first.bits(), REPLACED);
+        assert_eq!(second.bits(), 0);
         // The replaced connection's cleanup must not evict its successor.
         s.release("1", 1);
         assert_eq!(s.len(), 1);

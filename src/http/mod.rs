@@ -271,7 +271,7 @@ fn view(
         });
     Ok(LocationView {
         vehicle_id,
-        terminal_id: fix.terminal_id.clone(),
+        terminal_id: fix.terminal_id.to_string(),
         latitude: fix.latitude,
         longitude: fix.longitude,
         speed_kmh: fix.speed_kmh,
@@ -375,6 +375,6 @@ async fn device_location(
         .unwrap_or(lk.last_frame_ms)
         .max(lk.last_frame_ms);
     let vehicle_id = device.and_then(|d| d.vehicle_id);
-    debug_assert!(lk.vehicle_id == device_key(&terminal_id));
+    debug_assert!(*lk.vehicle_id == *device_key(&terminal_id));
     Ok(Json(view(&state, &lk, vehicle_id, last_frame)?))
 }

@@ -118,6 +118,14 @@ pub enum ShardMsg {
 #[error("the pipeline is shut down")]
 pub struct PipelineClosed;
 
+/// Why [`Pipeline::try_submit`] did not queue the positions.
+pub enum TrySubmit {
+    /// The shard queue is full; the positions come back to be sent with [`Pipeline::submit`].
+    Full(Positions),
+    /// The shard workers have stopped.
+    Closed,
+}
+
 /// Handle for sending to the shards. Cloned into every connection; when the last clone is
 /// dropped, the workers drain their queues, commit and stop.
 #[derive(Clone)]
@@ -169,6 +177,17 @@ impl Pipeline {
         ShardProbe {
             senders: self.senders.iter().map(mpsc::Sender::downgrade).collect(),
         }
+    }
+
+    /// Queues positions on their shard if it has room, without waiting.
+    pub fn try_submit(&self, positions: Positions) -> Result<(), TrySubmit> {
+        let shard = positions.route.shard;
+        self.senders[shard]
+            .try_send(ShardMsg::Positions(positions))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(ShardMsg::Positions(p)) => TrySubmit::Full(p),
+                mpsc::error::TrySendError::Closed(_) => TrySubmit::Closed,
+            })
     }
 
     /// Queues positions on their shard, waiting while the queue is full (backpressure).
@@ -232,7 +251,7 @@ pub fn load_last_known(live: &LiveView, all: Vec<LastKnown>) -> (usize, usize) {
         }
         // Unassigned devices are their own vehicle (key "device:ID"), so both kinds have a vehicle
         // activity entry under their record key.
-        let key: Arc<str> = Arc::from(lk.vehicle_id.as_str());
+        let key: Arc<str> = lk.vehicle_id.clone();
         live.vehicle_activity
             .insert(key.clone(), Arc::new(Activity::new(last_frame)));
         if !lk.vehicle_id.starts_with(DEVICE_KEY_PREFIX) {

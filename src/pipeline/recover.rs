@@ -71,7 +71,7 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
     let mut stored: HashMap<String, LastKnown> = store
         .all_last_known()?
         .into_iter()
-        .map(|lk| (lk.vehicle_id.clone(), lk))
+        .map(|lk| (lk.vehicle_id.to_string(), lk))
         .collect();
     // Every device registers (and is stored) before its first position, so the devices list
     // names every track key and every record key that positions can have moved.
@@ -120,7 +120,7 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
             if let Some((key, t)) = &mut g.vehicle {
                 offer(key, t, &fix, cfg);
             }
-            if let Some((key, t)) = g.devices.get_mut(&fix.terminal_id) {
+            if let Some((key, t)) = g.devices.get_mut(&*fix.terminal_id) {
                 offer(key, t, &fix, cfg);
             }
         })?;
@@ -182,7 +182,7 @@ mod tests {
     fn time_of(r: &Recovered, key: &str) -> Option<i64> {
         r.records
             .iter()
-            .find(|lk| lk.vehicle_id == key)
+            .find(|lk| &*lk.vehicle_id == key)
             .map(|lk| lk.fix.time_ms / 1000)
     }
 
@@ -225,11 +225,11 @@ mod tests {
         assert_eq!(time_of(&r, "device:B"), Some(95));
         assert_eq!(time_of(&r, "device:U"), Some(10));
         assert_eq!(time_of(&r, "W"), Some(30));
-        let v = r.records.iter().find(|lk| lk.vehicle_id == "V").unwrap();
-        assert_eq!(v.fix.terminal_id, "A");
+        let v = r.records.iter().find(|lk| &*lk.vehicle_id == "V").unwrap();
+        assert_eq!(&*v.fix.terminal_id, "A");
         // The flagged fix is not a position, but its alarm and status words are the newest.
         assert_eq!(v.signals.time_ms, 200_000);
-        assert_eq!(v.signals.terminal_id, "B");
+        assert_eq!(&*v.signals.terminal_id, "B");
         assert_eq!(r.writes.len(), 5, "V, A, B, U and W moved");
         // Written back, a second pass finds nothing to change.
         store.commit_blocking(r.writes).unwrap();

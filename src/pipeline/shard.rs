@@ -35,6 +35,12 @@ use crate::metrics as m;
 use crate::model::{Fix, FixFlags, LastKnown};
 use crate::store::{Store, Write};
 
+/// foldhash instead of SipHash: hashing the vehicle and terminal keys was a visible share of the
+/// shard's time per position. The keys come from devices and the registry, so the hasher keeps a
+/// random per-process seed against crafted collisions.
+type RandomState = foldhash::fast::RandomState;
+type FastMap<K, V> = HashMap<K, V, RandomState>;
+
 /// Most messages folded into one commit. Bounds the batch's memory and the latency of its first frame.
 const MAX_BATCH: usize = 1024;
 /// Recent frame keys remembered per device for duplicate detection.
@@ -63,16 +69,16 @@ pub(super) struct Shard {
     live: Arc<LiveView>,
     sanitation: SanitationConfig,
     state_cfg: StateConfig,
-    vehicles: HashMap<Arc<str>, VehicleState>,
-    devices: HashMap<Arc<str>, DeviceState>,
+    vehicles: FastMap<Arc<str>, VehicleState>,
+    devices: FastMap<Arc<str>, DeviceState>,
     label: String,
     /// Incremented whenever the state is dropped after a failed commit.
     epoch: u64,
     /// Epoch of the last failed commit (set by the commit stage).
     failed_epoch: Arc<AtomicU64>,
     /// Vehicles and devices (by terminal id) whose last known changed since it was last written.
-    pending_vehicles: HashSet<Arc<str>>,
-    pending_devices: HashSet<Arc<str>>,
+    pending_vehicles: HashSet<Arc<str>, RandomState>,
+    pending_devices: HashSet<Arc<str>, RandomState>,
     /// When pending last known records were last written.
     last_flush: Instant,
     flush_every: Duration,
@@ -102,13 +108,13 @@ impl Shard {
             live,
             sanitation: cfg.sanitation.clone(),
             state_cfg: cfg.state.clone(),
-            vehicles: HashMap::new(),
-            devices: HashMap::new(),
+            vehicles: FastMap::default(),
+            devices: FastMap::default(),
             label: index.to_string(),
             epoch: 0,
             failed_epoch: Arc::new(AtomicU64::new(NO_FAILURE)),
-            pending_vehicles: HashSet::new(),
-            pending_devices: HashSet::new(),
+            pending_vehicles: HashSet::default(),
+            pending_devices: HashSet::default(),
             last_flush: Instant::now(),
             flush_every: cfg.state.last_known_flush,
         }
@@ -264,7 +270,6 @@ impl Shard {
     }
 
     /// Turns one frame's positions into writes and state changes.
-    #[allow(clippy::too_many_arguments)]
     fn apply(
         &mut self,
         p: &Positions,
@@ -275,12 +280,19 @@ impl Shard {
     ) -> Committed {
         let route = &p.route;
         let tid = &route.terminal_id;
-        self.ensure_device(tid);
+        let Shard {
+            devices,
+            vehicles,
+            live,
+            sanitation,
+            state_cfg,
+            ..
+        } = self;
+        // One lookup per map and frame: this runs for every position.
+        let dev = devices
+            .entry(tid.clone())
+            .or_insert_with(|| load_device(live, tid, state_cfg));
         if let Some(key) = p.key {
-            let dev = self
-                .devices
-                .get_mut(tid)
-                .expect("device state ensured above");
             if dev.recent.contains(&key) {
                 metrics::counter!(m::FRAMES_DUPLICATE).increment(1);
                 return Committed::Duplicate;
@@ -290,9 +302,12 @@ impl Shard {
             }
             dev.recent.push_back(key);
         }
-        if let Some(vid) = &route.vehicle_id {
-            self.ensure_vehicle(vid);
-        }
+        let mut vehicle = route.vehicle_id.as_ref().map(|vid| {
+            let v = vehicles
+                .entry(vid.clone())
+                .or_insert_with(|| load_vehicle(live, vid, state_cfg));
+            (vid, v)
+        });
         let last_frame_ms = route.vehicle_activity.get().max(p.received_ms);
         let device_frame_ms = route.device_activity.get().max(p.received_ms);
         let mut device_moved = false;
@@ -304,29 +319,25 @@ impl Shard {
                 r.longitude,
                 r.status,
                 now_ms,
-                &self.sanitation,
+                sanitation,
             );
             if r.blind_area {
                 flags |= FixFlags::BLIND_AREA;
             }
             let time_ms = r.time_ms.unwrap_or(p.received_ms);
-            let dev = self
-                .devices
-                .get_mut(tid)
-                .expect("device state ensured above");
             if (flags - FixFlags::BLIND_AREA).is_empty() {
                 let point = Point {
                     time_ms,
                     latitude: r.latitude,
                     longitude: r.longitude,
                 };
-                if dev.jumps.check(point, self.sanitation.max_speed_kmh) {
+                if dev.jumps.check(point, sanitation.max_speed_kmh) {
                     flags |= FixFlags::IMPOSSIBLE_JUMP;
                 }
             }
             count_flags(flags);
             let fix = Fix {
-                terminal_id: tid.to_string(),
+                terminal_id: tid.clone(),
                 time_ms,
                 received_ms: p.received_ms,
                 latitude: r.latitude,
@@ -340,89 +351,63 @@ impl Shard {
                 battery_pct: r.battery_pct,
                 voltage_mv: r.voltage_mv,
             };
-            device_moved |=
-                dev.tracker
-                    .offer(&route.device_key, &fix, device_frame_ms, &self.state_cfg);
-            if let Some(vid) = &route.vehicle_id {
-                let t = self
-                    .vehicles
-                    .get_mut(vid)
-                    .expect("vehicle state ensured above");
-                vehicle_moved |= t.tracker.offer(vid, &fix, last_frame_ms, &self.state_cfg);
+            device_moved |= dev
+                .tracker
+                .offer(&route.device_key, &fix, device_frame_ms, state_cfg);
+            if let Some((vid, v)) = &mut vehicle {
+                vehicle_moved |= v.tracker.offer(vid, &fix, last_frame_ms, state_cfg);
             }
             writes.push(Write::Fix {
-                vehicle_id: route.vehicle_key.to_string(),
+                vehicle_id: route.vehicle_key.clone(),
                 fix,
             });
         }
         // The flags keep each key once in the dirty lists without searching them.
-        if device_moved {
-            let dev = self
-                .devices
-                .get_mut(tid)
-                .expect("device state ensured above");
-            if !dev.dirty {
-                dev.dirty = true;
-                dirty_devices.push(tid.clone());
-            }
+        if device_moved && !dev.dirty {
+            dev.dirty = true;
+            dirty_devices.push(tid.clone());
         }
-        if vehicle_moved {
-            let vid = route.vehicle_id.as_ref().expect("moved implies assigned");
-            let v = self
-                .vehicles
-                .get_mut(vid)
-                .expect("vehicle state ensured above");
-            if !v.dirty {
+        if let Some((vid, v)) = vehicle {
+            if vehicle_moved && !v.dirty {
                 v.dirty = true;
                 dirty_vehicles.push(vid.clone());
             }
         }
         Committed::Stored
     }
+}
 
-    /// Makes sure the device's state is loaded (from the live view after a start or a reset).
-    fn ensure_device(&mut self, tid: &Arc<str>) {
-        if self.devices.contains_key(tid) {
-            return;
-        }
-        let tracker = match self.live.devices.get(tid) {
-            Some(lk) => Tracker::restore((*lk).clone(), &self.state_cfg),
-            None => Tracker::new(),
-        };
-        let jumps = match &tracker.last_known {
-            Some(lk) => JumpDetector::with_anchor(Point {
-                time_ms: lk.fix.time_ms,
-                latitude: lk.fix.latitude,
-                longitude: lk.fix.longitude,
-            }),
-            None => JumpDetector::default(),
-        };
-        self.devices.insert(
-            tid.clone(),
-            DeviceState {
-                tracker,
-                jumps,
-                recent: VecDeque::with_capacity(4),
-                dirty: false,
-            },
-        );
+/// A device's state as the live view has it (after a start or a reset), or a fresh one.
+fn load_device(live: &LiveView, tid: &Arc<str>, cfg: &StateConfig) -> DeviceState {
+    let tracker = match live.devices.get(tid) {
+        Some(lk) => Tracker::restore((*lk).clone(), cfg),
+        None => Tracker::new(),
+    };
+    let jumps = match &tracker.last_known {
+        Some(lk) => JumpDetector::with_anchor(Point {
+            time_ms: lk.fix.time_ms,
+            latitude: lk.fix.latitude,
+            longitude: lk.fix.longitude,
+        }),
+        None => JumpDetector::default(),
+    };
+    DeviceState {
+        tracker,
+        jumps,
+        recent: VecDeque::with_capacity(4),
+        dirty: false,
     }
+}
 
-    fn ensure_vehicle(&mut self, vid: &Arc<str>) {
-        if self.vehicles.contains_key(vid) {
-            return;
-        }
-        let tracker = match self.live.vehicles.get(vid) {
-            Some(lk) => Tracker::restore((*lk).clone(), &self.state_cfg),
-            None => Tracker::new(),
-        };
-        self.vehicles.insert(
-            vid.clone(),
-            VehicleState {
-                tracker,
-                dirty: false,
-            },
-        );
+/// A vehicle's state as the live view has it, or a fresh one.
+fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleState {
+    let tracker = match live.vehicles.get(vid) {
+        Some(lk) => Tracker::restore((*lk).clone(), cfg),
+        None => Tracker::new(),
+    };
+    VehicleState {
+        tracker,
+        dirty: false,
     }
 }
 

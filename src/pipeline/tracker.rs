@@ -2,6 +2,8 @@
 //!
 //! Pure logic: fixes go in, in any order, and the last known position only ever moves forward in
 //! device time. Motion is derived from device time so that replaying old data gives the same state.
+use std::sync::Arc;
+
 use crate::config::StateConfig;
 use crate::model::{Fix, LastKnown, Motion, Signals};
 
@@ -73,8 +75,13 @@ impl Tracker {
             }
             _ => Motion::Moving,
         };
+        // The key is the same for every offer in practice: share it rather than copy it.
+        let vehicle_id = match &self.last_known {
+            Some(lk) if &*lk.vehicle_id == key => lk.vehicle_id.clone(),
+            _ => Arc::from(key),
+        };
         self.last_known = Some(LastKnown {
-            vehicle_id: key.to_string(),
+            vehicle_id,
             fix: fix.clone(),
             motion,
             acc: fix.status & STATUS_ACC != 0,
@@ -149,7 +156,7 @@ mod tests {
         assert!(!t.offer("v", &fix("a", 100, 50.0, FixFlags::empty()), 0, &cfg()));
         assert!(t.offer("v", &fix("b", 101, 50.0, FixFlags::empty()), 0, &cfg()));
         let lk = t.last_known.as_ref().unwrap();
-        assert_eq!(lk.fix.terminal_id, "b");
+        assert_eq!(&*lk.fix.terminal_id, "b");
         assert!(lk.acc);
     }
 

@@ -124,7 +124,7 @@ pub struct SessionFacts {
 pub enum Write {
     /// A track point. Re-sending the same (vehicle, device time, terminal) overwrites it.
     Fix {
-        vehicle_id: String,
+        vehicle_id: std::sync::Arc<str>,
         fix: Fix,
     },
     /// The vehicle's last known position (latest write wins).

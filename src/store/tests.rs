@@ -241,7 +241,7 @@ fn invalid_ids_are_rejected_before_queueing() {
     let store = open(dir.path(), Durability::Buffered);
     let err = store
         .commit_blocking(vec![Write::Fix {
-            vehicle_id: String::new(),
+            vehicle_id: "".into(),
             fix: fix("1", 0, 0.0),
         }])
         .unwrap_err();
@@ -268,7 +268,7 @@ async fn concurrent_commits_are_grouped_and_all_land() {
             for i in 0..20 {
                 store
                     .commit(vec![Write::Fix {
-                        vehicle_id: format!("V{task}"),
+                        vehicle_id: format!("V{task}").into(),
                         fix: fix("1", i, 0.0),
                     }])
                     .await
@@ -325,7 +325,9 @@ fn scan_track_visits_points_from_a_time_in_order() {
     store.commit_blocking(writes).unwrap();
     let mut seen = Vec::new();
     let n = store
-        .scan_track("V", 20, |f| seen.push((f.time_ms, f.terminal_id)))
+        .scan_track("V", 20, |f| {
+            seen.push((f.time_ms, f.terminal_id.to_string()))
+        })
         .unwrap();
     assert_eq!(n, 3);
     assert_eq!(

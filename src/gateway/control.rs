@@ -1,0 +1,150 @@
+//! Stop signals for connection tasks: replaced by a newer connection of the same terminal,
+//! graceful shutdown, hard stop.
+//!
+//! Each connection has its own [`Control`]: an atomic word of signal bits and one waker slot.
+//! Checking it costs two atomic operations. Connections used to wait on `CancellationToken`s
+//! instead, two of them shared by every connection in the process; each wait registered with and
+//! each poll locked the token's waiter list, so every frame on every connection went through the
+//! same two mutexes, which showed in profiles at tens of thousands of frames per second. Signals
+//! are rare (a reconnect, a shutdown), waiting for them is constant, so the cost belongs on the
+//! signalling side: [`Controls::broadcast`] walks every live connection.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+
+/// A newer connection of the same terminal authenticated: stop reading, answer, close.
+pub const REPLACED: u8 = 1;
+/// Graceful shutdown: stop reading, answer what is in flight, close.
+pub const SHUTDOWN: u8 = 2;
+/// The shutdown grace period is over: close at once.
+pub const HARD_STOP: u8 = 4;
+
+/// The signals of one connection.
+#[derive(Default)]
+pub struct Control {
+    bits: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Control {
+    /// Sets `bit` and wakes the connection task.
+    pub fn signal(&self, bit: u8) {
+        self.bits.fetch_or(bit, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// The signals set so far.
+    pub fn bits(&self) -> u8 {
+        self.bits.load(Ordering::Acquire)
+    }
+
+    /// Ready with the signal bits once any bit of `mask` is set.
+    pub fn poll_any(&self, cx: &mut Context<'_>, mask: u8) -> Poll<u8> {
+        let bits = self.bits();
+        if bits & mask != 0 {
+            return Poll::Ready(bits);
+        }
+        self.waker.register(cx.waker());
+        // A signal set between the first check and the registration would otherwise be missed.
+        let bits = self.bits();
+        if bits & mask != 0 {
+            Poll::Ready(bits)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Waits until any bit of `mask` is set and returns the bits.
+    pub async fn any(&self, mask: u8) -> u8 {
+        std::future::poll_fn(|cx| self.poll_any(cx, mask)).await
+    }
+}
+
+/// Every live connection's [`Control`], for broadcasting shutdown signals.
+#[derive(Default)]
+pub struct Controls {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    live: HashMap<u64, Arc<Control>>,
+    /// Signals broadcast so far; a connection registered later starts with them set.
+    broadcast: u8,
+}
+
+impl Controls {
+    /// Creates the control of connection `id`.
+    pub fn register(&self, id: u64) -> Arc<Control> {
+        let control = Arc::new(Control::default());
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.broadcast != 0 {
+            control.signal(inner.broadcast);
+        }
+        inner.live.insert(id, control.clone());
+        control
+    }
+
+    /// Forgets connection `id` (it has ended).
+    pub fn remove(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.live.remove(&id);
+        if inner.live.is_empty() && inner.live.capacity() > 1024 {
+            // A fleet that reconnected elsewhere should not leave a large table behind.
+            inner.live.shrink_to_fit();
+        }
+    }
+
+    /// Signals `bit` to every live connection and to every connection registered later.
+    pub fn broadcast(&self, bit: u8) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.broadcast |= bit;
+        for control in inner.live.values() {
+            control.signal(bit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_signal_wakes_the_waiting_task() {
+        let control = Arc::new(Control::default());
+        let waiter = {
+            let control = control.clone();
+            tokio::spawn(async move { control.any(REPLACED | SHUTDOWN).await })
+        };
+        tokio::task::yield_now().await;
+        control.signal(HARD_STOP);
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "a bit outside the mask must not wake the wait"
+        );
+        control.signal(SHUTDOWN);
+        assert_eq!(waiter.await.unwrap(), HARD_STOP | SHUTDOWN);
+    }
+
+    #[test]
+    fn a_connection_registered_after_a_broadcast_starts_signalled() {
+        let controls = Controls::default();
+        let early = controls.register(1);
+        controls.broadcast(SHUTDOWN);
+        let late = controls.register(2);
+        assert_eq!(early.bits(), SHUTDOWN);
+        assert_eq!(late.bits(), SHUTDOWN);
+        controls.remove(1);
+        controls.remove(2);
+        controls.broadcast(HARD_STOP);
+        assert_eq!(
+            early.bits(),
+            SHUTDOWN,
+            "a removed connection is not signalled"
+        );
+    }
+}
