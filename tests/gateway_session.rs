@@ -361,6 +361,44 @@ fn the_platform_serial_continues_across_reconnects() {
 }
 
 #[test]
+fn the_platform_serial_continues_after_a_graceful_restart() {
+    let server = start(None);
+    let tid = "013800000089";
+    let mut c = server.connect();
+    let code = c.login(tid);
+    // 0x8100 and the auth answer used platform serials 0 and 1; every answer takes the next.
+    let mut platform_serials = Vec::new();
+    for serial in 3..6u16 {
+        c.send(&heartbeat_frame(tid, serial));
+        let reply = c.recv();
+        assert_eq!(reply.general(), (serial, 0x0002, 0));
+        platform_serials.push(reply.header.serial);
+    }
+    let pos = Pos::at(now_s() - 30, 22.5, 114.0);
+    c.send(&location_frame(tid, 6, pos));
+    let reply = c.recv();
+    assert_eq!(reply.general(), (6, 0x0200, 0));
+    platform_serials.push(reply.header.serial);
+    assert_eq!(platform_serials, vec![2, 3, 4, 5]);
+
+    // SIGTERM with the device still connected, then a new process on the same data directory.
+    let server = server.restart();
+    drop(c);
+    let mut c = server.connect();
+    c.send(&auth_frame(tid, 7, &code));
+    let reply = c.recv();
+    assert_eq!(reply.general(), (7, 0x0102, 0));
+    assert_eq!(
+        reply.header.serial, 6,
+        "the platform serial restarted instead of continuing"
+    );
+    c.send(&heartbeat_frame(tid, 8));
+    let reply = c.recv();
+    assert_eq!(reply.general(), (8, 0x0002, 0));
+    assert_eq!(reply.header.serial, 7);
+}
+
+#[test]
 fn jt808_2019_terminals_are_answered_with_2019_headers() {
     use liengate::protocols::jt808::{Auth, Header, TerminalId, Version};
     let server = start(None);

@@ -103,6 +103,9 @@ struct Authed {
     model: Option<Arc<ModelConfig>>,
     connected_ms: i64,
     version: &'static str,
+    /// The session facts written in the background at authentication; `finish` waits for it
+    /// so that those facts cannot land after (and overwrite) the ones written at disconnect.
+    recorded: tokio::task::JoinHandle<()>,
 }
 
 /// The result of decoding one frame (no borrows, see `inbound`).
@@ -955,37 +958,49 @@ impl Connection {
         if self.gw.sessions.claim(&tid, self.id, self.control.clone()) {
             tracing::info!(peer = %self.peer, terminal = %tid, "replaced the terminal's previous connection");
         }
-        // Continue the terminal's platform serial where its last connection left it (at least
-        // past the serials this connection already used before authenticating).
-        let continued = self.gw.sessions.next_serial(&tid);
+        // Continue the terminal's platform serial where its last session left it, in this
+        // process or before a restart (at least past the serials this connection already used
+        // before authenticating). A connection that this one replaced may still be writing its
+        // facts; it used serials from where its own session began, which this one then repeats
+        // for a while, as a device that reconnects without closing its old link already saw.
+        let continued = match self.gw.store.session(&tid) {
+            Ok(facts) => facts.map_or(0, |f| f.next_serial),
+            Err(err) => {
+                tracing::warn!(peer = %self.peer, terminal = %tid, error = %err, "session facts unreadable; the platform serial starts at 0");
+                0
+            }
+        };
         if continued > self.next_serial {
             self.next_serial = continued;
         }
         let version = h.version.as_str();
+        // The answer to this authentication takes the next serial; record the one after it.
+        let facts = SessionFacts {
+            last_connect_ms: now,
+            last_peer: self.peer.to_string(),
+            version: version.to_string(),
+            last_frame_ms: now,
+            next_serial: self.next_serial.wrapping_add(1),
+        };
+        // Session facts are recorded in the background so that authentication does not wait
+        // for a disk sync (they are written again, awaited, at disconnect).
+        let store = self.gw.store.clone();
+        let session = Write::Session {
+            terminal_id: tid.clone(),
+            facts,
+        };
+        let recorded = tokio::spawn(async move {
+            if let Err(err) = store.commit(vec![session]).await {
+                tracing::error!(error = %err, "could not record session facts");
+            }
+        });
         self.authed = Some(Authed {
             terminal: h.terminal,
             route,
             model,
             connected_ms: now,
             version,
-        });
-        let facts = SessionFacts {
-            last_connect_ms: now,
-            last_peer: self.peer.to_string(),
-            version: version.to_string(),
-            last_frame_ms: now,
-        };
-        // Session facts are informational: recorded in the background so that authentication
-        // does not wait for a disk sync (they are written again, awaited, at disconnect).
-        let store = self.gw.store.clone();
-        let session = Write::Session {
-            terminal_id: tid.clone(),
-            facts,
-        };
-        tokio::spawn(async move {
-            if let Err(err) = store.commit(vec![session]).await {
-                tracing::error!(error = %err, "could not record session facts");
-            }
+            recorded,
         });
         metrics::counter!(m::AUTH, "result" => "ok").increment(1);
         self.answer(&h, result::OK);
@@ -1026,18 +1041,19 @@ impl Connection {
         Ok((Arc::new(route), model))
     }
 
-    /// Releases the terminal and records when it was last heard from.
+    /// Releases the terminal and records when it was last heard from and where the platform's
+    /// serial stopped.
     async fn finish(&mut self) {
         let Some(a) = self.authed.take() else { return };
-        self.gw
-            .sessions
-            .save_serial(&a.route.terminal_id, self.next_serial);
         self.gw.sessions.release(&a.route.terminal_id, self.id);
+        // Almost always finished long ago; a panic in it was logged by the runtime.
+        let _ = a.recorded.await;
         let facts = SessionFacts {
             last_connect_ms: a.connected_ms,
             last_peer: self.peer.to_string(),
             version: a.version.to_string(),
             last_frame_ms: a.route.device_activity.get(),
+            next_serial: self.next_serial,
         };
         if let Err(err) = self
             .gw

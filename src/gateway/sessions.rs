@@ -10,12 +10,11 @@ use std::sync::Arc;
 
 use super::control::{Control, REPLACED};
 
+/// The connected terminals. Only live connections have an entry: what outlives a connection (the
+/// platform's serial, when the terminal was last heard from) is in the store's session facts.
 #[derive(Default)]
 pub struct Sessions {
     by_terminal: Mutex<HashMap<String, (u64, Arc<Control>)>>,
-    /// The platform's next outgoing serial per terminal, kept across reconnects so that a
-    /// terminal sees one increasing sequence from the platform (JT/T 808-2013 §4.4.3).
-    serials: Mutex<HashMap<String, u16>>,
 }
 
 impl Sessions {
@@ -47,24 +46,6 @@ impl Sessions {
         if map.get(terminal_id).is_some_and(|(id, _)| *id == conn_id) {
             map.remove(terminal_id);
         }
-    }
-
-    /// The serial to continue with for `terminal_id` (0 for a terminal not seen before).
-    pub fn next_serial(&self, terminal_id: &str) -> u16 {
-        self.serials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(terminal_id)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Remembers where `terminal_id`'s platform serial stopped.
-    pub fn save_serial(&self, terminal_id: &str, next: u16) {
-        self.serials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(terminal_id.to_string(), next);
     }
 
     pub fn len(&self) -> usize {

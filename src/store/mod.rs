@@ -117,6 +117,12 @@ pub struct SessionFacts {
     /// JT808 revision spoken: "2011", "2013" or "2019".
     pub version: String,
     pub last_frame_ms: i64,
+    /// The platform's next outgoing message serial for this terminal, so that the terminal sees
+    /// one sequence from the platform across reconnects and gateway restarts (JT/T 808-2013
+    /// §4.4.3). Written at authentication and at disconnect (which a graceful shutdown goes
+    /// through), so after a crash the serial resumes from where the crashed session began.
+    /// Records written before this field existed read as 0.
+    pub next_serial: u16,
 }
 
 /// One write. A `Vec<Write>` passed to [`Store::commit`] is applied atomically.

@@ -100,6 +100,7 @@ fn everything_committed_is_there_after_reopen() {
                             last_peer: "127.0.0.1:5000".into(),
                             version: "2013".into(),
                             last_frame_ms: 2,
+                            next_serial: 40_000,
                         },
                     },
                 ])
@@ -115,10 +116,9 @@ fn everything_committed_is_there_after_reopen() {
             store.auth_code("013800000001").unwrap().as_deref(),
             Some("abc123")
         );
-        assert_eq!(
-            store.session("013800000001").unwrap().unwrap().version,
-            "2013"
-        );
+        let session = store.session("013800000001").unwrap().unwrap();
+        assert_eq!(session.version, "2013");
+        assert_eq!(session.next_serial, 40_000);
         assert!(store.last_known("V2").unwrap().is_none());
     }
 }
@@ -359,4 +359,48 @@ async fn health_reports_a_failed_commit_until_the_store_writes_again() {
     // `check` retries with a flush; the disk works now, so the failure clears.
     store.check().await.unwrap();
     store.health().unwrap();
+}
+
+#[test]
+fn session_records_written_before_next_serial_still_decode() {
+    // The layout `SessionFacts` had before `next_serial`, as postcard wrote it then.
+    #[derive(serde::Serialize)]
+    struct Old {
+        last_connect_ms: i64,
+        last_peer: String,
+        version: String,
+        last_frame_ms: i64,
+    }
+    let old = postcard::to_stdvec(&Old {
+        last_connect_ms: 1_700_000_000_000,
+        last_peer: "10.0.0.7:40123".into(),
+        version: "2013".into(),
+        last_frame_ms: 1_700_000_060_000,
+    })
+    .unwrap();
+    let facts = engine::decode_session(&old).unwrap();
+    assert_eq!(
+        facts,
+        SessionFacts {
+            last_connect_ms: 1_700_000_000_000,
+            last_peer: "10.0.0.7:40123".into(),
+            version: "2013".into(),
+            last_frame_ms: 1_700_000_060_000,
+            next_serial: 0,
+        }
+    );
+    // A current record keeps its serial, including values whose varint is longer.
+    for next_serial in [1, 300, u16::MAX] {
+        let new = SessionFacts {
+            next_serial,
+            ..facts.clone()
+        };
+        let bytes = postcard::to_stdvec(&new).unwrap();
+        assert_eq!(engine::decode_session(&bytes).unwrap(), new);
+    }
+    // A record cut short elsewhere is still reported as corrupt.
+    assert!(matches!(
+        engine::decode_session(&old[..3]),
+        Err(StoreError::Decode { .. })
+    ));
 }
