@@ -84,6 +84,9 @@ impl<V: Clone> Default for Table<V> {
     }
 }
 
+/// How stale [`Activity`] may be (see [`Activity::touch`]).
+pub const ACTIVITY_RESOLUTION_MS: i64 = 100;
+
 /// Wall-clock time (Unix ms) of the last frame seen, shared by everyone who updates or reads it.
 #[derive(Debug, Default)]
 pub struct Activity(AtomicI64);
@@ -93,8 +96,14 @@ impl Activity {
         Activity(AtomicI64::new(ms))
     }
 
+    /// Records a frame at `now_ms`. Liveness is judged in minutes (`state.offline_after`), so a
+    /// time less than [`ACTIVITY_RESOLUTION_MS`] newer than the recorded one is not written: the
+    /// atomic read-modify-write on a line the shards read was the costliest thing a frame did on
+    /// its connection, and the frames of a busy device often come that close together.
     pub fn touch(&self, now_ms: i64) {
-        self.0.fetch_max(now_ms, Ordering::Relaxed);
+        if now_ms - self.0.load(Ordering::Relaxed) >= ACTIVITY_RESOLUTION_MS {
+            self.0.fetch_max(now_ms, Ordering::Relaxed);
+        }
     }
 
     pub fn get(&self) -> i64 {

@@ -21,7 +21,7 @@
 //! the ones already queued, see `store::Chain`) and the worker drops its in-memory state,
 //! reloading it from the live view, which only ever holds committed data. A device's re-send
 //! after the failure is then processed again, not taken for a duplicate.
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,21 +48,41 @@ const MAX_BATCH: usize = 1024;
 /// Recent frame keys remembered per device for duplicate detection.
 const DEDUPE_WINDOW: usize = 16;
 
+/// The last [`DEDUPE_WINDOW`] frame keys of a device, kept inline in its state (a separate queue
+/// allocation was one more cache miss per position).
+#[derive(Clone, Default)]
+struct RecentFrames {
+    keys: [Option<FrameKey>; DEDUPE_WINDOW],
+    next: usize,
+}
+
+impl RecentFrames {
+    /// Remembers `key`; false when it was seen already (a duplicate).
+    fn insert(&mut self, key: FrameKey) -> bool {
+        if self.keys.contains(&Some(key)) {
+            return false;
+        }
+        self.keys[self.next] = Some(key);
+        self.next = (self.next + 1) % DEDUPE_WINDOW;
+        true
+    }
+}
+
 /// Per-device state: its own last known position, jump detector and recent frame keys.
 #[derive(Clone)]
 struct DeviceState {
     tracker: Tracker,
     jumps: JumpDetector,
-    recent: VecDeque<FrameKey>,
-    /// Its last known position changed in the batch being built.
-    dirty: bool,
+    recent: RecentFrames,
+    /// Its key is in the shard's pending list (last known changed since the last flush).
+    pending: bool,
 }
 
 /// Per-vehicle state: the fused last known position of all its devices.
 #[derive(Clone)]
 struct VehicleState {
     tracker: Tracker,
-    dirty: bool,
+    pending: bool,
 }
 
 pub(super) struct Shard {
@@ -79,8 +99,8 @@ pub(super) struct Shard {
     /// Epoch of the last failed commit (set by the commit stage).
     failed_epoch: Arc<AtomicU64>,
     /// Vehicles and devices (by terminal id) whose last known changed since it was last written.
-    pending_vehicles: HashSet<Arc<str>, RandomState>,
-    pending_devices: HashSet<Arc<str>, RandomState>,
+    pending_vehicles: Vec<Arc<str>>,
+    pending_devices: Vec<Arc<str>>,
     /// When pending last known records were last written.
     last_flush: Instant,
     flush_every: Duration,
@@ -115,8 +135,8 @@ impl Shard {
             label: index.to_string(),
             epoch: 0,
             failed_epoch: Arc::new(AtomicU64::new(NO_FAILURE)),
-            pending_vehicles: HashSet::default(),
-            pending_devices: HashSet::default(),
+            pending_vehicles: Vec::new(),
+            pending_devices: Vec::new(),
             last_flush: Instant::now(),
             flush_every: cfg.state.last_known_flush,
         }
@@ -195,8 +215,9 @@ impl Shard {
     fn build(&mut self, msgs: &mut Vec<ShardMsg>, flush_all: bool) -> Batch {
         let now_ms = super::now_ms();
         let mut writes = Vec::new();
-        let mut dirty_vehicles: Vec<Arc<str>> = Vec::new();
-        let mut dirty_devices: Vec<Arc<str>> = Vec::new();
+        // What moved is published to the live view once this batch's track points are durable.
+        let mut publish_vehicles = Vec::new();
+        let mut publish_devices = Vec::new();
         let mut waiting = Vec::new();
         for msg in msgs.drain(..) {
             let ShardMsg::Positions(p) = msg;
@@ -204,33 +225,11 @@ impl Shard {
                 &p,
                 now_ms,
                 &mut writes,
-                &mut dirty_vehicles,
-                &mut dirty_devices,
+                &mut publish_vehicles,
+                &mut publish_devices,
             );
             if let Some(done) = p.done {
                 waiting.push((done, outcome));
-            }
-        }
-        // What moved is published to the live view once this batch's track points are durable,
-        // and remembered for the next last known flush.
-        let mut publish_vehicles = Vec::with_capacity(dirty_vehicles.len());
-        for key in dirty_vehicles {
-            if let Some(v) = self.vehicles.get_mut(&key) {
-                v.dirty = false;
-                if let Some(lk) = &v.tracker.last_known {
-                    publish_vehicles.push((key.clone(), Arc::new(lk.clone())));
-                    self.pending_vehicles.insert(key);
-                }
-            }
-        }
-        let mut publish_devices = Vec::with_capacity(dirty_devices.len());
-        for key in dirty_devices {
-            if let Some(d) = self.devices.get_mut(&key) {
-                d.dirty = false;
-                if let Some(lk) = &d.tracker.last_known {
-                    publish_devices.push((key.clone(), Arc::new(lk.clone())));
-                    self.pending_devices.insert(key);
-                }
             }
         }
         if flush_all || self.last_flush.elapsed() >= self.flush_every {
@@ -250,18 +249,24 @@ impl Shard {
     /// so a stored record never refers to a track point that is not stored. After a failed
     /// commit the state is reloaded from the live view, which holds only committed data.
     fn flush_pending(&mut self, writes: &mut Vec<Write>) {
-        for key in self.pending_vehicles.drain() {
-            let lk = match self.vehicles.get(&key) {
-                Some(v) => v.tracker.last_known.clone(),
+        for key in self.pending_vehicles.drain(..) {
+            let lk = match self.vehicles.get_mut(&key) {
+                Some(v) => {
+                    v.pending = false;
+                    v.tracker.last_known.clone()
+                }
                 None => self.live.vehicles.get(&key).map(|lk| (*lk).clone()),
             };
             if let Some(lk) = lk {
                 writes.push(Write::LastKnown(lk));
             }
         }
-        for key in self.pending_devices.drain() {
-            let lk = match self.devices.get(&key) {
-                Some(d) => d.tracker.last_known.clone(),
+        for key in self.pending_devices.drain(..) {
+            let lk = match self.devices.get_mut(&key) {
+                Some(d) => {
+                    d.pending = false;
+                    d.tracker.last_known.clone()
+                }
                 None => self.live.devices.get(&key).map(|lk| (*lk).clone()),
             };
             if let Some(lk) = lk {
@@ -277,8 +282,8 @@ impl Shard {
         p: &Positions,
         now_ms: i64,
         writes: &mut Vec<Write>,
-        dirty_vehicles: &mut Vec<Arc<str>>,
-        dirty_devices: &mut Vec<Arc<str>>,
+        publish_vehicles: &mut Vec<(Arc<str>, Arc<LastKnown>)>,
+        publish_devices: &mut Vec<(Arc<str>, Arc<LastKnown>)>,
     ) -> Committed {
         let route = &p.route;
         let tid = &route.terminal_id;
@@ -288,6 +293,8 @@ impl Shard {
             live,
             sanitation,
             state_cfg,
+            pending_devices,
+            pending_vehicles,
             ..
         } = self;
         // One lookup per map and frame: this runs for every position.
@@ -295,14 +302,10 @@ impl Shard {
             .entry(tid.clone())
             .or_insert_with(|| load_device(live, tid, state_cfg));
         if let Some(key) = p.key {
-            if dev.recent.contains(&key) {
+            if !dev.recent.insert(key) {
                 metrics::counter!(m::FRAMES_DUPLICATE).increment(1);
                 return Committed::Duplicate;
             }
-            if dev.recent.len() == DEDUPE_WINDOW {
-                dev.recent.pop_front();
-            }
-            dev.recent.push_back(key);
         }
         let mut vehicle = route.vehicle_id.as_ref().map(|vid| {
             let v = vehicles
@@ -364,15 +367,27 @@ impl Shard {
                 fix,
             });
         }
-        // The flags keep each key once in the dirty lists without searching them.
-        if device_moved && !dev.dirty {
-            dev.dirty = true;
-            dirty_devices.push(tid.clone());
+        // Published per frame (a device rarely has two frames in one batch; the live view keeps
+        // the last) and remembered for the next last known flush, the flags keeping each key
+        // once in the pending lists without a set to look it up in.
+        if device_moved {
+            if let Some(lk) = &dev.tracker.last_known {
+                publish_devices.push((tid.clone(), Arc::new(lk.clone())));
+            }
+            if !dev.pending {
+                dev.pending = true;
+                pending_devices.push(tid.clone());
+            }
         }
         if let Some((vid, v)) = vehicle {
-            if vehicle_moved && !v.dirty {
-                v.dirty = true;
-                dirty_vehicles.push(vid.clone());
+            if vehicle_moved {
+                if let Some(lk) = &v.tracker.last_known {
+                    publish_vehicles.push((vid.clone(), Arc::new(lk.clone())));
+                }
+                if !v.pending {
+                    v.pending = true;
+                    pending_vehicles.push(vid.clone());
+                }
             }
         }
         Committed::Stored
@@ -396,8 +411,8 @@ fn load_device(live: &LiveView, tid: &Arc<str>, cfg: &StateConfig) -> DeviceStat
     DeviceState {
         tracker,
         jumps,
-        recent: VecDeque::with_capacity(4),
-        dirty: false,
+        recent: RecentFrames::default(),
+        pending: false,
     }
 }
 
@@ -409,7 +424,7 @@ fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleSt
     };
     VehicleState {
         tracker,
-        dirty: false,
+        pending: false,
     }
 }
 

@@ -77,7 +77,14 @@ impl Tracker {
         };
         // The key is the same for every offer in practice: share it rather than copy it.
         let vehicle_id = match &self.last_known {
-            Some(lk) if &*lk.vehicle_id == key => lk.vehicle_id.clone(),
+            // The same shared string nearly always: compare addresses before bytes.
+            Some(lk)
+                if std::ptr::eq(lk.vehicle_id.as_ptr(), key.as_ptr())
+                    && lk.vehicle_id.len() == key.len()
+                    || &*lk.vehicle_id == key =>
+            {
+                lk.vehicle_id.clone()
+            }
             _ => Arc::from(key),
         };
         self.last_known = Some(LastKnown {
