@@ -54,6 +54,8 @@ struct DeviceState {
     recent: VecDeque<FrameKey>,
     /// Its last known position changed in the batch being built.
     dirty: bool,
+    /// ...by a report older than the newest one it had: written with this batch (see `build`).
+    late: bool,
 }
 
 /// Per-vehicle state: the fused last known position of all its devices.
@@ -61,6 +63,7 @@ struct DeviceState {
 struct VehicleState {
     tracker: Tracker,
     dirty: bool,
+    late: bool,
 }
 
 pub(super) struct Shard {
@@ -210,14 +213,25 @@ impl Shard {
             }
         }
         // What moved is published to the live view once this batch's track points are durable,
-        // and remembered for the next last known flush.
+        // and remembered for the next last known flush. A record moved by a late report (older
+        // than the newest report the key had) is written with this batch instead: start-up
+        // recovery replays only the track from the stored record's newest report on, so it
+        // would not find that report after a crash (see `pipeline::recover`). Late changes are
+        // rare (a blind-area fix after a no-GNSS report, a wireless unit's battery level behind
+        // its wired partner's reports), so this costs few writes.
         let mut publish_vehicles = Vec::with_capacity(dirty_vehicles.len());
         for key in dirty_vehicles {
             if let Some(v) = self.vehicles.get_mut(&key) {
                 v.dirty = false;
+                let late = std::mem::take(&mut v.late);
                 if let Some(lk) = &v.tracker.last_known {
                     publish_vehicles.push((key.clone(), Arc::new(lk.clone())));
-                    self.pending_vehicles.insert(key);
+                    if late {
+                        writes.push(Write::LastKnown(lk.clone()));
+                        self.pending_vehicles.remove(&key);
+                    } else {
+                        self.pending_vehicles.insert(key);
+                    }
                 }
             }
         }
@@ -225,9 +239,15 @@ impl Shard {
         for key in dirty_devices {
             if let Some(d) = self.devices.get_mut(&key) {
                 d.dirty = false;
+                let late = std::mem::take(&mut d.late);
                 if let Some(lk) = &d.tracker.last_known {
                     publish_devices.push((key.clone(), Arc::new(lk.clone())));
-                    self.pending_devices.insert(key);
+                    if late {
+                        writes.push(Write::LastKnown(lk.clone()));
+                        self.pending_devices.remove(&key);
+                    } else {
+                        self.pending_devices.insert(key);
+                    }
                 }
             }
         }
@@ -312,6 +332,8 @@ impl Shard {
         let device_frame_ms = route.device_activity.get().max(p.received_ms);
         let mut device_moved = false;
         let mut vehicle_moved = false;
+        let mut device_late = false;
+        let mut vehicle_late = false;
         for r in &p.reports {
             let mut flags = sanitize::static_flags(
                 r.time_ms,
@@ -351,11 +373,17 @@ impl Shard {
                 battery_pct: r.battery_pct,
                 voltage_mv: r.voltage_mv,
             };
-            device_moved |= dev
+            let newest = dev.tracker.newest_report_ms();
+            let moved = dev
                 .tracker
                 .offer(&route.device_key, &fix, device_frame_ms, state_cfg);
+            device_moved |= moved;
+            device_late |= moved && fix.time_ms < newest;
             if let Some((vid, v)) = &mut vehicle {
-                vehicle_moved |= v.tracker.offer(vid, &fix, last_frame_ms, state_cfg);
+                let newest = v.tracker.newest_report_ms();
+                let moved = v.tracker.offer(vid, &fix, last_frame_ms, state_cfg);
+                vehicle_moved |= moved;
+                vehicle_late |= moved && fix.time_ms < newest;
             }
             writes.push(Write::Fix {
                 vehicle_id: route.vehicle_key.clone(),
@@ -363,11 +391,13 @@ impl Shard {
             });
         }
         // The flags keep each key once in the dirty lists without searching them.
+        dev.late |= device_late;
         if device_moved && !dev.dirty {
             dev.dirty = true;
             dirty_devices.push(tid.clone());
         }
         if let Some((vid, v)) = vehicle {
+            v.late |= vehicle_late;
             if vehicle_moved && !v.dirty {
                 v.dirty = true;
                 dirty_vehicles.push(vid.clone());
@@ -396,6 +426,7 @@ fn load_device(live: &LiveView, tid: &Arc<str>, cfg: &StateConfig) -> DeviceStat
         jumps,
         recent: VecDeque::with_capacity(4),
         dirty: false,
+        late: false,
     }
 }
 
@@ -408,6 +439,7 @@ fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleSt
     VehicleState {
         tracker,
         dirty: false,
+        late: false,
     }
 }
 
