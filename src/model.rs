@@ -222,14 +222,17 @@ impl Signals {
         }
         let mut changed = false;
         if fix.time_ms >= self.time_ms {
+            // Usually the very same shared id (the device's route): compare pointers first.
+            let other_device = !Arc::ptr_eq(&self.terminal_id, &fix.terminal_id)
+                && self.terminal_id != fix.terminal_id;
             changed = self.time_ms != fix.time_ms
                 || self.alarm != fix.alarm
                 || self.status != fix.status
-                || self.terminal_id != fix.terminal_id;
+                || other_device;
             self.time_ms = fix.time_ms;
             self.alarm = fix.alarm;
             self.status = fix.status;
-            if self.terminal_id != fix.terminal_id {
+            if other_device {
                 self.terminal_id = fix.terminal_id.clone();
             }
         }

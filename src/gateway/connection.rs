@@ -307,7 +307,7 @@ impl Connection {
                         let grow = self.buf.capacity().max(512).min(limit - self.buf.len());
                         self.buf.reserve(grow);
                     }
-                    match read_once(&mut self.stream, &mut self.buf) {
+                    match crate::net::read_available(&mut self.stream, &mut self.buf) {
                         Ok(0) => return Close::Eof,
                         Ok(_) => {
                             if let Err(close) = self.process_buffer().await {
@@ -1184,21 +1184,6 @@ thread_local! {
 
 /// Largest answer scratch buffer a worker thread keeps between writes.
 const WRITE_SCRATCH_KEEP: usize = 16 * 1024;
-
-/// Reads what the socket has into `buf`, without waiting: `WouldBlock` when nothing is there.
-///
-/// Goes through `AsyncRead::poll_read`, which, unlike `try_read_buf`, clears the socket's
-/// readiness after a short read. With `try_read_buf` every frame cost a second `recvfrom` that
-/// only returned `EAGAIN`. When nothing is there the no-op waker takes the socket's reader slot
-/// for a moment; the connection loop polls `poll_read_ready` with its own waker before it sleeps.
-fn read_once(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    match tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), &mut cx, buf) {
-        std::task::Poll::Ready(r) => r,
-        std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
-    }
-}
 
 /// Waits for the commit outcome of the answer at the front of the queue, if it is an Ack.
 async fn front_ack(pending: &mut VecDeque<Pending>) -> Result<Committed, CommitFailed> {

@@ -13,21 +13,24 @@ use crate::model::LastKnown;
 
 const PARTITIONS: usize = 64;
 
-type Partition<V> = RwLock<HashMap<Arc<str>, V>>;
+/// foldhash rather than SipHash: the shards insert two records per position. Seeded per process,
+/// because the keys come from devices.
+type Hasher = foldhash::fast::RandomState;
+type Partition<V> = RwLock<HashMap<Arc<str>, V, Hasher>>;
 
 /// A concurrent map of string keys split into partitions.
 pub struct Table<V> {
     parts: Box<[Partition<V>]>,
-    hasher: std::hash::RandomState,
+    hasher: Hasher,
 }
 
 impl<V: Clone> Table<V> {
     pub fn new() -> Self {
         Table {
             parts: (0..PARTITIONS)
-                .map(|_| RwLock::new(HashMap::new()))
+                .map(|_| RwLock::new(HashMap::default()))
                 .collect(),
-            hasher: std::hash::RandomState::new(),
+            hasher: Hasher::default(),
         }
     }
 

@@ -1,10 +1,11 @@
 //! One shard worker: owns the state of the vehicles hashed to it.
 //!
 //! Two stages. The worker takes everything waiting in its queue (up to a bound) as one batch and
-//! turns it into store writes and state changes. Its commit stage commits the batches in order,
-//! one `Store::commit` each, and only then answers the connections and publishes the new last
-//! known positions to the live view. While one batch is being made durable the worker already
-//! builds the next, so CPU work overlaps the disk sync. Committing in order matters: the last known
+//! turns it into store writes and state changes. Its commit stage queues the batches on the
+//! store in order, up to `COMMITS_IN_FLIGHT` at once, and, again in order, waits for each to be
+//! durable before it answers the connections and publishes the new last known positions to the
+//! live view. While one batch is being made durable the next is already written and the worker
+//! builds the one after, so CPU work overlaps the disk sync. Order matters: the last known
 //! record written by a later batch is never overwritten by an earlier one, and a duplicate is
 //! never answered before the frame it duplicates is durable.
 //!
@@ -16,9 +17,10 @@
 //! position. After a crash, `recover.rs` rebuilds the records from the track points newer than the
 //! stored ones, so nothing acknowledged is lost from the last known either.
 //!
-//! If a commit fails, every batch built on top of it is failed too (same epoch) and the worker
-//! drops its in-memory state, reloading it from the live view, which only ever holds committed
-//! data. A device's re-send after the failure is then processed again, not taken for a duplicate.
+//! If a commit fails, every batch built on top of it is failed too (same epoch; the store skips
+//! the ones already queued, see `store::Chain`) and the worker drops its in-memory state,
+//! reloading it from the live view, which only ever holds committed data. A device's re-send
+//! after the failure is then processed again, not taken for a duplicate.
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use super::{CommitFailed, Committed, FrameKey, Positions, ShardMsg};
 use crate::config::{Config, SanitationConfig, StateConfig};
 use crate::metrics as m;
 use crate::model::{Fix, FixFlags, LastKnown};
-use crate::store::{Store, Write};
+use crate::store::{Chain, QueuedCommit, Store, StoreError, Write};
 
 /// foldhash instead of SipHash: hashing the vehicle and terminal keys was a visible share of the
 /// shard's time per position. The keys come from devices and the registry, so the hasher keeps a
@@ -443,7 +445,22 @@ fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleSt
     }
 }
 
-/// The commit stage of one shard: commits batches in order, then answers and publishes.
+/// Commits of one shard in flight at once. Queued in order, they complete in order; each one's
+/// disk sync overlaps the writing of the next, where one commit at a time left the store's
+/// committer waiting for every sync.
+const COMMITS_IN_FLIGHT: usize = 4;
+
+/// What a batch waits for after it was handed to the store.
+enum Queued {
+    /// Nothing to write (only duplicates): done once the batches before it are.
+    Nothing,
+    Commit(QueuedCommit),
+    /// Failed before reaching the store; `Some` when the store said why.
+    Failed(Option<StoreError>),
+}
+
+/// The commit stage of one shard: queues batches on the store in order, then, in the same
+/// order, waits for each to be durable before answering its frames and publishing its state.
 async fn commit_stage(
     mut batches: mpsc::Receiver<Batch>,
     store: Store,
@@ -451,20 +468,62 @@ async fn commit_stage(
     failed_epoch: Arc<AtomicU64>,
     shard: usize,
 ) {
-    while let Some(batch) = batches.recv().await {
-        let result = if batch.epoch == failed_epoch.load(Ordering::Acquire) {
+    let (to_finish, in_flight) = mpsc::channel(COMMITS_IN_FLIGHT);
+    let finisher = tokio::spawn(finish_commits(in_flight, live, failed_epoch.clone(), shard));
+    while let Some(mut batch) = batches.recv().await {
+        let queued = if batch.epoch == failed_epoch.load(Ordering::Acquire) {
             // Built on top of a batch that failed: its duplicates and last known positions may
             // refer to positions that are not stored.
-            Err(None)
+            Queued::Failed(None)
         } else if batch.writes.is_empty() {
-            Ok(())
+            Queued::Nothing
         } else {
-            let n = batch.writes.len();
-            let started = Instant::now();
-            let r = store.commit(batch.writes).await;
-            metrics::histogram!(m::SHARD_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-            metrics::histogram!(m::SHARD_BATCH_WRITES).record(n as f64);
-            r.map_err(Some)
+            let writes = std::mem::take(&mut batch.writes);
+            metrics::histogram!(m::SHARD_BATCH_WRITES).record(writes.len() as f64);
+            let chain = Chain {
+                broken: failed_epoch.clone(),
+                epoch: batch.epoch,
+            };
+            match store.commit_queued(writes, chain).await {
+                Ok(commit) => Queued::Commit(commit),
+                Err(err) => Queued::Failed(Some(err)),
+            }
+        };
+        if to_finish
+            .send((batch, queued, Instant::now()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(to_finish);
+    let _ = finisher.await;
+}
+
+/// Second half of the commit stage: outcomes in queue order.
+async fn finish_commits(
+    mut in_flight: mpsc::Receiver<(Batch, Queued, Instant)>,
+    live: Arc<LiveView>,
+    failed_epoch: Arc<AtomicU64>,
+    shard: usize,
+) {
+    while let Some((batch, queued, started)) = in_flight.recv().await {
+        let result = match queued {
+            Queued::Nothing => Ok(()),
+            Queued::Failed(err) => Err(err),
+            Queued::Commit(commit) => {
+                let r = commit.outcome().await;
+                metrics::histogram!(m::SHARD_COMMIT_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                r.map_err(Some)
+            }
+        };
+        // A batch after a failed one of its epoch is failed even if the store took it: the shard
+        // drops the state it was built on.
+        let result = match result {
+            Ok(()) if batch.epoch == failed_epoch.load(Ordering::Acquire) => Err(None),
+            other => other,
         };
         match result {
             Ok(()) => {
@@ -481,7 +540,9 @@ async fn commit_stage(
             }
             Err(err) => {
                 if let Some(err) = err {
-                    tracing::error!(shard, error = %err, "store commit failed; frames are answered with failure");
+                    if !matches!(err, StoreError::ChainBroken) {
+                        tracing::error!(shard, error = %err, "store commit failed; frames are answered with failure");
+                    }
                     failed_epoch.store(batch.epoch, Ordering::Release);
                 }
                 for (done, _) in batch.waiting {

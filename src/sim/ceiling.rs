@@ -96,7 +96,7 @@ async fn connection(mut stream: TcpStream, stats: &CeilingStats) -> std::io::Res
         if rbuf.capacity() == 0 {
             rbuf.reserve(4096);
         }
-        match stream.try_read_buf(&mut rbuf) {
+        match crate::net::read_available(&mut stream, &mut rbuf) {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::engine::Engine;
 use super::journal_sync::JournalSync;
-use super::{Durability, StoreError, Write};
+use super::{Chain, Durability, StoreError, Write};
 
 /// Most requests folded into one batch; bounds the batch's memory and the latency of the first
 /// caller in it.
@@ -39,14 +39,22 @@ pub(super) fn set_overlap_fsync(enabled: bool) {
 }
 
 pub(super) enum Request {
-    Commit { writes: Vec<Write>, done: Done },
-    Flush { done: Done },
+    Commit {
+        writes: Vec<Write>,
+        done: Done,
+        chain: Option<Chain>,
+    },
+    Flush {
+        done: Done,
+    },
 }
 
 /// A written batch whose callers wait for the fsync.
 struct Written {
     started: Instant,
     dones: Vec<Done>,
+    /// The chains of the batch's commits, marked broken if the sync fails.
+    chains: Vec<Chain>,
     /// The batch's writes, freed by the syncer after it woke the callers: freeing thousands of
     /// strings allocated on other threads is a noticeable cost, better kept off the committer.
     _garbage: Vec<Vec<Write>>,
@@ -105,6 +113,22 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
                 Err(_) => break,
             }
         }
+        // Commits that build on a failed one are answered without being applied.
+        pending.retain_mut(|r| match r {
+            Request::Commit {
+                chain: Some(chain),
+                done,
+                ..
+            } if chain.is_broken() => {
+                let (dead, _) = oneshot::channel();
+                let _ = std::mem::replace(done, dead).send(Err(StoreError::ChainBroken));
+                false
+            }
+            _ => true,
+        });
+        if pending.is_empty() {
+            continue;
+        }
         let started = Instant::now();
         let flush = pending.iter().any(|r| matches!(r, Request::Flush { .. }));
         let commits = pending.iter().filter_map(|r| match r {
@@ -132,11 +156,23 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
         }
         let mut dones: Vec<Done> = Vec::with_capacity(pending.len());
         let mut garbage: Vec<Vec<Write>> = Vec::with_capacity(pending.len());
+        let mut chains: Vec<Chain> = Vec::new();
         for r in pending.drain(..) {
             match r {
-                Request::Commit { writes, done } => {
+                Request::Commit {
+                    writes,
+                    done,
+                    chain,
+                } => {
                     dones.push(done);
                     garbage.push(writes);
+                    if let Some(chain) = chain {
+                        if result.is_err() {
+                            // Before the next request is looked at: it may be the next link.
+                            chain.mark_broken();
+                        }
+                        chains.push(chain);
+                    }
                 }
                 Request::Flush { done } => dones.push(done),
             }
@@ -146,6 +182,7 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
                 let written = Written {
                     started,
                     dones,
+                    chains,
                     _garbage: garbage,
                 };
                 if let Err(std_mpsc::SendError(w)) = tx.send(written) {
@@ -196,6 +233,9 @@ fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>) {
         if let Err(e) = &result {
             metrics::counter!(m::STORE_COMMIT_ERRORS).increment(1);
             tracing::error!(error = %e, "store fsync failed");
+            for chain in batch.iter().flat_map(|w| &w.chains) {
+                chain.mark_broken();
+            }
         }
         for w in &mut batch {
             metrics::histogram!(m::STORE_COMMIT_SECONDS).record(w.started.elapsed().as_secs_f64());

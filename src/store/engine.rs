@@ -15,7 +15,7 @@ use super::{Durability, SessionFacts, StoreError, Write};
 use crate::model::{Device, Fix, LastKnown, Loan, Vehicle};
 
 /// On-disk layout version; bumped when keys or value encodings change incompatibly.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// Memtable size per partition. Every write is a skiplist insert on the committer thread, and
 /// its cost grows with the memtable (cache misses in a deeper skiplist). Measured with

@@ -95,6 +95,52 @@ pub enum StoreError {
     LastCommitFailed(#[source] Box<StoreError>),
     #[error("store health probe failed: {0}")]
     Probe(&'static str),
+    /// Not applied because an earlier commit of the same [`Chain`] failed: it may have been
+    /// built on data that is not stored.
+    #[error("an earlier commit this one depends on failed")]
+    ChainBroken,
+}
+
+/// Orders the commits of one writer (a shard worker) that each build on the one before.
+///
+/// A writer that queues several commits without waiting for each ([`Store::commit_queued`])
+/// must not see a later commit applied after an earlier one failed: the later one may hold last
+/// known records that refer to the failed one's track points. The committer marks the chain
+/// broken (stores `epoch` in `broken`) when one of its commits fails, and skips every later
+/// commit of the same epoch with [`StoreError::ChainBroken`]. The writer starts a new epoch
+/// once it has dropped the state built on the failure.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    pub broken: Arc<std::sync::atomic::AtomicU64>,
+    pub epoch: u64,
+}
+
+impl Chain {
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire) == self.epoch
+    }
+
+    pub(crate) fn mark_broken(&self) {
+        self.broken.store(self.epoch, Ordering::Release);
+    }
+}
+
+/// A commit in the committer's queue; [`QueuedCommit::outcome`] waits until it is durable at
+/// the configured point. Outcomes of one writer's commits complete in the order they were
+/// queued.
+pub struct QueuedCommit {
+    store: Store,
+    wait: oneshot::Receiver<Result<(), StoreError>>,
+}
+
+impl QueuedCommit {
+    pub async fn outcome(self) -> Result<(), StoreError> {
+        match self.wait.await.unwrap_or(Err(StoreError::Closed)) {
+            // Not a failure of the store: the failure it follows was noted already.
+            Err(StoreError::ChainBroken) => Err(StoreError::ChainBroken),
+            result => self.store.note(result),
+        }
+    }
 }
 
 impl From<fjall::Error> for StoreError {
@@ -231,11 +277,42 @@ impl Store {
     pub async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         validate(&writes)?;
         let (done, wait) = oneshot::channel();
-        let result = match self.sender()?.send(Request::Commit { writes, done }).await {
+        let request = Request::Commit {
+            writes,
+            done,
+            chain: None,
+        };
+        let result = match self.sender()?.send(request).await {
             Ok(()) => wait.await.unwrap_or(Err(StoreError::Closed)),
             Err(_) => Err(StoreError::Closed),
         };
         self.note(result)
+    }
+
+    /// Queues `writes` (waiting only while the committer's queue is full) and returns a handle to
+    /// wait for their outcome. A writer can so keep several commits in flight, each one's disk
+    /// sync overlapping the writing of the next, where awaiting [`Store::commit`] one by one
+    /// would leave the disk idle while the next batch is written and the committer idle during
+    /// the sync. `chain` makes later commits fail rather than apply after a failed one.
+    pub async fn commit_queued(
+        &self,
+        writes: Vec<Write>,
+        chain: Chain,
+    ) -> Result<QueuedCommit, StoreError> {
+        validate(&writes)?;
+        let (done, wait) = oneshot::channel();
+        let request = Request::Commit {
+            writes,
+            done,
+            chain: Some(chain),
+        };
+        match self.sender()?.send(request).await {
+            Ok(()) => Ok(QueuedCommit {
+                store: self.clone(),
+                wait,
+            }),
+            Err(_) => Err(StoreError::Closed),
+        }
     }
 
     /// [`Store::commit`] for callers outside an async runtime (CLI tools, tests). Must not be
@@ -243,10 +320,11 @@ impl Store {
     pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         validate(&writes)?;
         let (done, wait) = oneshot::channel();
-        let result = match self
-            .sender()?
-            .blocking_send(Request::Commit { writes, done })
-        {
+        let result = match self.sender()?.blocking_send(Request::Commit {
+            writes,
+            done,
+            chain: None,
+        }) {
             Ok(()) => wait.blocking_recv().unwrap_or(Err(StoreError::Closed)),
             Err(_) => Err(StoreError::Closed),
         };
