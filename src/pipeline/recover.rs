@@ -3,17 +3,26 @@
 //! The shards commit every track point before its frame is answered, but write the last known
 //! records only every `state.last_known_flush` and at a graceful shutdown (coalesced, latest
 //! wins), because those writes were a large share of the store's work per position. After a
-//! crash the stored records can therefore be behind the track. A stored record accounts for every
-//! fix up to its own device time, so only track points with a later device time can change it:
-//! for every vehicle and device in the registry we replay those points, in device-time order,
+//! crash the stored records can therefore be behind the track. For every vehicle and device in
+//! the registry we replay the track points that can have moved its record, in device-time order,
 //! through the same `Tracker` the shards use, and write the records that changed back before the
-//! shards start. The scan covers what arrived after the last flush (about one flush interval of
-//! data per vehicle) plus fixes that never became a last known (flagged ones, late blind-area
-//! ones); it streams the track and holds one vehicle's trackers at a time. Its known cost: a key
-//! whose newest stored fix is old while the device kept sending flagged reports (no GNSS in a
-//! garage for weeks), or a device that never had a valid fix at all, makes every start scan those
-//! reports again (for the latter, the whole track of its vehicle). A per-key "replayed up to"
-//! mark written with the flush would bound that; it is not done yet.
+//! shards start. The scan streams the track and holds one vehicle's trackers at a time.
+//!
+//! Where the replay starts: at the device time of the stored record's newest report
+//! (`signals.time_ms`), its "replayed up to" mark. The record accounts for every report up to
+//! then that was stored before it, and a report stored after it with an older device time can only
+//! have changed it (a late blind-area fix newer than the last valid one, an older report with a
+//! newer battery level) if the shard wrote the record in the same commit, which it does for
+//! exactly those reports (`Shard::build`). So the scan covers about one flush interval of data
+//! per key, however long ago its last valid fix was: a device in an underground garage that sends
+//! no-GNSS reports for weeks is not rescanned at every start. (Starting at the newest valid fix
+//! instead, as this module once did, needed no help from the shard, but rescanned all those
+//! flagged reports every time.) Ties are replayed, since a report with the same device time as
+//! the newest one still updates the signals.
+//!
+//! Known cost left: a key with no record at all (a device that never had a valid fix) is replayed
+//! from the start of its track at every start, because without a record there is nothing to
+//! carry its mark.
 use std::collections::HashMap;
 
 use super::tracker::Tracker;
@@ -48,12 +57,11 @@ fn restore(stored: &HashMap<String, LastKnown>, key: &str, cfg: &StateConfig) ->
     }
 }
 
-/// First device time a tracker has not accounted for yet: after its last known fix, and from
-/// the time of its signals (alarm and status are taken from reports of the same or a later time,
-/// with or without a fix).
+/// First device time whose track points can still change a tracker's stored record: its mark,
+/// the device time of its newest report (see the module doc), or the whole track without one.
 fn scan_from(t: &Tracker) -> i64 {
     match &t.last_known {
-        Some(lk) => lk.fix.time_ms.saturating_add(1).min(lk.signals.time_ms),
+        Some(lk) => lk.signals.time_ms,
         None => i64::MIN,
     }
 }
@@ -236,5 +244,69 @@ mod tests {
         let again = recover_last_known(&store, &cfg).unwrap();
         assert!(again.writes.is_empty());
         assert_eq!(time_of(&again, "V"), Some(150));
+    }
+
+    /// A record as the shards write it: its signals are those of the newest report, here a
+    /// flagged one at `newest_s`, while its position is the last valid fix.
+    fn record_with_newest(key: &str, valid: Fix, newest_s: i64) -> LastKnown {
+        let mut lk = record(key, valid);
+        lk.signals.time_ms = newest_s * 1000;
+        lk.signals.terminal_id = lk.fix.terminal_id.clone();
+        lk.signals.status = lk.fix.status;
+        lk
+    }
+
+    #[test]
+    fn replay_starts_at_the_newest_report_not_at_the_last_valid_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let track = |f: Fix| Write::Fix {
+            vehicle_id: "device:G".into(),
+            fix: f,
+        };
+        // A device in an underground garage: one valid fix at 100, then weeks of no-GNSS
+        // reports, all of them accounted for by its stored record (newest report at 1100).
+        let mut writes = vec![
+            device("G", None),
+            track(fix("G", 100, FixFlags::empty())),
+            Write::LastKnown(record_with_newest(
+                "device:G",
+                fix("G", 100, FixFlags::empty()),
+                1100,
+            )),
+        ];
+        for t in 101..=1100 {
+            writes.push(track(fix("G", t, FixFlags::NO_GNSS)));
+        }
+        // Stored after the record and not in it (a crash before the next flush): a newer
+        // no-GNSS report and a newer valid fix.
+        writes.push(track(fix("G", 1101, FixFlags::NO_GNSS)));
+        writes.push(track(fix("G", 1102, FixFlags::empty())));
+        store.commit_blocking(writes).unwrap();
+        let cfg = StateConfig::default();
+        let r = recover_last_known(&store, &cfg).unwrap();
+        // The report at 1100 itself (ties are replayed) and the two after it.
+        assert_eq!(r.scanned, 3);
+        assert_eq!(time_of(&r, "device:G"), Some(1102));
+        let g = r.records.iter().find(|lk| &*lk.vehicle_id == "device:G");
+        assert_eq!(g.unwrap().signals.time_ms, 1_102_000);
+
+        // A late blind-area fix (older than the newest report, newer than the last valid fix)
+        // is stored by the shard together with the record it moved, so recovery keeps it
+        // without scanning back to it.
+        let late = fix("G", 1150, FixFlags::BLIND_AREA);
+        let mut moved = record_with_newest("device:G", late.clone(), 1200);
+        moved.fix = late.clone();
+        store
+            .commit_blocking(vec![
+                track(fix("G", 1200, FixFlags::NO_GNSS)),
+                track(late),
+                Write::LastKnown(moved),
+            ])
+            .unwrap();
+        let r = recover_last_known(&store, &cfg).unwrap();
+        assert_eq!(r.scanned, 1);
+        assert_eq!(time_of(&r, "device:G"), Some(1150));
+        assert!(r.writes.is_empty());
     }
 }

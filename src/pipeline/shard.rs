@@ -317,6 +317,8 @@ impl Shard {
         let device_frame_ms = route.device_activity.get().max(p.received_ms);
         let mut device_moved = false;
         let mut vehicle_moved = false;
+        let mut device_late = false;
+        let mut vehicle_late = false;
         for r in &p.reports {
             let mut flags = sanitize::static_flags(
                 r.time_ms,
@@ -356,11 +358,17 @@ impl Shard {
                 battery_pct: r.battery_pct,
                 voltage_mv: r.voltage_mv,
             };
-            device_moved |= dev
+            let newest = dev.tracker.newest_report_ms();
+            let moved = dev
                 .tracker
                 .offer(&route.device_key, &fix, device_frame_ms, state_cfg);
+            device_moved |= moved;
+            device_late |= moved && fix.time_ms < newest;
             if let Some((vid, v)) = &mut vehicle {
-                vehicle_moved |= v.tracker.offer(vid, &fix, last_frame_ms, state_cfg);
+                let newest = v.tracker.newest_report_ms();
+                let moved = v.tracker.offer(vid, &fix, last_frame_ms, state_cfg);
+                vehicle_moved |= moved;
+                vehicle_late |= moved && fix.time_ms < newest;
             }
             writes.push(Write::Fix {
                 vehicle_id: route.vehicle_key.clone(),
@@ -370,9 +378,19 @@ impl Shard {
         // Published per frame (a device rarely has two frames in one batch; the live view keeps
         // the last) and remembered for the next last known flush, the flags keeping each key
         // once in the pending lists without a set to look it up in.
+        //
+        // A record moved by a late report (older than the newest report the key had) is also
+        // written with this batch: start-up recovery replays only the track from the stored
+        // record's newest report on, so it would not find that report after a crash (see
+        // `pipeline::recover`). Late changes are rare (a blind-area fix after a no-GNSS report, a
+        // wireless unit's battery level behind its wired partner's reports), so this costs few
+        // writes. The key stays pending, so the flush still writes its final state.
         if device_moved {
             if let Some(lk) = &dev.tracker.last_known {
                 publish_devices.push((tid.clone(), Arc::new(lk.clone())));
+                if device_late {
+                    writes.push(Write::LastKnown(lk.clone()));
+                }
             }
             if !dev.pending {
                 dev.pending = true;
@@ -383,6 +401,9 @@ impl Shard {
             if vehicle_moved {
                 if let Some(lk) = &v.tracker.last_known {
                     publish_vehicles.push((vid.clone(), Arc::new(lk.clone())));
+                    if vehicle_late {
+                        writes.push(Write::LastKnown(lk.clone()));
+                    }
                 }
                 if !v.pending {
                     v.pending = true;

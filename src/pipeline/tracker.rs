@@ -45,6 +45,14 @@ impl Tracker {
         }
     }
 
+    /// Device time of the newest report offered so far (with a trustworthy time, fix or not):
+    /// the record's `signals.time_ms`. Start-up recovery replays the track from there, so a
+    /// report older than this that changes the record must be stored with the record (see
+    /// `pipeline::recover`).
+    pub fn newest_report_ms(&self) -> i64 {
+        self.signals.time_ms
+    }
+
     /// Offers a fix. Returns true when the last known record changed: the fix became the last
     /// known position (only valid fixes newer in device time than the current one qualify), or
     /// it brought newer alarm, status or health signals.
