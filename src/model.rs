@@ -1,8 +1,10 @@
 //! Domain types shared by the gateway, the store and the registry.
 //!
 //! These are plain data: no I/O, no clock. Times are Unix milliseconds in UTC. The store encodes
-//! them with postcard, so adding a field is a format change; append new fields at the end and give
-//! them `#[serde(default)]` so older records still decode.
+//! them with postcard, which writes a struct as its fields in order with no names or lengths: a
+//! record written before a field was added ends early and does not decode, `#[serde(default)]` or
+//! not. Adding or changing a field is therefore a store format change (`FORMAT_VERSION` in
+//! `store/engine.rs`).
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};

@@ -69,40 +69,6 @@ fn decode<T: DeserializeOwned>(keyspace: &'static str, bytes: &[u8]) -> Result<T
     postcard::from_bytes(bytes).map_err(|source| StoreError::Decode { keyspace, source })
 }
 
-/// `SessionFacts` as written before `next_serial` was added.
-#[derive(serde::Deserialize)]
-struct SessionFactsV1 {
-    last_connect_ms: i64,
-    last_peer: String,
-    version: String,
-    last_frame_ms: i64,
-}
-
-/// Decodes a session record of either layout. postcard encodes a struct as its fields in order
-/// with nothing to mark a missing one, and `#[serde(default)]` does not help: a record written
-/// before `next_serial` existed simply ends early, so decoding it as the current struct fails
-/// with an unexpected end, and it is read with the old layout instead. A current record never
-/// decodes as the old layout by mistake, because the current layout is tried first.
-pub(super) fn decode_session(bytes: &[u8]) -> Result<SessionFacts, StoreError> {
-    match postcard::from_bytes::<SessionFacts>(bytes) {
-        Ok(facts) => Ok(facts),
-        Err(postcard::Error::DeserializeUnexpectedEnd) => {
-            let old: SessionFactsV1 = decode("sessions", bytes)?;
-            Ok(SessionFacts {
-                last_connect_ms: old.last_connect_ms,
-                last_peer: old.last_peer,
-                version: old.version,
-                last_frame_ms: old.last_frame_ms,
-                next_serial: 0,
-            })
-        }
-        Err(source) => Err(StoreError::Decode {
-            keyspace: "sessions",
-            source,
-        }),
-    }
-}
-
 impl Engine {
     pub fn open(path: &Path) -> Result<Engine, StoreError> {
         let open_err = |e: fjall::Error| StoreError::Open {
@@ -396,10 +362,7 @@ impl Engine {
     }
 
     pub fn session(&self, terminal_id: &str) -> Result<Option<SessionFacts>, StoreError> {
-        match self.sessions.get(terminal_id)? {
-            Some(v) => decode_session(&v).map(Some),
-            None => Ok(None),
-        }
+        Self::get(&self.sessions, "sessions", terminal_id)
     }
 
     /// Deletes the track keys in `lo..hi` in chunks; returns how many were deleted.

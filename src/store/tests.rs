@@ -361,50 +361,6 @@ async fn health_reports_a_failed_commit_until_the_store_writes_again() {
     store.health().unwrap();
 }
 
-#[test]
-fn session_records_written_before_next_serial_still_decode() {
-    // The layout `SessionFacts` had before `next_serial`, as postcard wrote it then.
-    #[derive(serde::Serialize)]
-    struct Old {
-        last_connect_ms: i64,
-        last_peer: String,
-        version: String,
-        last_frame_ms: i64,
-    }
-    let old = postcard::to_stdvec(&Old {
-        last_connect_ms: 1_700_000_000_000,
-        last_peer: "10.0.0.7:40123".into(),
-        version: "2013".into(),
-        last_frame_ms: 1_700_000_060_000,
-    })
-    .unwrap();
-    let facts = engine::decode_session(&old).unwrap();
-    assert_eq!(
-        facts,
-        SessionFacts {
-            last_connect_ms: 1_700_000_000_000,
-            last_peer: "10.0.0.7:40123".into(),
-            version: "2013".into(),
-            last_frame_ms: 1_700_000_060_000,
-            next_serial: 0,
-        }
-    );
-    // A current record keeps its serial, including values whose varint is longer.
-    for next_serial in [1, 300, u16::MAX] {
-        let new = SessionFacts {
-            next_serial,
-            ..facts.clone()
-        };
-        let bytes = postcard::to_stdvec(&new).unwrap();
-        assert_eq!(engine::decode_session(&bytes).unwrap(), new);
-    }
-    // A record cut short elsewhere is still reported as corrupt.
-    assert!(matches!(
-        engine::decode_session(&old[..3]),
-        Err(StoreError::Decode { .. })
-    ));
-}
-
 #[tokio::test]
 async fn queued_commits_of_a_broken_chain_are_not_applied() {
     let dir = tempfile::tempdir().unwrap();
