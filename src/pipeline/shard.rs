@@ -488,7 +488,7 @@ async fn commit_stage(
                 broken: failed_epoch.clone(),
                 epoch: batch.epoch,
             };
-            match store.commit_queued(writes, chain).await {
+            match store.commit_queued(writes, Some(chain)).await {
                 Ok(commit) => Queued::Commit(commit),
                 Err(err) => Queued::Failed(Some(err)),
             }

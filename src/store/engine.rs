@@ -25,6 +25,13 @@ const FORMAT_VERSION: u32 = 2;
 /// flushes cost less than they save.
 const MEMTABLE_BYTES: u32 = 4 * 1024 * 1024;
 
+/// Memtable size of the partitions written a record or two per device (registry, auth codes,
+/// session facts). Their memtables hold what a fleet wrote when it registered or connected, a
+/// few hundred bytes per device, until they are flushed; 1 MiB bounds that memory well below
+/// the 4 MiB of the position partitions, and these partitions see too few writes for the
+/// extra flushes to matter.
+const SMALL_MEMTABLE_BYTES: u32 = 1024 * 1024;
+
 /// How many deletes go into one batch when purging, so a huge purge does not build one huge
 /// batch in memory.
 const DELETE_CHUNK: usize = 10_000;
@@ -82,7 +89,11 @@ impl Engine {
             .open()
             .map_err(open_err)?;
         let part = |name: &str| {
-            let mut opts = PartitionCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+            let memtable = match name {
+                "track" | "last_known" => MEMTABLE_BYTES,
+                _ => SMALL_MEMTABLE_BYTES,
+            };
+            let mut opts = PartitionCreateOptions::default().max_memtable_size(memtable);
             if name == "track" {
                 // Size-tiered rather than fjall's default leveled compaction for the track: every
                 // flushed memtable holds points of all vehicles, so under leveled compaction each

@@ -293,18 +293,19 @@ impl Store {
     /// wait for their outcome. A writer can so keep several commits in flight, each one's disk
     /// sync overlapping the writing of the next, where awaiting [`Store::commit`] one by one
     /// would leave the disk idle while the next batch is written and the committer idle during
-    /// the sync. `chain` makes later commits fail rather than apply after a failed one.
+    /// the sync. `chain` makes later commits fail rather than apply after a failed one. Dropping
+    /// the returned handle leaves the commit to complete on its own (the committer logs failures).
     pub async fn commit_queued(
         &self,
         writes: Vec<Write>,
-        chain: Chain,
+        chain: Option<Chain>,
     ) -> Result<QueuedCommit, StoreError> {
         validate(&writes)?;
         let (done, wait) = oneshot::channel();
         let request = Request::Commit {
             writes,
             done,
-            chain: Some(chain),
+            chain,
         };
         match self.sender()?.send(request).await {
             Ok(()) => Ok(QueuedCommit {

@@ -376,11 +376,11 @@ async fn queued_commits_of_a_broken_chain_are_not_applied() {
     };
     // Two commits in flight at once: both apply, in order.
     let first = store
-        .commit_queued(vec![track("V", 10)], chain(0))
+        .commit_queued(vec![track("V", 10)], Some(chain(0)))
         .await
         .unwrap();
     let second = store
-        .commit_queued(vec![track("V", 20)], chain(0))
+        .commit_queued(vec![track("V", 20)], Some(chain(0)))
         .await
         .unwrap();
     first.outcome().await.unwrap();
@@ -389,7 +389,7 @@ async fn queued_commits_of_a_broken_chain_are_not_applied() {
     // epoch is refused and not applied, one of the next epoch goes through.
     broken.store(0, std::sync::atomic::Ordering::Release);
     let refused = store
-        .commit_queued(vec![track("V", 30)], chain(0))
+        .commit_queued(vec![track("V", 30)], Some(chain(0)))
         .await
         .unwrap();
     assert!(matches!(
@@ -397,7 +397,7 @@ async fn queued_commits_of_a_broken_chain_are_not_applied() {
         Err(StoreError::ChainBroken)
     ));
     store
-        .commit_queued(vec![track("V", 40)], chain(1))
+        .commit_queued(vec![track("V", 40)], Some(chain(1)))
         .await
         .unwrap()
         .outcome()
