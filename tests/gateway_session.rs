@@ -342,6 +342,39 @@ fn subpackaged_uploads_are_reassembled_and_missing_packages_requested() {
 }
 
 #[test]
+fn a_subpackaged_message_whose_last_package_is_lost_is_asked_for_at_timeout() {
+    use liengate::protocols::jt808::{encode_frame, Header, SubPackage, Version};
+    let server = start(Some("[jt808.subpackage]\ntimeout = \"1s\"\n"));
+    let tid = "013800000067";
+    let mut c = server.connect();
+    c.login(tid);
+    let package = |index: u16| {
+        let mut h = Header::new(0x0801, terminal(tid), 199 + index, Version::V2013);
+        h.subpackage = Some(SubPackage { total: 3, index });
+        let mut out = bytes::BytesMut::new();
+        encode_frame(&h, &[index as u8; 64], &mut out);
+        out.to_vec()
+    };
+    // Packages 1 and 2 of 3 arrive and are acknowledged; the last one never comes, so the
+    // terminal has no reason to resend anything.
+    assert_eq!(c.request(&package(1), 200, 0x0801), 0);
+    assert_eq!(c.request(&package(2), 201, 0x0801), 0);
+    // After the timeout, with nothing more sent, the gateway asks for package 3 of the message
+    // whose first package had serial 200.
+    let reply = c
+        .try_recv(Duration::from_secs(5))
+        .expect("a 0x8003 after the reassembly timeout");
+    assert_eq!(reply.header.message_id, 0x8003, "{reply:?}");
+    assert_eq!(reply.body, vec![0x00, 200, 1, 0x00, 0x03]);
+    assert_eq!(server.metric("subpackage_resend_requests_total", &[]), 1.0);
+    // Asked once: when the package still does not come, the message is dropped quietly.
+    assert!(c.try_recv(Duration::from_millis(2500)).is_none());
+    assert_eq!(server.metric("subpackage_resend_requests_total", &[]), 1.0);
+    // The connection is fine: a heartbeat is still answered.
+    assert_eq!(c.request(&heartbeat_frame(tid, 7), 7, 0x0002), 0);
+}
+
+#[test]
 fn the_platform_serial_continues_across_reconnects() {
     let server = start(None);
     let tid = "013800000088";

@@ -243,6 +243,13 @@ impl Connection {
             }
             let can_read = self.stopping.is_none() && self.pending.len() < max_inflight;
             let running = self.stopping.is_none();
+            if self.reassembler.is_some() {
+                // A subpackaged message in progress may time out before the connection does.
+                let wake = self.next_wake();
+                if wake < idle.deadline() {
+                    idle.as_mut().reset(wake);
+                }
+            }
             let event = {
                 let Connection {
                     stream,
@@ -283,8 +290,16 @@ impl Connection {
                 }
                 Event::Shutdown => self.stopping = Some(Close::Shutdown),
                 Event::Idle => {
+                    self.reassembly_timeouts((now_ms() / 1000) as u64);
+                    if self
+                        .reassembler
+                        .as_ref()
+                        .is_some_and(|r| r.pending_messages() == 0)
+                    {
+                        self.reassembler = None;
+                    }
                     if Instant::now() < self.idle_deadline {
-                        idle.as_mut().reset(self.idle_deadline);
+                        idle.as_mut().reset(self.next_wake());
                         continue;
                     }
                     return Close::Idle;
@@ -527,7 +542,7 @@ impl Connection {
         let sp = h.subpackage.expect("caller checked");
         let now_secs = (now_ms() / 1000) as u64;
         let cfg = &self.gw.config.jt808.subpackage;
-        let r = self.reassembler.get_or_insert_with(|| {
+        self.reassembler.get_or_insert_with(|| {
             Box::new(Reassembler::new(ReassemblyLimits {
                 max_messages: cfg.max_messages,
                 max_packages: cfg.max_packages,
@@ -535,16 +550,11 @@ impl Connection {
                 timeout_secs: cfg.timeout.as_secs().max(1),
             }))
         });
-        for expired in r.expire(now_secs) {
-            tracing::info!(
-                peer = %self.peer,
-                terminal = %expired.terminal,
-                message_id = expired.message_id,
-                first_serial = expired.first_serial,
-                missing = expired.missing.len(),
-                "dropped an incomplete subpackaged message"
-            );
-        }
+        self.reassembly_timeouts(now_secs);
+        let r = self
+            .reassembler
+            .as_mut()
+            .expect("created above; only emptied by the next completion");
         match r.push(packet, now_secs) {
             Reassembly::Complete(body) => {
                 if r.pending_messages() == 0 {
@@ -580,6 +590,51 @@ impl Connection {
             Reassembly::Pending { .. } => Step::PackageStored(h),
             Reassembly::Rejected(e) => Step::Reject(e),
         }
+    }
+
+    /// Asks again for the missing packages of subpackaged messages that timed out for the first
+    /// time (0x8003), and drops the ones that timed out after such a request.
+    fn reassembly_timeouts(&mut self, now_secs: u64) {
+        let Some(r) = self.reassembler.as_mut() else {
+            return;
+        };
+        let t = r.timeouts(now_secs);
+        for expired in t.dropped {
+            tracing::info!(
+                peer = %self.peer,
+                terminal = %expired.terminal,
+                message_id = expired.message_id,
+                first_serial = expired.first_serial,
+                missing = expired.missing.len(),
+                "dropped an incomplete subpackaged message"
+            );
+        }
+        for expired in t.resend {
+            metrics::counter!(m::RESEND_REQUESTS).increment(1);
+            let mut out = BytesMut::new();
+            let serial = self.serial();
+            answer::resend(
+                &expired.header,
+                serial,
+                expired.first_serial,
+                &expired.missing,
+                &mut out,
+            );
+            self.push_ready(out);
+        }
+    }
+
+    /// When the connection's timer must fire next: the idle deadline, or earlier when a
+    /// subpackaged message times out before it.
+    fn next_wake(&self) -> Instant {
+        let at = self.idle_deadline;
+        let Some(secs) = self.reassembler.as_ref().and_then(|r| r.next_timeout()) else {
+            return at;
+        };
+        // The reassembler counts wall-clock seconds; a few ms of slack keep the timer from
+        // firing just before the second it waits for.
+        let wait_ms = (secs as i64 * 1000 - now_ms()).max(0) as u64 + 5;
+        at.min(Instant::now() + std::time::Duration::from_millis(wait_ms))
     }
 
     async fn handle(&mut self, step: Step) -> Result<(), Close> {

@@ -70,7 +70,7 @@ pub use frame::{encode_frame, encode_subpackaged};
 pub use header::{Header, Quirks, SubPackage, TerminalId, Version};
 pub use msg::*;
 pub use packet::{decode_frame, encode_message, parse_packet, DecodeOptions, Packet};
-pub use reassembly::{Expired, Reassembler, Reassembly, ReassemblyLimits};
+pub use reassembly::{Expired, Reassembler, Reassembly, ReassemblyLimits, Timeouts};
 pub use splitter::{Split, Splitter};
 pub use time::BcdTime;
 

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::error::{Error, ErrorKind};
-use super::header::{TerminalId, Version};
+use super::header::{Header, TerminalId, Version};
 use super::packet::Packet;
 
 /// Bounds of a `Reassembler`.
@@ -48,7 +48,8 @@ pub enum Reassembly {
     Rejected(Error),
 }
 
-/// A pending message dropped by `expire`.
+/// A pending message that timed out (see [`Reassembler::expire`] and
+/// [`Reassembler::timeouts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
     pub terminal: TerminalId,
@@ -56,6 +57,18 @@ pub struct Expired {
     pub message_id: u16,
     pub version: Version,
     pub missing: Vec<u16>,
+    /// The header of the last package received, to address a 0x8003 to.
+    pub header: Header,
+}
+
+/// What [`Reassembler::timeouts`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Timed out for the first time: ask the terminal for the missing packages (0x8003); they
+    /// get one more timeout to arrive.
+    pub resend: Vec<Expired>,
+    /// Timed out again after a resend request: dropped.
+    pub dropped: Vec<Expired>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +84,9 @@ struct Pending {
     parts: Vec<Option<Vec<u8>>>,
     bytes: usize,
     updated: u64,
+    header: Header,
+    /// A resend request went out when it timed out once.
+    asked: bool,
 }
 
 impl Pending {
@@ -145,6 +161,8 @@ impl Reassembler {
             parts: vec![None; sp.total as usize],
             bytes: 0,
             updated: now_secs,
+            header: *h,
+            asked: false,
         });
         if entry.parts.len() != sp.total as usize {
             return reject(
@@ -153,6 +171,7 @@ impl Reassembler {
             );
         }
         entry.updated = now_secs;
+        entry.header = *h;
         let slot = &mut entry.parts[sp.index as usize - 1];
         if slot.is_none() {
             *slot = Some(packet.body.to_vec());
@@ -172,6 +191,55 @@ impl Reassembler {
                 missing: entry.missing(),
             }
         }
+    }
+
+    /// When the next pending message times out (seconds, the clock of `push`).
+    pub fn next_timeout(&self) -> Option<u64> {
+        self.pending
+            .values()
+            .map(|p| p.updated.saturating_add(self.limits.timeout_secs))
+            .min()
+    }
+
+    /// Messages that saw no package for `timeout_secs`. The first time, a message is reported
+    /// in `resend` and gets one more timeout: a terminal whose last packages were lost never
+    /// learns that they were (the 0x8003 sent when the last package arrives with gaps cannot
+    /// happen), so the platform asks for everything missing (JT/T 808-2013 §8.4). The second
+    /// time it is dropped and reported in `dropped`.
+    pub fn timeouts(&mut self, now_secs: u64) -> Timeouts {
+        let timeout = self.limits.timeout_secs;
+        let mut out = Timeouts::default();
+        let keys: Vec<Key> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now_secs.saturating_sub(p.updated) >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            let Some(p) = self.pending.get_mut(&k) else {
+                continue;
+            };
+            let expired = Expired {
+                terminal: k.terminal,
+                first_serial: k.first_serial,
+                message_id: k.message_id,
+                version: p.version,
+                missing: p.missing(),
+                header: p.header,
+            };
+            if p.asked {
+                let p = self.pending.remove(&k).expect("looked up above");
+                self.bytes -= p.bytes;
+                out.dropped.push(expired);
+            } else {
+                p.asked = true;
+                p.updated = now_secs;
+                out.resend.push(expired);
+            }
+        }
+        out.resend.sort_by_key(|e| (e.first_serial, e.message_id));
+        out.dropped.sort_by_key(|e| (e.first_serial, e.message_id));
+        out
     }
 
     /// Drop messages that saw no package for `timeout_secs`, reporting what
@@ -194,6 +262,7 @@ impl Reassembler {
                     message_id: k.message_id,
                     version: p.version,
                     missing: p.missing(),
+                    header: p.header,
                 });
             }
         }
@@ -205,7 +274,7 @@ impl Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jt808::header::{Header, Quirks, SubPackage};
+    use crate::jt808::header::{Quirks, SubPackage};
 
     fn header(serial: u16, total: u16, index: u16) -> Header {
         let t = TerminalId::parse("13812345678", Version::V2013).unwrap();
@@ -285,6 +354,44 @@ mod tests {
         assert_eq!(e[0].message_id, 0x0801);
         assert_eq!(e[0].missing, vec![2, 4]);
         assert_eq!(r.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn a_timeout_asks_once_for_the_missing_packages_then_drops() {
+        let mut r = Reassembler::new(ReassemblyLimits {
+            timeout_secs: 30,
+            ..ReassemblyLimits::default()
+        });
+        // Packages 1 and 2 of 3 arrive; the last one is lost.
+        push(&mut r, 10, 3, 1, b"a", 100);
+        push(&mut r, 11, 3, 2, b"b", 105);
+        assert_eq!(r.next_timeout(), Some(135));
+        assert_eq!(r.timeouts(134), Timeouts::default());
+        let t = r.timeouts(135);
+        assert!(t.dropped.is_empty());
+        assert_eq!(t.resend.len(), 1);
+        assert_eq!(t.resend[0].first_serial, 10);
+        assert_eq!(t.resend[0].missing, vec![3]);
+        assert_eq!(
+            t.resend[0].header.serial, 11,
+            "addressed like the last package"
+        );
+        // One more timeout to answer the request.
+        assert_eq!(r.next_timeout(), Some(165));
+        assert_eq!(r.timeouts(164), Timeouts::default());
+        let t = r.timeouts(165);
+        assert!(t.resend.is_empty());
+        assert_eq!(t.dropped.len(), 1);
+        assert_eq!(r.pending_messages(), 0);
+        assert_eq!(r.pending_bytes(), 0);
+        assert_eq!(r.next_timeout(), None);
+        // A resent package that completes the message in time is reassembled as usual.
+        push(&mut r, 20, 2, 1, b"x", 200);
+        assert_eq!(r.timeouts(230).resend.len(), 1);
+        assert_eq!(
+            push(&mut r, 21, 2, 2, b"y", 240),
+            Reassembly::Complete(b"xy".to_vec())
+        );
     }
 
     #[test]
