@@ -9,7 +9,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use liengate_protocols::jt808::{
     decode_frame, DecodeOptions, Message, Split, Splitter, DEFAULT_MAX_FRAME, MAX_LOGICAL_FRAME,
@@ -17,16 +16,17 @@ use liengate_protocols::jt808::{
 
 struct CountingAllocator;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Per thread: the tests run in parallel, and one test's allocations must not count for
+    /// another that is measuring at the same moment.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note_allocation() {
-    // `try_with`: during thread teardown the thread-local may be gone.
+    // `try_with`: during thread teardown the thread-locals may be gone.
     if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -58,11 +58,11 @@ static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// Allocations made by this thread while running `f`.
 fn allocations_during<T>(f: impl FnOnce() -> T) -> (usize, T) {
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = ALLOCATIONS.with(Cell::get);
     COUNTING.with(|c| c.set(true));
     let out = f();
     COUNTING.with(|c| c.set(false));
-    (ALLOCATIONS.load(Ordering::SeqCst) - before, out)
+    (ALLOCATIONS.with(Cell::get) - before, out)
 }
 
 /// `jt808-sc-0200-2019-flag-2013-header`, from
