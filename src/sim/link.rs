@@ -69,11 +69,6 @@ impl Link {
             TcpSocket::new_v6()?
         };
         if let Some(ip) = source {
-            // Binding picks a local port before the destination is known, so without this the
-            // ports of the previous runs' connections, still in TIME_WAIT for a minute, count as
-            // taken: after several runs of 10,000 connections the kernel searched the ephemeral
-            // range for every bind and registrations took seconds longer than the server needed.
-            socket.set_reuseaddr(true)?;
             socket.bind(SocketAddr::new(ip, 0))?;
         }
         let stream = tokio::time::timeout(timeout, socket.connect(target))
