@@ -94,9 +94,11 @@ pub(super) struct Shard {
     vehicles: FastMap<Arc<str>, VehicleState>,
     devices: FastMap<Arc<str>, DeviceState>,
     label: String,
-    /// Incremented whenever the state is dropped after a failed commit.
+    /// Raised past every failed epoch whenever the state is dropped after a failed commit.
     epoch: u64,
-    /// Epoch of the last failed commit (set by the commit stage).
+    /// The highest epoch with a failed commit, 0 for none. Raised only by the commit stage's
+    /// second half, which sees outcomes in order, so a batch stored before the failure is never
+    /// taken for one built on it.
     failed_epoch: Arc<AtomicU64>,
     /// Vehicles and devices (by terminal id) whose last known changed since it was last written.
     pending_vehicles: Vec<Arc<str>>,
@@ -110,8 +112,8 @@ pub(super) struct Shard {
 /// when the store falls behind, the worker stops taking frames and the connections feel it.
 const COMMIT_QUEUE: usize = 2;
 
-/// Epoch value meaning "no failed commit".
-const NO_FAILURE: u64 = u64::MAX;
+/// `failed_epoch` when no commit has failed; epochs start above it.
+const NO_FAILURE: u64 = 0;
 
 /// One batch on its way to the store.
 struct Batch {
@@ -133,7 +135,7 @@ impl Shard {
             vehicles: FastMap::default(),
             devices: FastMap::default(),
             label: index.to_string(),
-            epoch: 0,
+            epoch: NO_FAILURE + 1,
             failed_epoch: Arc::new(AtomicU64::new(NO_FAILURE)),
             pending_vehicles: Vec::new(),
             pending_devices: Vec::new(),
@@ -160,6 +162,7 @@ impl Shard {
                 tokio::select! {
                     msg = rx.recv() => msg,
                     _ = tokio::time::sleep_until(due) => {
+                        self.reset_after_failure();
                         let batch = self.build(&mut msgs, false);
                         if to_commit.send(batch).await.is_err() {
                             break;
@@ -180,17 +183,7 @@ impl Shard {
             }
             metrics::gauge!(m::SHARD_QUEUE_DEPTH, "shard" => self.label.clone())
                 .set(rx.len() as f64);
-            if self.failed_epoch.load(Ordering::Acquire) == self.epoch {
-                // Everything built on the failed commit is failed by the commit stage; start
-                // again from what is durable.
-                tracing::warn!(
-                    shard = self.index,
-                    "dropping shard state after a failed commit"
-                );
-                self.vehicles.clear();
-                self.devices.clear();
-                self.epoch += 1;
-            }
+            self.reset_after_failure();
             let batch = self.build(&mut msgs, false);
             if to_commit.send(batch).await.is_err() {
                 break;
@@ -204,6 +197,21 @@ impl Shard {
         drop(to_commit);
         let _ = stage.await;
         tracing::debug!(shard = self.index, "shard worker stopped");
+    }
+
+    /// Drops the state built on a failed commit, if one failed: everything built on it is
+    /// failed by the commit stage, so start again from what is durable, in a higher epoch.
+    fn reset_after_failure(&mut self) {
+        let failed = self.failed_epoch.load(Ordering::Acquire);
+        if failed >= self.epoch {
+            tracing::warn!(
+                shard = self.index,
+                "dropping shard state after a failed commit"
+            );
+            self.vehicles.clear();
+            self.devices.clear();
+            self.epoch = failed + 1;
+        }
     }
 
     fn has_pending(&self) -> bool {
@@ -474,8 +482,12 @@ async fn commit_stage(
 ) {
     let (to_finish, in_flight) = mpsc::channel(COMMITS_IN_FLIGHT);
     let finisher = tokio::spawn(finish_commits(in_flight, live, failed_epoch.clone(), shard));
+    // The store's own mark of this shard's broken epochs, raised by the committer the moment an
+    // apply fails. Kept apart from `failed_epoch`, which follows the outcomes in order: the
+    // committer may mark a failure while earlier, stored batches still wait to be answered.
+    let broken = Arc::new(AtomicU64::new(NO_FAILURE));
     while let Some(mut batch) = batches.recv().await {
-        let queued = if batch.epoch == failed_epoch.load(Ordering::Acquire) {
+        let queued = if batch.epoch <= failed_epoch.load(Ordering::Acquire) {
             // Built on top of a batch that failed: its duplicates and last known positions may
             // refer to positions that are not stored.
             Queued::Failed(None)
@@ -485,7 +497,7 @@ async fn commit_stage(
             let writes = std::mem::take(&mut batch.writes);
             metrics::histogram!(m::SHARD_BATCH_WRITES).record(writes.len() as f64);
             let chain = Chain {
-                broken: failed_epoch.clone(),
+                broken: broken.clone(),
                 epoch: batch.epoch,
             };
             match store.commit_queued(writes, Some(chain)).await {
@@ -526,7 +538,7 @@ async fn finish_commits(
         // A batch after a failed one of its epoch is failed even if the store took it: the shard
         // drops the state it was built on.
         let result = match result {
-            Ok(()) if batch.epoch == failed_epoch.load(Ordering::Acquire) => Err(None),
+            Ok(()) if batch.epoch <= failed_epoch.load(Ordering::Acquire) => Err(None),
             other => other,
         };
         match result {
@@ -547,7 +559,7 @@ async fn finish_commits(
                     if !matches!(err, StoreError::ChainBroken) {
                         tracing::error!(shard, error = %err, "store commit failed; frames are answered with failure");
                     }
-                    failed_epoch.store(batch.epoch, Ordering::Release);
+                    failed_epoch.fetch_max(batch.epoch, Ordering::AcqRel);
                 }
                 for (done, _) in batch.waiting {
                     let _ = done.send(Err(CommitFailed));

@@ -106,9 +106,18 @@ pub enum StoreError {
 /// A writer that queues several commits without waiting for each ([`Store::commit_queued`])
 /// must not see a later commit applied after an earlier one failed: the later one may hold last
 /// known records that refer to the failed one's track points. The committer marks the chain
-/// broken (stores `epoch` in `broken`) when one of its commits fails, and skips every later
-/// commit of the same epoch with [`StoreError::ChainBroken`]. The writer starts a new epoch
-/// once it has dropped the state built on the failure.
+/// broken (raises `broken` to `epoch`) when one of its commits fails to apply, and skips every
+/// later commit of that epoch or an older one with [`StoreError::ChainBroken`]. The writer starts
+/// a higher epoch once it has dropped the state built on the failure. Epochs start at 1 and only
+/// grow, and `broken` only grows (0: nothing broke), so a late mark of an old failure can never
+/// make a newer broken epoch look whole again.
+///
+/// A failed disk sync also marks the chain, but by then the committer has usually applied the
+/// next commits already (that overlap is the point of the syncer thread): their outcomes are
+/// failures, so nothing built on the failure is acknowledged or shown, but their writes stay in
+/// the journal and become durable with the next successful sync. After a failed fsync the
+/// kernel may have dropped the failed batch's pages, so a last known record among those writes
+/// can name a track point that is gone; start-up recovery rebuilds records from the track.
 #[derive(Clone, Debug)]
 pub struct Chain {
     pub broken: Arc<std::sync::atomic::AtomicU64>,
@@ -117,11 +126,11 @@ pub struct Chain {
 
 impl Chain {
     pub(crate) fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Acquire) == self.epoch
+        self.epoch <= self.broken.load(Ordering::Acquire)
     }
 
     pub(crate) fn mark_broken(&self) {
-        self.broken.store(self.epoch, Ordering::Release);
+        self.broken.fetch_max(self.epoch, Ordering::AcqRel);
     }
 }
 

@@ -365,7 +365,7 @@ async fn health_reports_a_failed_commit_until_the_store_writes_again() {
 async fn queued_commits_of_a_broken_chain_are_not_applied() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), Durability::Fsync);
-    let broken = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let broken = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let chain = |epoch| Chain {
         broken: broken.clone(),
         epoch,
@@ -376,20 +376,23 @@ async fn queued_commits_of_a_broken_chain_are_not_applied() {
     };
     // Two commits in flight at once: both apply, in order.
     let first = store
-        .commit_queued(vec![track("V", 10)], Some(chain(0)))
+        .commit_queued(vec![track("V", 10)], Some(chain(1)))
         .await
         .unwrap();
     let second = store
-        .commit_queued(vec![track("V", 20)], Some(chain(0)))
+        .commit_queued(vec![track("V", 20)], Some(chain(1)))
         .await
         .unwrap();
     first.outcome().await.unwrap();
     second.outcome().await.unwrap();
-    // Epoch 0 broke (as the committer marks it when a commit fails): a later commit of that
-    // epoch is refused and not applied, one of the next epoch goes through.
-    broken.store(0, std::sync::atomic::Ordering::Release);
+    // Epoch 2 broke (as the committer marks it when a commit fails): a later commit of that
+    // epoch or an older one is refused and not applied, one of a higher epoch goes through, and
+    // a late mark of an older failure does not lower the mark.
+    chain(2).mark_broken();
+    chain(1).mark_broken();
+    assert_eq!(broken.load(std::sync::atomic::Ordering::Acquire), 2);
     let refused = store
-        .commit_queued(vec![track("V", 30)], Some(chain(0)))
+        .commit_queued(vec![track("V", 30)], Some(chain(2)))
         .await
         .unwrap();
     assert!(matches!(
@@ -397,7 +400,7 @@ async fn queued_commits_of_a_broken_chain_are_not_applied() {
         Err(StoreError::ChainBroken)
     ));
     store
-        .commit_queued(vec![track("V", 40)], Some(chain(1)))
+        .commit_queued(vec![track("V", 40)], Some(chain(3)))
         .await
         .unwrap()
         .outcome()
