@@ -356,7 +356,14 @@ fn under_backpressure_every_frame_is_answered_and_stored() {
     let server = start(Some(
         "[pipeline]\nshards = 1\nqueue_depth = 1\n[jt808]\nmax_inflight = 1\n[store]\ndurability = \"buffered\"\n",
     ));
-    let devices = ["013800000501", "013800000502", "013800000503"];
+    let devices = [
+        "013800000501",
+        "013800000502",
+        "013800000503",
+        "013800000504",
+        "013800000505",
+        "013800000506",
+    ];
     let per_device: u16 = 150;
     let base = now_s() - 3600;
     let handles: Vec<_> = devices
@@ -389,6 +396,14 @@ fn under_backpressure_every_frame_is_answered_and_stored() {
         let v = device(&server, tid);
         assert_eq!(v["time"], rfc3339(base + per_device as i64 - 1));
     }
+    // The connections did find the shard queue full and waited (reading nothing meanwhile):
+    // the path above was the backpressure path, not a queue that always had room.
+    let waits = server.metric("shard_queue_full_total", &[]);
+    eprintln!("frames that waited for room in the shard queue: {waits}");
+    assert!(
+        waits > 0.0,
+        "no frame ever found the one-slot shard queue full"
+    );
 }
 
 #[test]
