@@ -13,6 +13,8 @@ use liengate_protocols::jt808::{
     MAX_LOGICAL_FRAME,
 };
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_liengate");
 
 /// Kills the child when the test ends, even on a failed assertion.
@@ -44,39 +46,6 @@ fn start_ceiling() -> (Guard, String) {
         .strip_prefix("listening jt808 ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
-    (Guard(child), addr)
-}
-
-/// Starts the real gateway on 127.0.0.1 port 0 with an empty data dir; returns its JT808 address.
-fn start_serve(data_dir: &std::path::Path) -> (Guard, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen-jt808",
-            "127.0.0.1:0",
-            "--listen-http",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("LIENGATE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start liengate serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("serve printed its listeners")
-            .expect("read serve stdout");
-        if let Some(addr) = line.strip_prefix("listening jt808 ") {
-            break addr.to_string();
-        }
-    };
-    // Keep reading: serve prints more lines, and a closed pipe would make those writes fail.
-    thread::spawn(move || for _ in lines {});
     (Guard(child), addr)
 }
 
@@ -156,8 +125,8 @@ fn closed_loop_2019_terminals_are_acknowledged() {
 
 #[test]
 fn the_gateway_acknowledges_every_position_and_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_serve, addr) = start_serve(dir.path());
+    let server = common::start(None);
+    let addr = server.jt808.to_string();
     let (code, summary) = run_sim(&addr, "2", &["--rate", "5", "--blind-area-every", "5"]);
     assert_eq!(code, Some(0), "summary: {summary}");
     assert_eq!(summary["registered"], 20);

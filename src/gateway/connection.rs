@@ -291,13 +291,6 @@ impl Connection {
                 Event::Shutdown => self.stopping = Some(Close::Shutdown),
                 Event::Idle => {
                     self.reassembly_timeouts((now_ms() / 1000) as u64);
-                    if self
-                        .reassembler
-                        .as_ref()
-                        .is_some_and(|r| r.pending_messages() == 0)
-                    {
-                        self.reassembler = None;
-                    }
                     if Instant::now() < self.idle_deadline {
                         idle.as_mut().reset(self.next_wake());
                         continue;
@@ -541,8 +534,9 @@ impl Connection {
         let h = packet.header;
         let sp = h.subpackage.expect("caller checked");
         let now_secs = (now_ms() / 1000) as u64;
+        self.reassembly_timeouts(now_secs);
         let cfg = &self.gw.config.jt808.subpackage;
-        self.reassembler.get_or_insert_with(|| {
+        let r = self.reassembler.get_or_insert_with(|| {
             Box::new(Reassembler::new(ReassemblyLimits {
                 max_messages: cfg.max_messages,
                 max_packages: cfg.max_packages,
@@ -550,11 +544,6 @@ impl Connection {
                 timeout_secs: cfg.timeout.as_secs().max(1),
             }))
         });
-        self.reassembly_timeouts(now_secs);
-        let r = self
-            .reassembler
-            .as_mut()
-            .expect("created above; only emptied by the next completion");
         match r.push(packet, now_secs) {
             Reassembly::Complete(body) => {
                 if r.pending_messages() == 0 {
@@ -593,12 +582,16 @@ impl Connection {
     }
 
     /// Asks again for the missing packages of subpackaged messages that timed out for the first
-    /// time (0x8003), and drops the ones that timed out after such a request.
+    /// time (0x8003), and drops the ones that timed out after such a request (and the
+    /// reassembler with the last of them, so that an idle connection does not keep it).
     fn reassembly_timeouts(&mut self, now_secs: u64) {
         let Some(r) = self.reassembler.as_mut() else {
             return;
         };
         let t = r.timeouts(now_secs);
+        if r.pending_messages() == 0 {
+            self.reassembler = None;
+        }
         for expired in t.dropped {
             tracing::info!(
                 peer = %self.peer,

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::live::LiveView;
+use super::live::{LiveView, Table};
 use super::sanitize::{self, JumpDetector, Point};
 use super::tracker::Tracker;
 use super::{CommitFailed, Committed, FrameKey, Positions, ShardMsg};
@@ -257,30 +257,18 @@ impl Shard {
     /// so a stored record never refers to a track point that is not stored. After a failed
     /// commit the state is reloaded from the live view, which holds only committed data.
     fn flush_pending(&mut self, writes: &mut Vec<Write>) {
-        for key in self.pending_vehicles.drain(..) {
-            let lk = match self.vehicles.get_mut(&key) {
-                Some(v) => {
-                    v.pending = false;
-                    v.tracker.last_known.clone()
-                }
-                None => self.live.vehicles.get(&key).map(|lk| (*lk).clone()),
-            };
-            if let Some(lk) = lk {
-                writes.push(Write::LastKnown(lk));
-            }
-        }
-        for key in self.pending_devices.drain(..) {
-            let lk = match self.devices.get_mut(&key) {
-                Some(d) => {
-                    d.pending = false;
-                    d.tracker.last_known.clone()
-                }
-                None => self.live.devices.get(&key).map(|lk| (*lk).clone()),
-            };
-            if let Some(lk) = lk {
-                writes.push(Write::LastKnown(lk));
-            }
-        }
+        flush_records(
+            &mut self.pending_vehicles,
+            &mut self.vehicles,
+            &self.live.vehicles,
+            writes,
+        );
+        flush_records(
+            &mut self.pending_devices,
+            &mut self.devices,
+            &self.live.devices,
+            writes,
+        );
         self.last_flush = Instant::now();
     }
 
@@ -420,6 +408,45 @@ impl Shard {
             }
         }
         Committed::Stored
+    }
+}
+
+/// The part of a device's or vehicle's state that has a last known record to flush.
+trait Record {
+    /// Its current record, clearing the pending flag.
+    fn take_pending(&mut self) -> Option<LastKnown>;
+}
+
+impl Record for DeviceState {
+    fn take_pending(&mut self) -> Option<LastKnown> {
+        self.pending = false;
+        self.tracker.last_known.clone()
+    }
+}
+
+impl Record for VehicleState {
+    fn take_pending(&mut self) -> Option<LastKnown> {
+        self.pending = false;
+        self.tracker.last_known.clone()
+    }
+}
+
+/// Writes the current record of every key in `pending`: from the shard's state, or from the
+/// live view when the state was dropped after a failed commit.
+fn flush_records<S: Record>(
+    pending: &mut Vec<Arc<str>>,
+    states: &mut FastMap<Arc<str>, S>,
+    live: &Table<Arc<LastKnown>>,
+    writes: &mut Vec<Write>,
+) {
+    for key in pending.drain(..) {
+        let lk = match states.get_mut(&key) {
+            Some(state) => state.take_pending(),
+            None => live.get(&key).map(|lk| (*lk).clone()),
+        };
+        if let Some(lk) = lk {
+            writes.push(Write::LastKnown(lk));
+        }
     }
 }
 

@@ -284,18 +284,12 @@ impl Store {
     /// Applies `writes` atomically. Durable at the configured point when it returns: concurrent
     /// callers are group-committed (one fsync for many).
     pub async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        validate(&writes)?;
-        let (done, wait) = oneshot::channel();
-        let request = Request::Commit {
-            writes,
-            done,
-            chain: None,
-        };
-        let result = match self.sender()?.send(request).await {
-            Ok(()) => wait.await.unwrap_or(Err(StoreError::Closed)),
-            Err(_) => Err(StoreError::Closed),
-        };
-        self.note(result)
+        match self.commit_queued(writes, None).await {
+            Ok(queued) => queued.outcome().await,
+            // The committer is gone: a store failure like a failed write.
+            Err(StoreError::Closed) => self.note(Err(StoreError::Closed)),
+            Err(invalid) => Err(invalid),
+        }
     }
 
     /// Queues `writes` (waiting only while the committer's queue is full) and returns a handle to

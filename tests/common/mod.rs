@@ -296,7 +296,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("jt808 connect");
+        Client::over(TcpStream::connect(addr).expect("jt808 connect"))
+    }
+
+    /// A client on an already connected stream.
+    fn over(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         Client {
@@ -318,14 +322,7 @@ impl Client {
             .bind(&SocketAddr::new(source, 0).into())
             .expect("bind source address");
         socket.connect(&addr.into()).expect("jt808 connect");
-        let stream: TcpStream = socket.into();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-            splitter: Splitter::new(4096),
-        }
+        Client::over(socket.into())
     }
 
     /// Connects with small socket buffers (`bytes` each way, before the kernel's own rounding),
@@ -341,14 +338,7 @@ impl Client {
         socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
         socket.set_send_buffer_size(bytes).expect("SO_SNDBUF");
         socket.connect(&addr.into()).expect("jt808 connect");
-        let stream: TcpStream = socket.into();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-            splitter: Splitter::new(4096),
-        }
+        Client::over(socket.into())
     }
 
     pub fn send(&mut self, bytes: &[u8]) {

@@ -90,6 +90,17 @@ struct Pending {
 }
 
 impl Pending {
+    fn expired(&self, k: &Key) -> Expired {
+        Expired {
+            terminal: k.terminal,
+            first_serial: k.first_serial,
+            message_id: k.message_id,
+            version: self.version,
+            missing: self.missing(),
+            header: self.header,
+        }
+    }
+
     fn missing(&self) -> Vec<u16> {
         self.parts
             .iter()
@@ -207,26 +218,12 @@ impl Reassembler {
     /// happen), so the platform asks for everything missing (JT/T 808-2013 §8.4). The second
     /// time it is dropped and reported in `dropped`.
     pub fn timeouts(&mut self, now_secs: u64) -> Timeouts {
-        let timeout = self.limits.timeout_secs;
         let mut out = Timeouts::default();
-        let keys: Vec<Key> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now_secs.saturating_sub(p.updated) >= timeout)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in keys {
+        for k in self.timed_out(now_secs) {
             let Some(p) = self.pending.get_mut(&k) else {
                 continue;
             };
-            let expired = Expired {
-                terminal: k.terminal,
-                first_serial: k.first_serial,
-                message_id: k.message_id,
-                version: p.version,
-                missing: p.missing(),
-                header: p.header,
-            };
+            let expired = p.expired(&k);
             if p.asked {
                 let p = self.pending.remove(&k).expect("looked up above");
                 self.bytes -= p.bytes;
@@ -242,28 +239,24 @@ impl Reassembler {
         out
     }
 
-    /// Drop messages that saw no package for `timeout_secs`, reporting what
-    /// was missing (for 0x8003 or for counting).
-    pub fn expire(&mut self, now_secs: u64) -> Vec<Expired> {
+    /// Keys of the messages that saw no package for `timeout_secs`.
+    fn timed_out(&self, now_secs: u64) -> Vec<Key> {
         let timeout = self.limits.timeout_secs;
-        let mut out = Vec::new();
-        let keys: Vec<Key> = self
-            .pending
+        self.pending
             .iter()
             .filter(|(_, p)| now_secs.saturating_sub(p.updated) >= timeout)
             .map(|(k, _)| *k)
-            .collect();
-        for k in keys {
+            .collect()
+    }
+
+    /// Drop messages that saw no package for `timeout_secs`, reporting what
+    /// was missing (for 0x8003 or for counting).
+    pub fn expire(&mut self, now_secs: u64) -> Vec<Expired> {
+        let mut out = Vec::new();
+        for k in self.timed_out(now_secs) {
             if let Some(p) = self.pending.remove(&k) {
                 self.bytes -= p.bytes;
-                out.push(Expired {
-                    terminal: k.terminal,
-                    first_serial: k.first_serial,
-                    message_id: k.message_id,
-                    version: p.version,
-                    missing: p.missing(),
-                    header: p.header,
-                });
+                out.push(p.expired(&k));
             }
         }
         out.sort_by_key(|e| (e.first_serial, e.message_id));
