@@ -134,7 +134,8 @@ async fn serve(
     let sessions = pipeline::load_session_activity(&live, &store)?;
     tracing::info!(vehicles, devices, sessions, "last known positions loaded");
 
-    let (pipe, shard_handles) = Pipeline::start(&config, store.clone(), live.clone());
+    let (pipe, shard_handles) = Pipeline::start(&config, store.clone(), live.clone())
+        .context("starting the shard workers")?;
     tracing::info!(shards = pipe.shards(), "shard workers started");
 
     let jt808_listener = crate::net::bind_device_listener(config.jt808.listen)
@@ -219,7 +220,7 @@ async fn serve(
     // 3. Dropping the last pipeline handle lets the shards drain their queues and stop.
     drop(gw);
     for h in shard_handles {
-        let _ = h.await;
+        h.join().await;
     }
     // 4. Make everything durable.
     store.flush().await.context("flushing the store")?;

@@ -1271,7 +1271,7 @@ mod tests {
         let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
         let cfg = Config::default();
         let live = std::sync::Arc::new(LiveView::new());
-        let (pipeline, _) = Pipeline::start(&cfg, store.clone(), live.clone());
+        let (pipeline, _) = Pipeline::start(&cfg, store.clone(), live.clone()).unwrap();
         let gw = std::sync::Arc::new(super::Gateway::new(
             cfg,
             store,
