@@ -159,7 +159,7 @@ EOF
     SRV_ADDR=$(sed -n 's/^listening jt808 //p' "$SRV_DIR/stdout" | head -1)
     # timeout(1) runs the server as its child: measure the server itself.
     local child
-    child=$(pgrep -P "$SRV_PID" -n liengate || true)
+    child=$(pgrep -P "$SRV_PID" -n || true)
     if [[ -n "$child" ]]; then
         SRV_PID=$child
     fi
