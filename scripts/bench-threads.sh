@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Where the CPU goes, per thread: starts one server (gateway or ceiling) and one simulator on
+# 127.0.0.1, lets them settle, and prints each server thread group's share of a core and its CPU
+# per acknowledged position over a window of the run, with the simulator's for comparison. It is
+# the A/B harness behind benches/RESULTS.md (session 3): run two binaries alternately and compare
+# the "server total" lines; CPU per position is much steadier than throughput on a shared machine.
+#
+# Usage: scripts/bench-threads.sh [BIN]            gateway, fsync, 1,000 terminals, closed loop
+# Knobs (environment):
+#   CEILING=1            the ceiling server (`liengate sim --ceiling-server`) instead of the gateway
+#   DURABILITY=buffered  store durability of the gateway (default fsync)
+#   DEVICES=1000 RUN_SECONDS=12 SIM_ARGS=--closed-loop (e.g. SIM_ARGS="--rate 50" for 50 reports/s each)
+#   CONFIG_EXTRA=$'[pipeline]\nshards = 1'   appended to the gateway's config
+#   PERF=1               record `perf record --call-graph dwarf` of the server to perf.data meanwhile
+#
+# The gateway imports a registry pairing terminals 2k and 2k+1 as one vehicle's wired and wireless
+# trackers, as scripts/bench-e2e.sh does with REGISTRY=pairs.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BIN=${1:-target/release/liengate}
+DEVICES=${DEVICES:-1000}
+SECONDS_RUN=${RUN_SECONDS:-12}
+SIM_ARGS=${SIM_ARGS:---closed-loop}
+[[ -x "$BIN" ]] || { echo "bench-threads: missing $BIN (cargo build --release)" >&2; exit 1; }
+
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/liengate-threads.XXXXXX")
+SRV=
+SIM=
+cleanup() {
+    [[ -n "$SIM" ]] && kill -KILL "$SIM" 2>/dev/null || true
+    [[ -n "$SRV" ]] && kill -KILL "$SRV" 2>/dev/null || true
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+awk -v n="$DEVICES" 'BEGIN {
+    print "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage"
+    for (i = 0; i < n; i++) {
+        v = int(i / 2)
+        role = (i % 2 == 0) ? "wired" : "wireless"
+        printf "0139%08d,jt808,%s,,,,false,VH-%06d,,,,\n", i, role, v
+    }
+}' >"$DIR/registry.csv"
+cat >"$DIR/liengate.toml" <<EOF
+[jt808]
+listen = "127.0.0.1:0"
+max_connections = 19000
+
+[http]
+listen = "127.0.0.1:0"
+
+[store]
+data_dir = "$DIR/data"
+durability = "${DURABILITY:-fsync}"
+
+${CONFIG_EXTRA:-}
+
+[registry]
+import = "$DIR/registry.csv"
+EOF
+
+if [[ "${CEILING:-0}" == 1 ]]; then
+    timeout 600 "$BIN" sim --ceiling-server 127.0.0.1:0 >"$DIR/out" 2>"$DIR/err" &
+else
+    LIENGATE_LOG=warn timeout 600 "$BIN" serve --config "$DIR/liengate.toml" >"$DIR/out" 2>"$DIR/err" &
+fi
+SRV=$!
+for _ in $(seq 300); do
+    grep -q '^listening jt808 ' "$DIR/out" 2>/dev/null && break
+    kill -0 "$SRV" 2>/dev/null || { cat "$DIR/err" >&2; exit 1; }
+    sleep 0.1
+done
+ADDR=$(sed -n 's/^listening jt808 //p' "$DIR/out" | head -1)
+[[ -n "$ADDR" ]] || { echo "bench-threads: server did not start" >&2; exit 1; }
+# timeout(1) runs the server as its child: measure the server itself.
+PID=$(pgrep -P "$SRV" -n)
+
+# shellcheck disable=SC2086 # SIM_ARGS holds several arguments on purpose.
+timeout $((SECONDS_RUN + 120)) "$BIN" sim --target "$ADDR" --devices "$DEVICES" --duration "$SECONDS_RUN" \
+    $SIM_ARGS --json --quiet --source-ips 127.0.0.1,127.0.0.2 >"$DIR/sim.json" 2>"$DIR/sim.err" &
+SIM=$!
+sleep 0.5
+SIM_PID=$(pgrep -P "$SIM" -n)
+
+# CPU ticks per thread name (numbered threads such as shard-0, shard-1 summed as one group).
+snapshot() {
+    for t in /proc/"$PID"/task/*; do
+        name=$(tr ' ' _ <"$t/comm" 2>/dev/null) || continue
+        ticks=$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null) || continue
+        echo "${name%%-[0-9]*} $ticks"
+    done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+}
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# The window starts after registration and ends before the simulator drains.
+sleep 3
+snapshot >"$DIR/t0"
+SIM0=$(proc_ticks "$SIM_PID")
+T0=$(date +%s.%N)
+if [[ "${PERF:-0}" == 1 ]]; then
+    perf record -F 999 -g --call-graph dwarf,16384 -p "$PID" -o perf.data -- sleep 5 >/dev/null 2>&1
+else
+    sleep $((SECONDS_RUN / 2))
+fi
+snapshot >"$DIR/t1"
+SIM1=$(proc_ticks "$SIM_PID")
+T1=$(date +%s.%N)
+wait "$SIM"
+SIM=
+
+python3 - "$DIR" "$SIM0" "$SIM1" "$T0" "$T1" "$(getconf CLK_TCK)" <<'EOF'
+import json, sys
+d, sim0, sim1, t0, t1, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+summary = json.load(open(f"{d}/sim.json"))
+rate = summary["acked_positions_per_s"]
+print(f"acked positions/s {rate:,.0f}  answer p50 {summary['latency']['p50_us'] / 1000:.2f} ms  errors {summary['error_total']}")
+before = dict(line.split() for line in open(f"{d}/t0"))
+after = dict(line.split() for line in open(f"{d}/t1"))
+dt = t1 - t0
+total = 0.0
+def row(name, seconds):
+    print(f"{name:24s} {seconds / dt * 100:6.1f} % of a core  {seconds / dt / rate * 1e6:6.2f} µs/position")
+for name in sorted(after):
+    cpu = (int(after[name]) - int(before.get(name, 0))) / hz
+    total += cpu
+    if cpu > 0:
+        row(name, cpu)
+row("server total", total)
+row("simulator", (sim1 - sim0) / hz)
+EOF
+kill -TERM "$SRV" 2>/dev/null || true
+wait "$SRV" 2>/dev/null || true
+SRV=
