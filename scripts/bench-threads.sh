@@ -22,6 +22,7 @@ BIN=${1:-target/release/liengate}
 DEVICES=${DEVICES:-1000}
 SECONDS_RUN=${RUN_SECONDS:-12}
 SIM_ARGS=${SIM_ARGS:---closed-loop}
+ulimit -n "$(ulimit -Hn)"
 [[ -x "$BIN" ]] || { echo "bench-threads: missing $BIN (cargo build --release)" >&2; exit 1; }
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/liengate-threads.XXXXXX")
