@@ -16,6 +16,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 if [[ "${QUICK:-0}" == 1 ]]; then
     SIZES=${SIZES:-1000}
@@ -78,16 +80,7 @@ if [[ "$REGISTRY" == pairs ]]; then
     for n in $SIZES; do
         if ((n > max)); then max=$n; fi
     done
-    awk -v n="$max" 'BEGIN {
-        print "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage"
-        for (i = 0; i < n; i++) {
-            v = int(i / 2)
-            if (i % 2 == 0)
-                printf "0139%08d,jt808,wired,,,,false,VH-%06d,,LSVM0000%09d,LN-%06d,normal\n", i, v, v, v
-            else
-                printf "0139%08d,jt808,wireless,,,,false,VH-%06d,,,,\n", i, v
-        }
-    }' >"$REGISTRY_CSV"
+    bench_registry_csv "$max" "$REGISTRY_CSV"
 fi
 
 SRV_PID=
@@ -121,22 +114,7 @@ start_server() {
             >"$SRV_DIR/stdout" 2>"$OUT/$label.server.log" &
         ;;
     fsync | buffered)
-        # max_connections above the largest run; the process limit (20,000 files) bounds it anyway.
-        cat >"$SRV_DIR/liengate.toml" <<EOF
-[jt808]
-listen = "127.0.0.1:0"
-max_connections = 19000
-
-[http]
-listen = "127.0.0.1:0"
-
-[store]
-data_dir = "$SRV_DIR/data"
-durability = "$kind"
-EOF
-        if [[ -n "$REGISTRY_CSV" ]]; then
-            printf '\n[registry]\nimport = "%s"\n' "$REGISTRY_CSV" >>"$SRV_DIR/liengate.toml"
-        fi
+        bench_gateway_config "$SRV_DIR/liengate.toml" "$SRV_DIR/data" "$kind" "$REGISTRY_CSV"
         LIENGATE_LOG=${LIENGATE_LOG:-warn} timeout --kill-after=5 3600 "$BIN" serve \
             --config "$SRV_DIR/liengate.toml" >"$SRV_DIR/stdout" 2>"$OUT/$label.server.log" &
         ;;

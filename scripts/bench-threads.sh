@@ -18,6 +18,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 BIN=${1:-target/release/liengate}
 DEVICES=${DEVICES:-1000}
 SECONDS_RUN=${RUN_SECONDS:-12}
@@ -35,31 +37,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-awk -v n="$DEVICES" 'BEGIN {
-    print "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage"
-    for (i = 0; i < n; i++) {
-        v = int(i / 2)
-        role = (i % 2 == 0) ? "wired" : "wireless"
-        printf "0139%08d,jt808,%s,,,,false,VH-%06d,,,,\n", i, role, v
-    }
-}' >"$DIR/registry.csv"
-cat >"$DIR/liengate.toml" <<EOF
-[jt808]
-listen = "127.0.0.1:0"
-max_connections = 19000
-
-[http]
-listen = "127.0.0.1:0"
-
-[store]
-data_dir = "$DIR/data"
-durability = "${DURABILITY:-fsync}"
-
-${CONFIG_EXTRA:-}
-
-[registry]
-import = "$DIR/registry.csv"
-EOF
+bench_registry_csv "$DEVICES" "$DIR/registry.csv"
+bench_gateway_config "$DIR/liengate.toml" "$DIR/data" "${DURABILITY:-fsync}" "$DIR/registry.csv" "${CONFIG_EXTRA:-}"
 
 if [[ "${CEILING:-0}" == 1 ]]; then
     timeout 600 "$BIN" sim --ceiling-server 127.0.0.1:0 >"$DIR/out" 2>"$DIR/err" &
