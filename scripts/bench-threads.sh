@@ -23,6 +23,8 @@ source scripts/bench-lib.sh
 BIN=${1:-target/release/liengate}
 DEVICES=${DEVICES:-1000}
 SECONDS_RUN=${RUN_SECONDS:-12}
+# The window starts 3 s in and lasts half the run: it must end before the simulator does.
+(( SECONDS_RUN >= 8 )) || { echo "bench-threads: RUN_SECONDS must be at least 8" >&2; exit 1; }
 SIM_ARGS=${SIM_ARGS:---closed-loop}
 ulimit -n "$(ulimit -Hn)"
 [[ -x "$BIN" ]] || { echo "bench-threads: missing $BIN (cargo build --release)" >&2; exit 1; }
@@ -30,9 +32,14 @@ ulimit -n "$(ulimit -Hn)"
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/liengate-threads.XXXXXX")
 SRV=
 SIM=
+PID=
+SIM_PID=
+# timeout(1) cannot pass on a SIGKILL: kill the server and the simulator themselves too, or an
+# interrupted run leaves them running.
 cleanup() {
-    [[ -n "$SIM" ]] && kill -KILL "$SIM" 2>/dev/null || true
-    [[ -n "$SRV" ]] && kill -KILL "$SRV" 2>/dev/null || true
+    for p in "$SIM_PID" "$SIM" "$PID" "$SRV"; do
+        [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null || true
+    done
     rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -88,6 +95,7 @@ SIM1=$(proc_ticks "$SIM_PID")
 T1=$(date +%s.%N)
 wait "$SIM"
 SIM=
+SIM_PID=
 
 python3 - "$DIR" "$SIM0" "$SIM1" "$T0" "$T1" "$(getconf CLK_TCK)" <<'EOF'
 import json, sys
@@ -112,3 +120,4 @@ EOF
 kill -TERM "$SRV" 2>/dev/null || true
 wait "$SRV" 2>/dev/null || true
 SRV=
+PID=
