@@ -101,3 +101,191 @@ fn restarts_replay_from_the_newest_report_and_a_late_fix_survives_kill9() {
     let server = server.restart();
     assert_eq!(location_time(&server, tid), t0 + 400);
 }
+
+#[test]
+fn a_silent_device_does_not_make_every_restart_replay_its_vehicle_track() {
+    // A vehicle with a wired and a wireless tracker; records are written only at a graceful stop
+    // (or with the change that needs them now).
+    let registry = tempfile::tempdir().unwrap();
+    let csv = registry.path().join("registry.csv");
+    std::fs::write(
+        &csv,
+        "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage\n\
+         013800000601,jt808,wired,,,,false,VH-601,,,,\n\
+         013800000602,jt808,wireless,,,,false,VH-601,,,,\n",
+    )
+    .unwrap();
+    let config = format!(
+        "[state]\nlast_known_flush = \"1h\"\n\n[registry]\nimport = \"{}\"\n",
+        csv.display()
+    );
+    let server = start(Some(&config));
+    let (wired, wireless) = ("013800000601", "013800000602");
+    let now = now_s();
+
+    // The wireless unit reported once, 30 days ago, and went silent (its battery ran out).
+    let mut l = server.connect();
+    let lcode = l.login(wireless);
+    let silent_at = now - 30 * 86_400;
+    assert_eq!(
+        l.request(
+            &location_frame(wireless, 3, Pos::at(silent_at, 22.5, 114.0)),
+            3,
+            0x0200
+        ),
+        0
+    );
+    drop(l);
+    // The wired unit has reported 300 times since.
+    let mut w = server.connect();
+    let wcode = w.login(wired);
+    for (serial, chunk) in (4u16..).zip(0..10) {
+        let items: Vec<Pos> = (0..30)
+            .map(|i| Pos::at(now - 20 * 86_400 + (chunk * 30 + i) * 3_600, 22.5, 114.0))
+            .collect();
+        assert_eq!(
+            w.request(&batch_frame(wired, serial, false, &items), serial, 0x0704),
+            0
+        );
+    }
+    drop(w);
+
+    // Restarts do not replay the wired unit's points for the sake of the wireless unit's old
+    // record (the vehicle's replay used to start at its oldest mark: 30 days back).
+    let server = server.restart();
+    let mut server = server.restart();
+    assert!(
+        scanned_at_last_start(&server) <= 1,
+        "replayed {} points",
+        scanned_at_last_start(&server)
+    );
+    assert_eq!(location_time(&server, wireless), silent_at);
+
+    // Back in coverage, the wireless unit uploads what it stored during the silence, far behind
+    // its vehicle's newest report: its record is written with it, as the replay will not reach
+    // back that far after a crash.
+    let mut l = server.connect();
+    assert_eq!(l.auth(wireless, 40, &lcode), 0);
+    let stored_at = silent_at + 86_400;
+    assert_eq!(
+        l.request(
+            &batch_frame(wireless, 41, true, &[Pos::at(stored_at, 22.5, 114.0)]),
+            41,
+            0x0704
+        ),
+        0
+    );
+    drop(l);
+    let status = server.signal_and_wait("KILL");
+    assert!(!status.success());
+    let mut server = server.restart();
+    assert_eq!(
+        location_time(&server, wireless),
+        stored_at,
+        "the acknowledged blind-area fix of the wireless unit was lost by the crash"
+    );
+
+    // Fresh reports from both units, then kill -9 before any flush: the replay from shortly
+    // before the vehicle's newest report finds them.
+    let mut w = server.connect();
+    assert_eq!(w.auth(wired, 50, &wcode), 0);
+    assert_eq!(
+        w.request(
+            &location_frame(wired, 51, Pos::at(now - 5, 22.6, 114.1)),
+            51,
+            0x0200
+        ),
+        0
+    );
+    let mut l = server.connect();
+    assert_eq!(l.auth(wireless, 60, &lcode), 0);
+    assert_eq!(
+        l.request(
+            &location_frame(wireless, 61, Pos::at(now - 4, 22.6, 114.1)),
+            61,
+            0x0200
+        ),
+        0
+    );
+    let status = server.signal_and_wait("KILL");
+    assert!(!status.success());
+    let server = server.restart();
+    assert_eq!(location_time(&server, wired), now - 5);
+    assert_eq!(
+        location_time(&server, wireless),
+        now - 4,
+        "the acknowledged fix of the wireless unit was lost by the crash"
+    );
+    let (status, v) = server.get_json("/v1/vehicles/VH-601/location");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["terminal_id"], wireless, "{v}");
+    assert!(
+        scanned_at_last_start(&server) <= 3,
+        "replayed {} points",
+        scanned_at_last_start(&server)
+    );
+}
+
+#[test]
+fn a_vehicle_record_written_early_takes_its_devices_pending_records_along() {
+    let registry = tempfile::tempdir().unwrap();
+    let csv = registry.path().join("registry.csv");
+    std::fs::write(
+        &csv,
+        "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage\n\
+         013800000611,jt808,wired,,,,false,VH-611,,,,\n\
+         013800000612,jt808,wireless,,,,false,VH-611,,,,\n",
+    )
+    .unwrap();
+    let config = format!(
+        "[state]\nlast_known_flush = \"1h\"\n\n[registry]\nimport = \"{}\"\n",
+        csv.display()
+    );
+    let mut server = start(Some(&config));
+    let (wired, wireless) = ("013800000611", "013800000612");
+    let t = now_s() - 3_000;
+
+    // The wireless unit's fix at t: its record and the vehicle's wait for the flush.
+    let mut l = server.connect();
+    l.login(wireless);
+    assert_eq!(
+        l.request(
+            &location_frame(wireless, 3, Pos::at(t, 22.5, 114.0)),
+            3,
+            0x0200
+        ),
+        0
+    );
+    // The wired unit reports without a fix 20 minutes later, then sends a blind-area fix from
+    // between: it moves the vehicle's record behind its newest report, so that record is written
+    // at once, with a newest report 20 minutes after the wireless unit's fix.
+    let mut w = server.connect();
+    w.login(wired);
+    let no_fix = Pos {
+        fixed: false,
+        ..Pos::at(t + 1_200, 22.5, 114.0)
+    };
+    assert_eq!(w.request(&location_frame(wired, 3, no_fix), 3, 0x0200), 0);
+    assert_eq!(
+        w.request(
+            &batch_frame(wired, 4, true, &[Pos::at(t + 600, 22.51, 114.01)]),
+            4,
+            0x0704
+        ),
+        0
+    );
+    let status = server.signal_and_wait("KILL");
+    assert!(!status.success());
+
+    // The vehicle's replay starts shortly before its stored newest report, after the wireless
+    // unit's fix: that fix survives because its record was written with the vehicle's.
+    let server = server.restart();
+    assert_eq!(
+        location_time(&server, wireless),
+        t,
+        "the acknowledged fix of the wireless unit was lost by the crash"
+    );
+    let (status, v) = server.get_json("/v1/vehicles/VH-611/location");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["terminal_id"], wired, "{v}");
+}

@@ -329,6 +329,14 @@ pub fn load_session_activity(live: &LiveView, store: &Store) -> Result<usize, St
     Ok(n)
 }
 
+/// How far a report's device time may lag behind the newest report of its vehicle before the
+/// shard stores the device's last known record together with it instead of at the next flush.
+/// Start-up recovery then replays a vehicle's track from no earlier than this before the
+/// vehicle's stored newest report, however long ago one of its devices went silent: see
+/// `recover`. Ten minutes covers the usual skew between a car's trackers; a device that lags
+/// further (a long blind-area upload after a silence) costs a record write per commit instead.
+pub const LAG_BEHIND_VEHICLE_MS: i64 = 10 * 60 * 1000;
+
 /// Wall-clock now in Unix milliseconds. Used only for receive times, liveness and the future-time
 /// check; rules and derived motion use device time.
 pub fn now_ms() -> i64 {

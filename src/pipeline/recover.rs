@@ -20,13 +20,23 @@
 //! flagged reports every time.) Ties are replayed, since a report with the same device time as
 //! the newest one still updates the signals.
 //!
-//! Known cost left: a key with no record at all (a device that never had a valid fix) is replayed
-//! from the start of its track at every start, because without a record there is nothing to
-//! carry its mark.
+//! A vehicle's replay serves all its trackers in one pass, so it would start at the oldest of
+//! their marks: a wireless unit that went silent weeks ago, or never had a record, would make
+//! every start rescan weeks of its wired partner's points. Hence a second bound: the shard also
+//! writes a device's record with any report more than `LAG_BEHIND_VEHICLE_MS` older than the
+//! vehicle's newest report at the time, so a report that moved a device's record without it has
+//! a device time no earlier than the vehicle's newest report less that lag. And whenever the
+//! vehicle's record is stored (at a flush, or at once after a late report), the records of its
+//! devices that changed since the last flush are stored with it. So a device report that no
+//! stored record reflects was applied after the vehicle's stored record was built, when the
+//! vehicle's newest report (which only grows) was at least that record's mark: the vehicle's
+//! replay can start at its stored mark less the lag, whatever its devices' marks. Only a vehicle
+//! without a stored record of its own (its first reports came just before a crash) is replayed
+//! from its devices' marks, or from the start of its track, which is then short.
 use std::collections::HashMap;
 
 use super::tracker::Tracker;
-use super::{device_key, DEVICE_KEY_PREFIX};
+use super::{device_key, DEVICE_KEY_PREFIX, LAG_BEHIND_VEHICLE_MS};
 use crate::config::StateConfig;
 use crate::model::{Fix, LastKnown};
 use crate::store::{Store, StoreError, Write};
@@ -57,13 +67,16 @@ fn restore(stored: &HashMap<String, LastKnown>, key: &str, cfg: &StateConfig) ->
     }
 }
 
-/// First device time whose track points can still change a tracker's stored record: its mark,
-/// the device time of its newest report (see the module doc), or the whole track without one.
-fn scan_from(t: &Tracker) -> i64 {
-    match &t.last_known {
-        Some(lk) => lk.signals.time_ms,
-        None => i64::MIN,
-    }
+/// A tracker's mark: the device time of its stored record's newest report (see the module doc).
+fn mark(t: &Tracker) -> Option<i64> {
+    t.last_known.as_ref().map(|lk| lk.signals.time_ms)
+}
+
+/// First device time whose track points can still change a tracker's stored record: its mark, or
+/// the whole track without one; but never before `floor` (see the module doc).
+fn scan_from(t: &Tracker, floor: Option<i64>) -> i64 {
+    let own = mark(t).unwrap_or(i64::MIN);
+    floor.map_or(own, |floor| own.max(floor))
 }
 
 fn offer(key: &str, t: &mut Tracker, fix: &Fix, cfg: &StateConfig) {
@@ -111,12 +124,20 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
     let mut out = Recovered::default();
     for (track_key, mut g) in groups {
         debug_assert!(g.vehicle.is_some() || track_key.starts_with(DEVICE_KEY_PREFIX));
+        // The vehicle's own mark bounds its devices' replays (for an unassigned device, the
+        // device is its own vehicle). Only the vehicle record's: it has seen every report of the
+        // vehicle's devices, where a device's record may come from an earlier assignment.
+        let floor = match &g.vehicle {
+            Some((_, t)) => mark(t),
+            None => g.devices.values().next().and_then(|(_, t)| mark(t)),
+        }
+        .map(|m| m.saturating_sub(LAG_BEHIND_VEHICLE_MS));
         let from = g
             .vehicle
             .iter()
             .map(|(_, t)| t)
             .chain(g.devices.values().map(|(_, t)| t))
-            .map(scan_from)
+            .map(|t| scan_from(t, floor))
             .min()
             .unwrap_or(i64::MAX);
         if from == i64::MAX {

@@ -83,6 +83,10 @@ struct DeviceState {
 struct VehicleState {
     tracker: Tracker,
     pending: bool,
+    /// Its devices whose records changed since the last flush. When the vehicle's record is
+    /// written before the flush (a late report), theirs are written with it: start-up recovery
+    /// bounds the devices' replay by the vehicle's stored newest report (see `pipeline::recover`).
+    pending_devices: Vec<Arc<str>>,
 }
 
 pub(super) struct Shard {
@@ -103,6 +107,10 @@ pub(super) struct Shard {
     /// Vehicles and devices (by terminal id) whose last known changed since it was last written.
     pending_vehicles: Vec<Arc<str>>,
     pending_devices: Vec<Arc<str>>,
+    /// Set when the state was dropped after a failed commit, until the next flush: the vehicles'
+    /// lists of pending devices went with it, so a vehicle's early record write takes every
+    /// pending device record of the shard along instead (rare, and safe).
+    loose_pending: bool,
     /// When pending last known records were last written.
     last_flush: Instant,
     flush_every: Duration,
@@ -139,6 +147,7 @@ impl Shard {
             failed_epoch: Arc::new(AtomicU64::new(NO_FAILURE)),
             pending_vehicles: Vec::new(),
             pending_devices: Vec::new(),
+            loose_pending: false,
             last_flush: Instant::now(),
             flush_every: cfg.state.last_known_flush,
         }
@@ -211,6 +220,7 @@ impl Shard {
             self.vehicles.clear();
             self.devices.clear();
             self.epoch = failed + 1;
+            self.loose_pending = true;
         }
     }
 
@@ -269,6 +279,7 @@ impl Shard {
             &self.live.devices,
             writes,
         );
+        self.loose_pending = false;
         self.last_flush = Instant::now();
     }
 
@@ -291,6 +302,7 @@ impl Shard {
             state_cfg,
             pending_devices,
             pending_vehicles,
+            loose_pending,
             ..
         } = self;
         // One lookup per map and frame: this runs for every position.
@@ -355,11 +367,18 @@ impl Shard {
                 voltage_mv: r.voltage_mv,
             };
             let newest = dev.tracker.newest_report_ms();
+            // A report far behind its vehicle's newest one is "late" for the device too: the
+            // vehicle's replay at start-up begins shortly before the vehicle's newest report.
+            let lag_limit = vehicle.as_ref().map_or(i64::MIN, |(_, v)| {
+                v.tracker
+                    .newest_report_ms()
+                    .saturating_sub(super::LAG_BEHIND_VEHICLE_MS)
+            });
             let moved = dev
                 .tracker
                 .offer(&route.device_key, &fix, device_frame_ms, state_cfg);
             device_moved |= moved;
-            device_late |= moved && fix.time_ms < newest;
+            device_late |= moved && (fix.time_ms < newest || fix.time_ms < lag_limit);
             if let Some((vid, v)) = &mut vehicle {
                 let newest = v.tracker.newest_report_ms();
                 let moved = v.tracker.offer(vid, &fix, last_frame_ms, state_cfg);
@@ -375,10 +394,12 @@ impl Shard {
         // the last) and remembered for the next last known flush, the flags keeping each key
         // once in the pending lists without a set to look it up in.
         //
-        // A record moved by a late report (older than the newest report the key had) is also
-        // written with this batch: start-up recovery replays only the track from the stored
-        // record's newest report on, so it would not find that report after a crash (see
-        // `pipeline::recover`). Late changes are rare (a blind-area fix after a no-GNSS report, a
+        // A record moved by a late report (older than the newest report the key had, or, for a
+        // device, more than `LAG_BEHIND_VEHICLE_MS` older than its vehicle's newest report) is
+        // also written with this batch: start-up recovery replays only the track from the stored
+        // record's newest report on, and a vehicle's track from no earlier than shortly before
+        // the vehicle's, so it would not find that report after a crash (see `pipeline::recover`).
+        // Late changes are rare (a blind-area fix after a no-GNSS report or a long silence, a
         // wireless unit's battery level behind its wired partner's reports), so this costs few
         // writes. The key stays pending, so the flush still writes its final state.
         if device_moved {
@@ -391,6 +412,9 @@ impl Shard {
             if !dev.pending {
                 dev.pending = true;
                 pending_devices.push(tid.clone());
+                if let Some((_, v)) = &mut vehicle {
+                    v.pending_devices.push(tid.clone());
+                }
             }
         }
         if let Some((vid, v)) = vehicle {
@@ -399,6 +423,22 @@ impl Shard {
                     publish_vehicles.push((vid.clone(), Arc::new(lk.clone())));
                     if vehicle_late {
                         writes.push(Write::LastKnown(lk.clone()));
+                        // The stored record's newest report now bounds the replay of its devices'
+                        // records after a crash: theirs must be at least as current.
+                        let along = if *loose_pending {
+                            &pending_devices[..]
+                        } else {
+                            &v.pending_devices[..]
+                        };
+                        for d in along {
+                            let lk = match devices.get(d) {
+                                Some(state) => state.tracker.last_known.clone(),
+                                None => live.devices.get(d).map(|lk| (*lk).clone()),
+                            };
+                            if let Some(lk) = lk {
+                                writes.push(Write::LastKnown(lk));
+                            }
+                        }
                     }
                 }
                 if !v.pending {
@@ -427,6 +467,7 @@ impl Record for DeviceState {
 impl Record for VehicleState {
     fn take_pending(&mut self) -> Option<LastKnown> {
         self.pending = false;
+        self.pending_devices = Vec::new();
         self.tracker.last_known.clone()
     }
 }
@@ -481,6 +522,7 @@ fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleSt
     VehicleState {
         tracker,
         pending: false,
+        pending_devices: Vec::new(),
     }
 }
 
