@@ -118,8 +118,12 @@ async fn serve(
     // track: bring them up to date before anything reads them.
     let recovered = pipeline::recover::recover_last_known(&store, &config.state)
         .context("recovering the last known positions from the track")?;
-    let updated = recovered.writes.len();
-    if updated > 0 {
+    let updated = recovered
+        .writes
+        .iter()
+        .filter(|w| matches!(w, crate::store::Write::LastKnown(_)))
+        .count();
+    if !recovered.writes.is_empty() {
         store
             .commit(recovered.writes)
             .await

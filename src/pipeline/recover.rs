@@ -32,7 +32,10 @@
 //! vehicle's newest report (which only grows) was at least that record's mark: the vehicle's
 //! replay can start at its stored mark less the lag, whatever its devices' marks. Only a vehicle
 //! without a stored record of its own (its first reports came just before a crash) is replayed
-//! from its devices' marks, or from the start of its track, which is then short.
+//! from its devices' marks, or from the start of its track, which is then short. A shard that
+//! dropped its state after a failed commit may have lost the list of what was pending, so from
+//! then on its commits carry `Write::FullReplay`, and the next start replays from each record's
+//! own mark (and clears the flag).
 use std::collections::HashMap;
 
 use super::tracker::Tracker;
@@ -121,7 +124,13 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
             groups.insert(key.clone(), group);
         }
     }
+    // After a failed commit a shard may have lost track of pending records (see
+    // `Write::FullReplay`): then the devices' own marks alone bound the replay, as they always may.
+    let bounded = !store.full_replay()?;
     let mut out = Recovered::default();
+    if !bounded {
+        out.writes.push(Write::FullReplay(false));
+    }
     for (track_key, mut g) in groups {
         debug_assert!(g.vehicle.is_some() || track_key.starts_with(DEVICE_KEY_PREFIX));
         // The vehicle's own mark bounds its devices' replays (for an unassigned device, the
@@ -131,7 +140,8 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
             Some((_, t)) => mark(t),
             None => g.devices.values().next().and_then(|(_, t)| mark(t)),
         }
-        .map(|m| m.saturating_sub(LAG_BEHIND_VEHICLE_MS));
+        .map(|m| m.saturating_sub(LAG_BEHIND_VEHICLE_MS))
+        .filter(|_| bounded);
         let from = g
             .vehicle
             .iter()
@@ -213,6 +223,59 @@ mod tests {
             .iter()
             .find(|lk| &*lk.vehicle_id == key)
             .map(|lk| lk.fix.time_ms / 1000)
+    }
+
+    /// A record whose newest report is at `mark_s`.
+    fn record_at(key: &str, f: Fix, mark_s: i64) -> LastKnown {
+        let mut lk = record(key, f);
+        lk.signals.time_ms = mark_s * 1000;
+        lk
+    }
+
+    #[test]
+    fn a_vehicle_replay_starts_shortly_before_its_own_record_unless_a_full_replay_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let track = |f: Fix| Write::Fix {
+            vehicle_id: "V".into(),
+            fix: f,
+        };
+        let ok = FixFlags::empty();
+        let mut writes = vec![
+            device("A", Some("V")),
+            device("B", Some("V")),
+            // The vehicle and A last reported at 10,000 s; B's record is from 100 s.
+            Write::LastKnown(record_at("V", fix("A", 10_000, ok), 10_000)),
+            Write::LastKnown(record_at("device:A", fix("A", 10_000, ok), 10_000)),
+            Write::LastKnown(record_at("device:B", fix("B", 100, ok), 100)),
+            track(fix("A", 10_000, ok)),
+            track(fix("B", 100, ok)),
+        ];
+        // B's points from long before the vehicle's newest report and not in B's record: the
+        // shard never leaves such a record unwritten (it lags the vehicle by far more than
+        // LAG_BEHIND_VEHICLE_MS), so the bounded replay does not look for them.
+        writes.extend((200..=300).map(|t| track(fix("B", t, ok))));
+        store.commit_blocking(writes).unwrap();
+        let cfg = StateConfig::default();
+
+        let r = recover_last_known(&store, &cfg).unwrap();
+        assert_eq!(
+            r.scanned, 1,
+            "only A's point at 10,000 s is within the bound"
+        );
+        assert_eq!(time_of(&r, "device:B"), Some(100));
+        assert!(!r.writes.iter().any(|w| matches!(w, Write::FullReplay(_))));
+
+        // After a shard dropped its state on a failed commit, the next start replays from each
+        // record's own mark and clears the flag.
+        store
+            .commit_blocking(vec![Write::FullReplay(true)])
+            .unwrap();
+        let r = recover_last_known(&store, &cfg).unwrap();
+        assert_eq!(r.scanned, 103, "from B's mark at 100 s on");
+        assert_eq!(time_of(&r, "device:B"), Some(300));
+        store.commit_blocking(r.writes).unwrap();
+        assert!(!store.full_replay().unwrap());
     }
 
     #[test]
@@ -328,6 +391,6 @@ mod tests {
         let r = recover_last_known(&store, &cfg).unwrap();
         assert_eq!(r.scanned, 1);
         assert_eq!(time_of(&r, "device:G"), Some(1150));
-        assert!(r.writes.is_empty());
+        assert!(!r.writes.iter().any(|w| matches!(w, Write::FullReplay(_))));
     }
 }

@@ -107,10 +107,11 @@ pub(super) struct Shard {
     /// Vehicles and devices (by terminal id) whose last known changed since it was last written.
     pending_vehicles: Vec<Arc<str>>,
     pending_devices: Vec<Arc<str>>,
-    /// Set when the state was dropped after a failed commit, until the next flush: the vehicles'
-    /// lists of pending devices went with it, so a vehicle's early record write takes every
-    /// pending device record of the shard along instead (rare, and safe).
-    loose_pending: bool,
+    /// Set for good once the state was dropped after a failed commit. The vehicles' lists of
+    /// pending devices went with it, and so may a failed flush's records, so the bound that
+    /// start-up recovery puts on a vehicle's replay no longer holds: every batch from then on
+    /// tells the store to replay in full at the next start (`Write::FullReplay`).
+    full_replay: bool,
     /// When pending last known records were last written.
     last_flush: Instant,
     flush_every: Duration,
@@ -147,7 +148,7 @@ impl Shard {
             failed_epoch: Arc::new(AtomicU64::new(NO_FAILURE)),
             pending_vehicles: Vec::new(),
             pending_devices: Vec::new(),
-            loose_pending: false,
+            full_replay: false,
             last_flush: Instant::now(),
             flush_every: cfg.state.last_known_flush,
         }
@@ -220,7 +221,7 @@ impl Shard {
             self.vehicles.clear();
             self.devices.clear();
             self.epoch = failed + 1;
-            self.loose_pending = true;
+            self.full_replay = true;
         }
     }
 
@@ -253,6 +254,9 @@ impl Shard {
         if flush_all || self.last_flush.elapsed() >= self.flush_every {
             self.flush_pending(&mut writes);
         }
+        if self.full_replay && !writes.is_empty() {
+            writes.push(Write::FullReplay(true));
+        }
         Batch {
             epoch: self.epoch,
             writes,
@@ -279,7 +283,6 @@ impl Shard {
             &self.live.devices,
             writes,
         );
-        self.loose_pending = false;
         self.last_flush = Instant::now();
     }
 
@@ -302,7 +305,6 @@ impl Shard {
             state_cfg,
             pending_devices,
             pending_vehicles,
-            loose_pending,
             ..
         } = self;
         // One lookup per map and frame: this runs for every position.
@@ -425,16 +427,8 @@ impl Shard {
                         writes.push(Write::LastKnown(lk.clone()));
                         // The stored record's newest report now bounds the replay of its devices'
                         // records after a crash: theirs must be at least as current.
-                        let along = if *loose_pending {
-                            &pending_devices[..]
-                        } else {
-                            &v.pending_devices[..]
-                        };
-                        for d in along {
-                            let lk = match devices.get(d) {
-                                Some(state) => state.tracker.last_known.clone(),
-                                None => live.devices.get(d).map(|lk| (*lk).clone()),
-                            };
+                        for d in &v.pending_devices {
+                            let lk = devices.get(d).and_then(|s| s.tracker.last_known.clone());
                             if let Some(lk) = lk {
                                 writes.push(Write::LastKnown(lk));
                             }

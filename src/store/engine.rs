@@ -17,6 +17,9 @@ use crate::model::{Device, Fix, LastKnown, Loan, Vehicle};
 /// On-disk layout version; bumped when keys or value encodings change incompatibly.
 const FORMAT_VERSION: u32 = 2;
 
+/// Meta key present while the next start-up recovery must replay in full (`Write::FullReplay`).
+const FULL_REPLAY_KEY: &str = "full_replay";
+
 /// Memtable size per partition. Every write is a skiplist insert on the committer thread, and
 /// its cost grows with the memtable (cache misses in a deeper skiplist). Measured with
 /// `STORE_BENCH_CPU=1 cargo bench --bench store -- soak` (20 s, 2 callers x 512 positions), 4 MiB
@@ -199,6 +202,8 @@ impl Engine {
                     Write::Session { terminal_id, facts } => {
                         batch.insert(&self.sessions, terminal_id.as_bytes(), encode(facts));
                     }
+                    Write::FullReplay(true) => batch.insert(&self.meta, FULL_REPLAY_KEY, []),
+                    Write::FullReplay(false) => batch.remove(&self.meta, FULL_REPLAY_KEY),
                 }
             }
         }
@@ -292,6 +297,10 @@ impl Engine {
 
     pub fn all_last_known(&self) -> Result<Vec<LastKnown>, StoreError> {
         Self::all(&self.last_known, "last_known")
+    }
+
+    pub fn full_replay(&self) -> Result<bool, StoreError> {
+        Ok(self.meta.contains_key(FULL_REPLAY_KEY)?)
     }
 
     pub fn track(

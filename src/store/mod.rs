@@ -202,6 +202,10 @@ pub enum Write {
         terminal_id: String,
         facts: SessionFacts,
     },
+    /// Whether the next start-up recovery must replay every track from each record's own mark,
+    /// without the bound it normally puts on a vehicle's replay (see `pipeline::recover`). Set by
+    /// a shard that dropped its state after a failed commit; cleared by the start-up recovery.
+    FullReplay(bool),
 }
 
 /// Longest id accepted; bounds key sizes.
@@ -428,6 +432,11 @@ impl Store {
         self.inner.engine.all_last_known()
     }
 
+    /// Whether the next start-up recovery must replay in full (see [`Write::FullReplay`]).
+    pub fn full_replay(&self) -> Result<bool, StoreError> {
+        self.inner.engine.full_replay()
+    }
+
     /// Track points of a vehicle with `from_ms <= device time <= to_ms`, in device-time order
     /// (ties by terminal id), at most `limit` of them.
     pub fn track(
@@ -566,6 +575,7 @@ fn validate(writes: &[Write]) -> Result<(), StoreError> {
                 check_id("loan id", &l.loan_id)?;
                 check_id("vehicle id", &l.vehicle_id)?;
             }
+            Write::FullReplay(_) => {}
         }
     }
     Ok(())
