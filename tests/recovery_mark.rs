@@ -289,3 +289,82 @@ fn a_vehicle_record_written_early_takes_its_devices_pending_records_along() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["terminal_id"], wired, "{v}");
 }
+
+#[test]
+fn a_devices_first_record_keeps_what_it_reported_before_its_first_fix_across_kill9() {
+    let registry = tempfile::tempdir().unwrap();
+    let csv = registry.path().join("registry.csv");
+    std::fs::write(
+        &csv,
+        "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage\n\
+         013800000621,jt808,wired,,,,false,VH-621,,,,\n\
+         013800000622,jt808,wireless,,,TEST-1,false,VH-621,,,,\n",
+    )
+    .unwrap();
+    let config = format!(
+        "[state]\nlast_known_flush = \"1h\"\n\n[registry]\nimport = \"{}\"\n\n\
+         [[jt808.models]]\nname = \"TEST-1\"\nbattery_pct_item = 0xE1\n",
+        csv.display()
+    );
+    let server = start(Some(&config));
+    let (wired, wireless) = ("013800000621", "013800000622");
+    let t = now_s() - 3_000;
+
+    // The vehicle's record, stored by a graceful restart, has its newest report at t + 1200 s.
+    let mut w = server.connect();
+    w.login(wired);
+    assert_eq!(
+        w.request(
+            &location_frame(wired, 3, Pos::at(t + 1_200, 22.5, 114.0)),
+            3,
+            0x0200
+        ),
+        0
+    );
+    drop(w);
+    let mut server = server.restart();
+
+    // The wireless unit, which has no record yet, reports its battery without a fix, with a
+    // device time well before the vehicle's newest report (it changes no record: there is none)...
+    let mut l = server.connect();
+    l.login(wireless);
+    let mut loc = Pos {
+        fixed: false,
+        ..Pos::at(t, 22.5, 114.0)
+    }
+    .location();
+    loc.extras = liengate::protocols::jt808::Extras(&[0xE1, 1, 80]);
+    let f = frame(
+        wireless,
+        3,
+        &liengate::protocols::jt808::Message::Location(loc),
+    );
+    assert_eq!(l.request(&f, 3, 0x0200), 0);
+    // ...and then gets its first fix, close to the vehicle's newest report: its first record
+    // carries the battery level, and the replay after a crash would not reach back to t.
+    assert_eq!(
+        l.request(
+            &location_frame(wireless, 4, Pos::at(t + 1_190, 22.5, 114.0)),
+            4,
+            0x0200
+        ),
+        0
+    );
+    assert_eq!(device(&server, wireless)["battery_pct"], 80);
+    let status = server.signal_and_wait("KILL");
+    assert!(!status.success());
+
+    let server = server.restart();
+    assert_eq!(location_time(&server, wireless), t + 1_190);
+    assert_eq!(
+        device(&server, wireless)["battery_pct"],
+        80,
+        "the battery level reported before the first fix was lost by the crash"
+    );
+}
+
+fn device(server: &Server, tid: &str) -> serde_json::Value {
+    let (status, v) = server.get_json(&format!("/v1/devices/{tid}/location"));
+    assert_eq!(status, 200, "{v}");
+    v
+}

@@ -24,13 +24,15 @@
 //! their marks: a wireless unit that went silent weeks ago, or never had a record, would make
 //! every start rescan weeks of its wired partner's points. Hence a second bound: the shard also
 //! writes a device's record with any report more than `LAG_BEHIND_VEHICLE_MS` older than the
-//! vehicle's newest report at the time, so a report that moved a device's record without it has
-//! a device time no earlier than the vehicle's newest report less that lag. And whenever the
-//! vehicle's record is stored (at a flush, or at once after a late report), the records of its
-//! devices that changed since the last flush are stored with it. So a device report that no
-//! stored record reflects was applied after the vehicle's stored record was built, when the
-//! vehicle's newest report (which only grows) was at least that record's mark: the vehicle's
-//! replay can start at its stored mark less the lag, whatever its devices' marks. Only a vehicle
+//! vehicle's newest report at the time, and a device's first record at once, so a report that
+//! moved a device's record without it has a device time no earlier than the vehicle's newest
+//! report less that lag (a report that moved no record, such as a no-GNSS report before the
+//! device's first fix, reaches the record through the first record's immediate write). And
+//! whenever the vehicle's record is stored (at a flush, or at once after a late report), the
+//! records of its devices that changed since the last committed flush are stored with it. So a
+//! device report that no stored record reflects was applied after the vehicle's stored record was
+//! built, when the vehicle's newest report (which only grows) was at least that record's mark:
+//! the vehicle's replay can start at its stored mark less the lag, whatever its devices' marks. Only a vehicle
 //! without a stored record of its own (its first reports came just before a crash) is replayed
 //! from its devices' marks, or from the start of its track, which is then short. A shard that
 //! dropped its state after a failed commit may have lost the list of what was pending, so from
@@ -133,15 +135,15 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
     }
     for (track_key, mut g) in groups {
         debug_assert!(g.vehicle.is_some() || track_key.starts_with(DEVICE_KEY_PREFIX));
-        // The vehicle's own mark bounds its devices' replays (for an unassigned device, the
-        // device is its own vehicle). Only the vehicle record's: it has seen every report of the
-        // vehicle's devices, where a device's record may come from an earlier assignment.
-        let floor = match &g.vehicle {
-            Some((_, t)) => mark(t),
-            None => g.devices.values().next().and_then(|(_, t)| mark(t)),
-        }
-        .map(|m| m.saturating_sub(LAG_BEHIND_VEHICLE_MS))
-        .filter(|_| bounded);
+        // The vehicle's own mark bounds its devices' replays. Only the vehicle record's: it has
+        // seen every report of the vehicle's devices, where a device's record may come from an
+        // earlier assignment. (An unassigned device is replayed from its own mark.)
+        let floor = g
+            .vehicle
+            .as_ref()
+            .and_then(|(_, t)| mark(t))
+            .map(|m| m.saturating_sub(LAG_BEHIND_VEHICLE_MS))
+            .filter(|_| bounded);
         let from = g
             .vehicle
             .iter()

@@ -376,11 +376,14 @@ impl Shard {
                     .newest_report_ms()
                     .saturating_sub(super::LAG_BEHIND_VEHICLE_MS)
             });
+            // A device's first record is written at once too: it may carry signals (battery,
+            // alarms) of reports from before the replay's bound that moved no record then.
+            let first = dev.tracker.last_known.is_none();
             let moved = dev
                 .tracker
                 .offer(&route.device_key, &fix, device_frame_ms, state_cfg);
             device_moved |= moved;
-            device_late |= moved && (fix.time_ms < newest || fix.time_ms < lag_limit);
+            device_late |= moved && (fix.time_ms < newest || fix.time_ms < lag_limit || first);
             if let Some((vid, v)) = &mut vehicle {
                 let newest = v.tracker.newest_report_ms();
                 let moved = v.tracker.offer(vid, &fix, last_frame_ms, state_cfg);
@@ -415,7 +418,10 @@ impl Shard {
                 dev.pending = true;
                 pending_devices.push(tid.clone());
                 if let Some((_, v)) = &mut vehicle {
-                    v.pending_devices.push(tid.clone());
+                    // Cleared only when the vehicle's own record is flushed: keep each device once.
+                    if !v.pending_devices.contains(tid) {
+                        v.pending_devices.push(tid.clone());
+                    }
                 }
             }
         }
