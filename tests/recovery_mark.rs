@@ -20,6 +20,30 @@ fn scanned_at_last_start(server: &Server) -> u64 {
     value.parse().unwrap()
 }
 
+/// A server whose records are written only at a graceful stop (or with the change that needs
+/// them at once), with a registry that makes `wired` and `wireless` the trackers of `vehicle`;
+/// the wireless unit's model maps vendor item 0xE1 to its battery level. The registry file must
+/// outlive the server: every start imports it.
+fn start_with_pair(wired: &str, wireless: &str, vehicle: &str) -> (Server, tempfile::TempDir) {
+    let registry = tempfile::tempdir().unwrap();
+    let csv = registry.path().join("registry.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage\n\
+             {wired},jt808,wired,,,,false,{vehicle},,,,\n\
+             {wireless},jt808,wireless,,,TEST-1,false,{vehicle},,,,\n"
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "[state]\nlast_known_flush = \"1h\"\n\n[registry]\nimport = \"{}\"\n\n\
+         [[jt808.models]]\nname = \"TEST-1\"\nbattery_pct_item = 0xE1\n",
+        csv.display()
+    );
+    (start(Some(&config)), registry)
+}
+
 fn location_time(server: &Server, tid: &str) -> i64 {
     let (status, v) = server.get_json(&format!("/v1/devices/{tid}/location"));
     assert_eq!(status, 200, "{v}");
@@ -106,21 +130,8 @@ fn restarts_replay_from_the_newest_report_and_a_late_fix_survives_kill9() {
 fn a_silent_device_does_not_make_every_restart_replay_its_vehicle_track() {
     // A vehicle with a wired and a wireless tracker; records are written only at a graceful stop
     // (or with the change that needs them now).
-    let registry = tempfile::tempdir().unwrap();
-    let csv = registry.path().join("registry.csv");
-    std::fs::write(
-        &csv,
-        "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage\n\
-         013800000601,jt808,wired,,,,false,VH-601,,,,\n\
-         013800000602,jt808,wireless,,,,false,VH-601,,,,\n",
-    )
-    .unwrap();
-    let config = format!(
-        "[state]\nlast_known_flush = \"1h\"\n\n[registry]\nimport = \"{}\"\n",
-        csv.display()
-    );
-    let server = start(Some(&config));
     let (wired, wireless) = ("013800000601", "013800000602");
+    let (server, _registry) = start_with_pair(wired, wireless, "VH-601");
     let now = now_s();
 
     // The wireless unit reported once, 30 days ago, and went silent (its battery ran out).
@@ -228,21 +239,8 @@ fn a_silent_device_does_not_make_every_restart_replay_its_vehicle_track() {
 
 #[test]
 fn a_vehicle_record_written_early_takes_its_devices_pending_records_along() {
-    let registry = tempfile::tempdir().unwrap();
-    let csv = registry.path().join("registry.csv");
-    std::fs::write(
-        &csv,
-        "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage\n\
-         013800000611,jt808,wired,,,,false,VH-611,,,,\n\
-         013800000612,jt808,wireless,,,,false,VH-611,,,,\n",
-    )
-    .unwrap();
-    let config = format!(
-        "[state]\nlast_known_flush = \"1h\"\n\n[registry]\nimport = \"{}\"\n",
-        csv.display()
-    );
-    let mut server = start(Some(&config));
     let (wired, wireless) = ("013800000611", "013800000612");
+    let (mut server, _registry) = start_with_pair(wired, wireless, "VH-611");
     let t = now_s() - 3_000;
 
     // The wireless unit's fix at t: its record and the vehicle's wait for the flush.
@@ -292,22 +290,8 @@ fn a_vehicle_record_written_early_takes_its_devices_pending_records_along() {
 
 #[test]
 fn a_devices_first_record_keeps_what_it_reported_before_its_first_fix_across_kill9() {
-    let registry = tempfile::tempdir().unwrap();
-    let csv = registry.path().join("registry.csv");
-    std::fs::write(
-        &csv,
-        "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage\n\
-         013800000621,jt808,wired,,,,false,VH-621,,,,\n\
-         013800000622,jt808,wireless,,,TEST-1,false,VH-621,,,,\n",
-    )
-    .unwrap();
-    let config = format!(
-        "[state]\nlast_known_flush = \"1h\"\n\n[registry]\nimport = \"{}\"\n\n\
-         [[jt808.models]]\nname = \"TEST-1\"\nbattery_pct_item = 0xE1\n",
-        csv.display()
-    );
-    let server = start(Some(&config));
     let (wired, wireless) = ("013800000621", "013800000622");
+    let (server, _registry) = start_with_pair(wired, wireless, "VH-621");
     let t = now_s() - 3_000;
 
     // The vehicle's record, stored by a graceful restart, has its newest report at t + 1200 s.
