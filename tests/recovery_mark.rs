@@ -240,16 +240,31 @@ fn a_silent_device_does_not_make_every_restart_replay_its_vehicle_track() {
 #[test]
 fn a_vehicle_record_written_early_takes_its_devices_pending_records_along() {
     let (wired, wireless) = ("013800000611", "013800000612");
-    let (mut server, _registry) = start_with_pair(wired, wireless, "VH-611");
+    let (server, _registry) = start_with_pair(wired, wireless, "VH-611");
     let t = now_s() - 3_000;
 
-    // The wireless unit's fix at t: its record and the vehicle's wait for the flush.
+    // The wireless unit has a stored record (a fix at t - 100 s, written by a graceful restart),
+    // so that its next fix is not its first (a first record is written at once).
     let mut l = server.connect();
-    l.login(wireless);
+    let lcode = l.login(wireless);
     assert_eq!(
         l.request(
-            &location_frame(wireless, 3, Pos::at(t, 22.5, 114.0)),
+            &location_frame(wireless, 3, Pos::at(t - 100, 22.5, 114.0)),
             3,
+            0x0200
+        ),
+        0
+    );
+    drop(l);
+    let mut server = server.restart();
+
+    // Its fix at t: its record and the vehicle's wait for the flush.
+    let mut l = server.connect();
+    assert_eq!(l.auth(wireless, 10, &lcode), 0);
+    assert_eq!(
+        l.request(
+            &location_frame(wireless, 11, Pos::at(t, 22.5, 114.0)),
+            11,
             0x0200
         ),
         0

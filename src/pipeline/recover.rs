@@ -32,12 +32,18 @@
 //! records of its devices that changed since the last committed flush are stored with it. So a
 //! device report that no stored record reflects was applied after the vehicle's stored record was
 //! built, when the vehicle's newest report (which only grows) was at least that record's mark:
-//! the vehicle's replay can start at its stored mark less the lag, whatever its devices' marks. Only a vehicle
-//! without a stored record of its own (its first reports came just before a crash) is replayed
-//! from its devices' marks, or from the start of its track, which is then short. A shard that
-//! dropped its state after a failed commit may have lost the list of what was pending, so from
-//! then on its commits carry `Write::FullReplay`, and the next start replays from each record's
-//! own mark (and clears the flag).
+//! the vehicle's replay can start at its stored mark less the lag, whatever its devices' marks.
+//! A shard that dropped its state after a failed commit may have lost the list of what was
+//! pending, so from then on its commits carry `Write::FullReplay`, and so does the store right
+//! after a failed sync; the next start then replays from each record's own mark (and clears the
+//! flag).
+//!
+//! Known costs left: a vehicle without a stored record of its own is replayed from its devices'
+//! marks, or from the start of its track if one of them has none either. That is short for a
+//! vehicle whose first reports came just before a crash, but a vehicle whose trackers never had a
+//! valid fix (only no-GNSS reports) is rescanned in full at every start. And a key without a
+//! record keeps the signals (battery, alarms) of its reports only in memory until its first
+//! record: a restart before that forgets them.
 use std::collections::HashMap;
 
 use super::tracker::Tracker;

@@ -233,6 +233,15 @@ fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>) {
         if let Err(e) = &result {
             metrics::counter!(m::STORE_COMMIT_ERRORS).increment(1);
             tracing::error!(error = %e, "store fsync failed");
+            // Batches written after the failed one, built before any shard knew of it, may still
+            // become durable with a later sync while the failed one's pages are gone: the bound
+            // on start-up replays no longer holds (see `Write::FullReplay`). Written before any
+            // later sync can happen (only this thread syncs the journal), so it is durable
+            // whenever they are.
+            let flag = [Write::FullReplay(true)];
+            if let Err(e) = engine.apply(std::iter::once(&flag[..]), Durability::Buffered) {
+                tracing::error!(error = %e, "could not mark the store for a full replay");
+            }
             for chain in batch.iter().flat_map(|w| &w.chains) {
                 chain.mark_broken();
             }
