@@ -223,7 +223,13 @@ impl Signals {
             return false;
         }
         let mut changed = false;
-        if fix.time_ms >= self.time_ms {
+        // Ties in device time between devices go to the higher terminal id, whatever order the
+        // reports came in: the start-up replay sees them in track order (by terminal id) and must
+        // come to the same signals. A device's own later report of the same second replaces its
+        // earlier one.
+        let newer = fix.time_ms > self.time_ms
+            || fix.time_ms == self.time_ms && *fix.terminal_id >= *self.terminal_id;
+        if newer {
             // Usually the very same shared id (the device's route): compare pointers first.
             let other_device = !Arc::ptr_eq(&self.terminal_id, &fix.terminal_id)
                 && self.terminal_id != fix.terminal_id;

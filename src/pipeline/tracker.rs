@@ -67,7 +67,15 @@ impl Tracker {
             return signalled && self.last_known.is_some();
         }
         if let Some(lk) = &self.last_known {
-            if fix.time_ms <= lk.fix.time_ms {
+            // Ties in device time between devices go to the lower terminal id, whatever order the
+            // reports came in: the start-up replay sees them in track order (by terminal id) and
+            // must come to the same record. A device's own report of the same second stays.
+            let newer = match fix.time_ms.cmp(&lk.fix.time_ms) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Equal => *fix.terminal_id < *lk.fix.terminal_id,
+            };
+            if !newer {
                 return signalled;
             }
         }
@@ -173,6 +181,28 @@ mod tests {
         let lk = t.last_known.as_ref().unwrap();
         assert_eq!(&*lk.fix.terminal_id, "b");
         assert!(lk.acc);
+    }
+
+    #[test]
+    fn reports_of_two_devices_with_the_same_device_time_give_one_record_in_any_order() {
+        // The wired unit with ACC on, the wireless one with ACC off, the same second: the
+        // start-up replay reads them in terminal order, the live path gets them as they come.
+        let mut wired = fix("013800000731", 100, 50.0, FixFlags::empty());
+        wired.status = 0b11;
+        let mut wireless = fix("013800000732", 100, 50.0, FixFlags::empty());
+        wireless.status = 0b10;
+        let mut a = Tracker::new();
+        a.offer("v", &wired, 0, &cfg());
+        a.offer("v", &wireless, 0, &cfg());
+        let mut b = Tracker::new();
+        b.offer("v", &wireless, 0, &cfg());
+        b.offer("v", &wired, 0, &cfg());
+        assert_eq!(a.last_known, b.last_known);
+        let lk = a.last_known.unwrap();
+        assert_eq!(&*lk.fix.terminal_id, "013800000731");
+        assert!(lk.acc);
+        assert_eq!(&*lk.signals.terminal_id, "013800000732");
+        assert_eq!(lk.signals.status, 0b10);
     }
 
     #[test]
