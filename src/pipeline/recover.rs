@@ -34,9 +34,9 @@
 //! built, when the vehicle's newest report (which only grows) was at least that record's mark:
 //! the vehicle's replay can start at its stored mark less the lag, whatever its devices' marks.
 //! A shard that dropped its state after a failed commit may have lost the list of what was
-//! pending, so from then on its commits carry `Write::FullReplay`, and so does the store right
-//! after a failed sync; the next start then replays from each record's own mark (and clears the
-//! flag).
+//! pending, so once a commit or sync has failed the store adds `Write::FullReplay` to every batch
+//! (and writes it at once after a failed sync); the next start then replays from each record's
+//! own mark (and clears the flag).
 //!
 //! Known costs left: a vehicle without a stored record of its own is replayed from its devices'
 //! marks, or from the start of its track if one of them has none either. That is short for a
@@ -274,8 +274,8 @@ mod tests {
         assert_eq!(time_of(&r, "device:B"), Some(100));
         assert!(!r.writes.iter().any(|w| matches!(w, Write::FullReplay(_))));
 
-        // After a shard dropped its state on a failed commit, the next start replays from each
-        // record's own mark and clears the flag.
+        // After a failed commit or sync (the store flags every later batch), the next start
+        // replays from each record's own mark and clears the flag.
         store
             .commit_blocking(vec![Write::FullReplay(true)])
             .unwrap();

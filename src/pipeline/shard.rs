@@ -107,11 +107,6 @@ pub(super) struct Shard {
     /// Vehicles and devices (by terminal id) whose last known changed since it was last written.
     pending_vehicles: Vec<Arc<str>>,
     pending_devices: Vec<Arc<str>>,
-    /// Set for good once the state was dropped after a failed commit. The vehicles' lists of
-    /// pending devices went with it, and so may a failed flush's records, so the bound that
-    /// start-up recovery puts on a vehicle's replay no longer holds: every batch from then on
-    /// tells the store to replay in full at the next start (`Write::FullReplay`).
-    full_replay: bool,
     /// When pending last known records were last written.
     last_flush: Instant,
     flush_every: Duration,
@@ -148,7 +143,6 @@ impl Shard {
             failed_epoch: Arc::new(AtomicU64::new(NO_FAILURE)),
             pending_vehicles: Vec::new(),
             pending_devices: Vec::new(),
-            full_replay: false,
             last_flush: Instant::now(),
             flush_every: cfg.state.last_known_flush,
         }
@@ -221,7 +215,6 @@ impl Shard {
             self.vehicles.clear();
             self.devices.clear();
             self.epoch = failed + 1;
-            self.full_replay = true;
         }
     }
 
@@ -253,9 +246,6 @@ impl Shard {
         }
         if flush_all || self.last_flush.elapsed() >= self.flush_every {
             self.flush_pending(&mut writes);
-        }
-        if self.full_replay && !writes.is_empty() {
-            writes.push(Write::FullReplay(true));
         }
         Batch {
             epoch: self.epoch,

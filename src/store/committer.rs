@@ -9,7 +9,9 @@
 //! of the next, and the number of fsyncs per second stays near the disk's fsync rate while
 //! throughput grows with the number of concurrent callers.
 use crate::metrics as m;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -78,15 +80,25 @@ fn wake(dones: Vec<Done>, result: &Result<(), StoreError>) {
     }
 }
 
+/// The flag every batch carries once a commit or a sync has failed in this process (see
+/// `Write::FullReplay`): the shards may have lost track of pending records, and batches written
+/// behind a failed sync may still become durable while its own pages are gone, so the bound that
+/// start-up recovery puts on a vehicle's replay no longer holds. Every batch rather than one,
+/// so that the flag is durable with whatever becomes durable after the failure.
+const FULL_REPLAY: [Write; 1] = [Write::FullReplay(true)];
+
 fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) {
     let overlap = OVERLAP_FSYNC.load(std::sync::atomic::Ordering::Relaxed);
+    // Set by this thread when an apply fails and by the syncer when a sync fails.
+    let failed = Arc::new(AtomicBool::new(false));
     let syncer = match durability {
         Durability::Fsync if overlap => {
             let (tx, srx) = std_mpsc::sync_channel::<Written>(SYNC_QUEUE);
             let engine = engine.clone();
+            let failed = failed.clone();
             match std::thread::Builder::new()
                 .name("store-syncer".into())
-                .spawn(move || run_syncer(engine, srx))
+                .spawn(move || run_syncer(engine, srx, &failed))
             {
                 Ok(handle) => Some((tx, handle)),
                 Err(e) => {
@@ -135,7 +147,10 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
             Request::Commit { writes, .. } => Some(writes.as_slice()),
             Request::Flush { .. } => None,
         });
-        let mut result = engine.apply(commits, write_mode).map(|a| a.positions);
+        let flag = failed.load(Ordering::Acquire).then_some(&FULL_REPLAY[..]);
+        let mut result = engine
+            .apply(commits.chain(flag), write_mode)
+            .map(|a| a.positions);
         if flush && result.is_ok() {
             // A flush makes everything durable now, whatever the mode, before it returns.
             if let Err(e) = engine.sync() {
@@ -150,6 +165,7 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
         match &result {
             Ok(positions) => metrics::counter!(m::POSITIONS_STORED).increment(*positions),
             Err(e) => {
+                failed.store(true, Ordering::Release);
                 metrics::counter!(m::STORE_COMMIT_ERRORS).increment(1);
                 tracing::error!(error = %e, requests = n, "store commit failed");
             }
@@ -211,7 +227,7 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
     }
 }
 
-fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>) {
+fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>, failed: &AtomicBool) {
     let mut journal = JournalSync::new(engine.path().to_path_buf());
     let mut fallback_logged = false;
     let mut batch: Vec<Written> = Vec::new();
@@ -233,13 +249,11 @@ fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>) {
         if let Err(e) = &result {
             metrics::counter!(m::STORE_COMMIT_ERRORS).increment(1);
             tracing::error!(error = %e, "store fsync failed");
-            // Batches written after the failed one, built before any shard knew of it, may still
-            // become durable with a later sync while the failed one's pages are gone: the bound
-            // on start-up replays no longer holds (see `Write::FullReplay`). Written before any
-            // later sync can happen (only this thread syncs the journal), so it is durable
-            // whenever they are.
-            let flag = [Write::FullReplay(true)];
-            if let Err(e) = engine.apply(std::iter::once(&flag[..]), Durability::Buffered) {
+            // Batches already written behind the failed one carry no flag (see `FULL_REPLAY`):
+            // written now, before any later sync can happen (only this thread syncs the
+            // journal), it is durable whenever they are.
+            failed.store(true, Ordering::Release);
+            if let Err(e) = engine.apply(std::iter::once(&FULL_REPLAY[..]), Durability::Buffered) {
                 tracing::error!(error = %e, "could not mark the store for a full replay");
             }
             for chain in batch.iter().flat_map(|w| &w.chains) {

@@ -204,7 +204,7 @@ pub enum Write {
     },
     /// Whether the next start-up recovery must replay every track from each record's own mark,
     /// without the bound it normally puts on a vehicle's replay (see `pipeline::recover`). Set by
-    /// a shard that dropped its state after a failed commit; cleared by the start-up recovery.
+    /// the committer on every batch once a commit or sync failed; cleared by start-up recovery.
     FullReplay(bool),
 }
 
