@@ -48,6 +48,13 @@ pub const STORE_COMMIT_ERRORS: &str = "store_commit_errors_total";
 pub const STORE_QUEUE_DEPTH: &str = "store_queue_depth";
 /// Track points deleted by retention (recorded by the store).
 pub const STORE_RETENTION_DELETED: &str = "store_retention_deleted_total";
+/// Folds of the track log into per-vehicle chunks (recorded by the store).
+pub const STORE_TRACK_FOLDS: &str = "store_track_folds_total";
+/// Failed folds (recorded by the store): their positions stay in the log, read and folded again
+/// at the next start.
+pub const STORE_TRACK_FOLD_ERRORS: &str = "store_track_fold_errors_total";
+/// Positions in the track log not yet folded into chunks (gauge; recorded by the store).
+pub const STORE_TRACK_LOG_POINTS: &str = "store_track_log_points";
 /// Seconds a shard waits for `Store::commit` of one batch, queueing included (histogram).
 pub const SHARD_COMMIT_SECONDS: &str = "shard_commit_seconds";
 /// Writes per shard batch (histogram).
@@ -136,6 +143,18 @@ fn describe() {
         STORE_RETENTION_DELETED,
         "Track points deleted because they were older than store.retention_days."
     );
+    describe_counter!(
+        STORE_TRACK_FOLDS,
+        "Folds of the track log into per-vehicle chunks."
+    );
+    describe_counter!(
+        STORE_TRACK_FOLD_ERRORS,
+        "Failed folds of the track log (their positions stay in the log)."
+    );
+    describe_gauge!(
+        STORE_TRACK_LOG_POINTS,
+        "Positions in the track log not yet folded into chunks."
+    );
     describe_histogram!(
         SHARD_COMMIT_SECONDS,
         Unit::Seconds,
@@ -159,12 +178,19 @@ fn zero() {
         POSITIONS_STORED,
         STORE_COMMIT_ERRORS,
         STORE_RETENTION_DELETED,
+        STORE_TRACK_FOLDS,
+        STORE_TRACK_FOLD_ERRORS,
         RESEND_REQUESTS,
         SHARD_QUEUE_FULL,
     ] {
         metrics::counter!(name).absolute(0);
     }
-    for name in [CONNECTIONS_OPEN, STORE_QUEUE_DEPTH, UNASSIGNED_DEVICES] {
+    for name in [
+        CONNECTIONS_OPEN,
+        STORE_QUEUE_DEPTH,
+        STORE_TRACK_LOG_POINTS,
+        UNASSIGNED_DEVICES,
+    ] {
         metrics::gauge!(name).set(0.0);
     }
 }

@@ -44,6 +44,9 @@ fn config(dir: &Path, mode: &str) -> StoreConfig {
         "buffered" => Durability::Buffered,
         _ => Durability::Fsync,
     };
+    // Folds every 2,000 positions instead of 65,536, so that kills land with positions in the
+    // track log, in chunks, and in folds being written, and each restart folds a log.
+    cfg.track_fold_points = 2_000;
     cfg
 }
 

@@ -103,6 +103,7 @@ async fn serve(
         data_dir: config.store.data_dir.clone(),
         durability: config.store.durability,
         retention_days: config.store.retention_days,
+        ..StoreConfig::new(&config.store.data_dir)
     };
     let store = Store::open(&store_cfg)
         .with_context(|| format!("opening the store in {}", store_cfg.data_dir.display()))?;

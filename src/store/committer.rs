@@ -8,6 +8,10 @@
 //! journal once and wakes all of their callers. So the fsync of one batch overlaps the writing
 //! of the next, and the number of fsyncs per second stays near the disk's fsync rate while
 //! throughput grows with the number of concurrent callers.
+//!
+//! A batch's positions go into one track-log entry (see `track.rs`); the committer keeps them
+//! and hands them, once `fold_points` have gathered, to a third thread, the folder, which writes
+//! them as per-vehicle chunks.
 use crate::metrics as m;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -18,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::engine::Engine;
 use super::journal_sync::JournalSync;
+use super::track::Pending;
 use super::{Chain, Durability, StoreError, Write};
 
 /// Most requests folded into one batch; bounds the batch's memory and the latency of the first
@@ -49,6 +54,86 @@ pub(super) enum Request {
     Flush {
         done: Done,
     },
+    /// Fold every position committed so far into chunks; answered once that is written.
+    Fold {
+        done: Done,
+    },
+}
+
+/// Positions for the folder, and whom to tell when they are written.
+struct FoldJob {
+    pending: Pending,
+    done: Option<Done>,
+}
+
+/// The folder thread's end of the work, or the committer itself when that thread could not be
+/// started.
+enum Folder {
+    Thread(std_mpsc::SyncSender<FoldJob>, std::thread::JoinHandle<()>),
+    Inline(Engine),
+}
+
+impl Folder {
+    fn start(engine: Engine) -> Folder {
+        // One job queued while another is written: the committer blocks on the third, which
+        // bounds the memory of positions waiting for a fold (see `StoreConfig::track_fold_points`).
+        let (tx, rx) = std_mpsc::sync_channel::<FoldJob>(1);
+        let thread_engine = engine.clone();
+        match std::thread::Builder::new()
+            .name("store-folder".into())
+            .spawn(move || {
+                for job in rx {
+                    fold(&thread_engine, job);
+                }
+            }) {
+            Ok(handle) => Folder::Thread(tx, handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the store folder thread; folding on the committer");
+                Folder::Inline(engine)
+            }
+        }
+    }
+
+    fn submit(&self, job: FoldJob) {
+        match self {
+            Folder::Thread(tx, _) => {
+                if let Err(std_mpsc::SendError(job)) = tx.send(job) {
+                    // The folder died (only on a panic). The positions stay in the log, which the
+                    // next start folds.
+                    if let Some(done) = job.done {
+                        let _ = done.send(Err(StoreError::Closed));
+                    }
+                }
+            }
+            Folder::Inline(engine) => fold(engine, job),
+        }
+    }
+
+    fn finish(self) {
+        if let Folder::Thread(tx, handle) = self {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+fn fold(engine: &Engine, job: FoldJob) {
+    let result = if job.pending.is_empty() {
+        Ok(())
+    } else {
+        let result = engine.fold(job.pending);
+        match &result {
+            Ok(()) => metrics::counter!(m::STORE_TRACK_FOLDS).increment(1),
+            Err(e) => {
+                metrics::counter!(m::STORE_TRACK_FOLD_ERRORS).increment(1);
+                tracing::error!(error = %e, "folding the track log failed; its positions stay in the log until the next start");
+            }
+        }
+        result
+    };
+    if let Some(done) = job.done {
+        let _ = done.send(result);
+    }
 }
 
 /// A written batch whose callers wait for the fsync.
@@ -65,11 +150,12 @@ struct Written {
 pub(super) fn spawn(
     engine: Engine,
     durability: Durability,
+    fold_points: usize,
     rx: mpsc::Receiver<Request>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name("store-committer".into())
-        .spawn(move || run(engine, durability, rx))
+        .spawn(move || run(engine, durability, fold_points, rx))
         .map_err(|e| StoreError::Engine(std::sync::Arc::new(e)))
 }
 
@@ -87,7 +173,15 @@ fn wake(dones: Vec<Done>, result: &Result<(), StoreError>) {
 /// so that the flag is durable with whatever becomes durable after the failure.
 const FULL_REPLAY: [Write; 1] = [Write::FullReplay(true)];
 
-fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) {
+fn run(
+    engine: Engine,
+    durability: Durability,
+    fold_points: usize,
+    mut rx: mpsc::Receiver<Request>,
+) {
+    let folder = Folder::start(engine.clone());
+    // Positions in the track log that no fold job has taken yet.
+    let mut logged = Pending::default();
     let overlap = OVERLAP_FSYNC.load(std::sync::atomic::Ordering::Relaxed);
     // Set by this thread when an apply fails and by the syncer when a sync fails.
     let failed = Arc::new(AtomicBool::new(false));
@@ -145,12 +239,14 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
         let flush = pending.iter().any(|r| matches!(r, Request::Flush { .. }));
         let commits = pending.iter().filter_map(|r| match r {
             Request::Commit { writes, .. } => Some(writes.as_slice()),
-            Request::Flush { .. } => None,
+            Request::Flush { .. } | Request::Fold { .. } => None,
         });
         let flag = failed.load(Ordering::Acquire).then_some(&FULL_REPLAY[..]);
-        let mut result = engine
-            .apply(commits.chain(flag), write_mode)
-            .map(|a| a.positions);
+        let mut log_seq = None;
+        let mut result = engine.apply(commits.chain(flag), write_mode).map(|a| {
+            log_seq = a.log_seq;
+            a.positions
+        });
         if flush && result.is_ok() {
             // A flush makes everything durable now, whatever the mode, before it returns.
             if let Err(e) = engine.sync() {
@@ -173,14 +269,21 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
         let mut dones: Vec<Done> = Vec::with_capacity(pending.len());
         let mut garbage: Vec<Vec<Write>> = Vec::with_capacity(pending.len());
         let mut chains: Vec<Chain> = Vec::new();
+        let mut folds: Vec<Done> = Vec::new();
+        if let Some(seq) = log_seq {
+            logged.seqs.push(seq);
+        }
         for r in pending.drain(..) {
             match r {
                 Request::Commit {
-                    writes,
+                    mut writes,
                     done,
                     chain,
                 } => {
                     dones.push(done);
+                    if log_seq.is_some() {
+                        take_positions(&mut writes, &mut logged);
+                    }
                     garbage.push(writes);
                     if let Some(chain) = chain {
                         if result.is_err() {
@@ -191,8 +294,22 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
                     }
                 }
                 Request::Flush { done } => dones.push(done),
+                Request::Fold { done } => folds.push(done),
             }
         }
+        if logged.points >= fold_points {
+            folder.submit(FoldJob {
+                pending: std::mem::take(&mut logged),
+                done: None,
+            });
+        }
+        for done in folds {
+            folder.submit(FoldJob {
+                pending: std::mem::take(&mut logged),
+                done: Some(done),
+            });
+        }
+        metrics::gauge!(m::STORE_TRACK_LOG_POINTS).set(logged.points as f64);
         match (&syncer, result) {
             (Some((tx, _)), Ok(_)) if !flush => {
                 let written = Written {
@@ -216,14 +333,33 @@ fn run(engine: Engine, durability: Durability, mut rx: mpsc::Receiver<Request>) 
             }
         }
     }
-    // The queue is closed: every Store handle is gone. Let the syncer finish what it has, then
-    // make the tail durable before exiting.
+    // The queue is closed: every Store handle is gone. Fold what is left (so that the next start
+    // finds an empty log), let the syncer finish what it has, then make the tail durable before
+    // exiting.
+    folder.submit(FoldJob {
+        pending: logged,
+        done: None,
+    });
+    folder.finish();
     if let Some((tx, handle)) = syncer {
         drop(tx);
         let _ = handle.join();
     }
     if let Err(e) = engine.sync() {
         tracing::error!(error = %e, "final store sync failed");
+    }
+}
+
+/// Moves a commit's positions into `logged` (their log entry is written), leaving the rest of
+/// the writes to be freed with the batch.
+fn take_positions(writes: &mut [Write], logged: &mut Pending) {
+    for w in writes {
+        if matches!(w, Write::Fix { .. }) {
+            // A placeholder that owns nothing; the vector is only freed after this.
+            if let Write::Fix { vehicle_id, fix } = std::mem::replace(w, Write::FullReplay(false)) {
+                logged.push(vehicle_id, fix);
+            }
+        }
     }
 }
 

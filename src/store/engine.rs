@@ -4,6 +4,7 @@
 //! depend on the engine's types.
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fjall::{Batch, Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
@@ -11,11 +12,27 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::keys;
+use super::track::{self, Pending, Seen};
 use super::{Durability, SessionFacts, StoreError, Write};
 use crate::model::{Device, Fix, LastKnown, Loan, Vehicle};
 
-/// On-disk layout version; bumped when keys or value encodings change incompatibly.
-const FORMAT_VERSION: u32 = 2;
+/// On-disk layout version; bumped when keys or value encodings change incompatibly. Version 3
+/// stores the track as a log and chunks (`track.rs`); a version 2 store (one entry per point in
+/// the `track` partition) is converted when opened.
+const FORMAT_VERSION: u32 = 3;
+
+/// The version [`Engine::open`] converts from.
+const FORMAT_PER_POINT_TRACK: u32 = 2;
+
+/// Meta key: the sequence of the newest track-log entry folded into chunks, so that sequences
+/// keep growing after the log has been emptied.
+const TRACK_SEQ_KEY: &str = "track_seq";
+
+/// Memtable size of the track log. A log entry is removed by the fold that follows it within a
+/// few seconds under load, and a memtable flush drops the entries already removed (it writes only
+/// their small tombstones). So the memtable should hold several folds' worth of log: what is
+/// still unfolded when it fills is written to disk a second time.
+const LOG_MEMTABLE_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Meta key present while the next start-up recovery must replay in full (`Write::FullReplay`).
 const FULL_REPLAY_KEY: &str = "full_replay";
@@ -51,16 +68,23 @@ pub(super) struct Engine {
     vehicle_devices: PartitionHandle,
     auth_codes: PartitionHandle,
     last_known: PartitionHandle,
-    /// (vehicle, device time, terminal) -> Fix.
-    track: PartitionHandle,
+    /// (vehicle, hour of device time, fold sequence) -> the vehicle's points in that hour,
+    /// sorted (see `track.rs`).
+    chunks: PartitionHandle,
+    /// Log sequence -> the points of one group commit (see `track.rs`).
+    track_log: PartitionHandle,
+    /// The next track-log sequence.
+    log_seq: Arc<AtomicU64>,
     sessions: PartitionHandle,
     /// Layout version; also read by the health probe.
     meta: PartitionHandle,
 }
 
-/// What one applied batch did, for metrics.
+/// What one applied batch did.
 pub(super) struct Applied {
     pub positions: u64,
+    /// The track-log entry written with the batch, if it had positions.
+    pub log_seq: Option<u64>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -80,7 +104,7 @@ fn decode<T: DeserializeOwned>(keyspace: &'static str, bytes: &[u8]) -> Result<T
 }
 
 impl Engine {
-    pub fn open(path: &Path) -> Result<Engine, StoreError> {
+    pub fn open(path: &Path, fold_points: usize) -> Result<Engine, StoreError> {
         let open_err = |e: fjall::Error| StoreError::Open {
             path: path.to_path_buf(),
             source: Arc::new(e),
@@ -93,11 +117,12 @@ impl Engine {
             .map_err(open_err)?;
         let part = |name: &str| {
             let memtable = match name {
-                "track" | "last_known" => MEMTABLE_BYTES,
+                "track_chunks" | "last_known" => MEMTABLE_BYTES,
+                "track_log" => LOG_MEMTABLE_BYTES,
                 _ => SMALL_MEMTABLE_BYTES,
             };
             let mut opts = PartitionCreateOptions::default().max_memtable_size(memtable);
-            if name == "track" {
+            if name == "track_chunks" {
                 // Size-tiered rather than fjall's default leveled compaction for the track: every
                 // flushed memtable holds points of all vehicles, so under leveled compaction each
                 // L0 segment overlaps all of L1 and every compaction rewrites it. That was 4-5 %
@@ -111,6 +136,20 @@ impl Engine {
             keyspace.open_partition(name, opts).map_err(open_err)
         };
         let meta = part("meta")?;
+        let format = match meta.get("format")? {
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .unwrap_or(u32::MAX),
+            None => FORMAT_VERSION,
+        };
+        if format != FORMAT_VERSION && format != FORMAT_PER_POINT_TRACK {
+            return Err(StoreError::Format {
+                found: format,
+                expected: FORMAT_VERSION,
+            });
+        }
         let engine = Engine {
             devices: part("devices")?,
             vehicles: part("vehicles")?,
@@ -118,32 +157,131 @@ impl Engine {
             vehicle_devices: part("vehicle_devices")?,
             auth_codes: part("auth_codes")?,
             last_known: part("last_known")?,
-            track: part("track")?,
+            chunks: part("track_chunks")?,
+            track_log: part("track_log")?,
+            log_seq: Arc::new(AtomicU64::new(0)),
             sessions: part("sessions")?,
             meta: meta.clone(),
             keyspace: keyspace.clone(),
             path: path.to_path_buf(),
         };
-        match meta.get("format")? {
-            Some(v) => {
-                let found = v
-                    .as_ref()
-                    .try_into()
-                    .map(u32::from_be_bytes)
-                    .unwrap_or(u32::MAX);
-                if found != FORMAT_VERSION {
-                    return Err(StoreError::Format {
-                        found,
-                        expected: FORMAT_VERSION,
-                    });
-                }
-            }
-            None => {
-                meta.insert("format", FORMAT_VERSION.to_be_bytes())?;
-                keyspace.persist(PersistMode::SyncAll)?;
+        let folded = match meta.get(TRACK_SEQ_KEY)? {
+            Some(v) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
+        let logged = match engine.track_log.last_key_value()? {
+            Some((k, _)) => k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
+        engine
+            .log_seq
+            .store(folded.max(logged) + 1, Ordering::Relaxed);
+        if format == FORMAT_PER_POINT_TRACK {
+            engine.convert_per_point_track(fold_points)?;
+        }
+        // Whatever a crash left in the log goes into chunks before anything reads the track, so
+        // that start-up recovery, which reads every vehicle's recent track, finds a short log.
+        engine.fold_log(fold_points)?;
+        if format != FORMAT_VERSION || meta.get("format")?.is_none() {
+            meta.insert("format", FORMAT_VERSION.to_be_bytes())?;
+        }
+        keyspace.persist(PersistMode::SyncAll)?;
+        Ok(engine)
+    }
+
+    /// Folds every track-log entry into chunks, `fold_points` points at a time.
+    fn fold_log(&self, fold_points: usize) -> Result<(), StoreError> {
+        let mut pending = Pending::default();
+        for kv in self.track_log.iter() {
+            let (key, value) = kv?;
+            let seq = key
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    keyspace: "track_log",
+                    detail: "key is not a sequence",
+                })?;
+            track::log_points(&value, |vehicle, fix| pending.push(vehicle, fix))?;
+            pending.seqs.push(seq);
+            if pending.points >= fold_points {
+                self.fold(std::mem::take(&mut pending))?;
             }
         }
-        Ok(engine)
+        if !pending.is_empty() {
+            self.fold(pending)?;
+        }
+        Ok(())
+    }
+
+    /// Converts a format 2 store's per-point track (partition `track`) into chunks and drops it.
+    /// Every point is read once; the conversion is one fold per `fold_points` points, so a
+    /// crash in the middle repeats it from the start at the next open (the copies it made
+    /// already are superseded on read by the same points written again).
+    fn convert_per_point_track(&self, fold_points: usize) -> Result<(), StoreError> {
+        if !self.keyspace.partition_exists("track") {
+            return Ok(());
+        }
+        let old = self
+            .keyspace
+            .open_partition("track", PartitionCreateOptions::default())?;
+        let mut pending = Pending::default();
+        let mut converted = 0u64;
+        for kv in old.iter() {
+            let (key, value) = kv?;
+            let Some(prefix) = keys::vehicle_prefix_of(&key) else {
+                continue;
+            };
+            let vehicle = String::from_utf8_lossy(&prefix[6..]);
+            let fix: Fix = decode("track", &value)?;
+            pending.push(Arc::from(vehicle.as_ref()), fix);
+            converted += 1;
+            if pending.points >= fold_points {
+                self.fold(std::mem::take(&mut pending))?;
+            }
+        }
+        if pending.points > 0 {
+            self.fold(pending)?;
+        }
+        self.keyspace.persist(PersistMode::SyncAll)?;
+        self.keyspace.delete_partition(old)?;
+        tracing::info!(
+            points = converted,
+            "converted the track to format 3 (chunks)"
+        );
+        Ok(())
+    }
+
+    /// Writes `pending`'s points as chunks and removes the log entries they came from, in one
+    /// atomic batch (see `track.rs`). Not synced: the journal's next sync makes it durable, and
+    /// until then the log entries are there for a restart to fold again.
+    pub fn fold(&self, pending: Pending) -> Result<(), StoreError> {
+        let Pending {
+            by_vehicle, seqs, ..
+        } = pending;
+        // The chunks' sequence: above every chunk written before (their logs' sequences are
+        // lower) and below every log entry still to come.
+        let seq = match seqs.iter().max() {
+            Some(max) => *max,
+            None => self.log_seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let mut batch = self.keyspace.batch().durability(Some(PersistMode::Buffer));
+        let mut key = Vec::with_capacity(64);
+        for (vehicle, mut fixes) in by_vehicle {
+            track::sort_dedup(&mut fixes);
+            for points in
+                fixes.chunk_by(|a, b| keys::bucket_of(a.time_ms) == keys::bucket_of(b.time_ms))
+            {
+                keys::write_chunk_key(&mut key, &vehicle, keys::bucket_of(points[0].time_ms), seq);
+                batch.insert(&self.chunks, key.as_slice(), encode(&points));
+            }
+        }
+        for s in &seqs {
+            batch.remove(&self.track_log, keys::log_key(*s));
+        }
+        batch.insert(&self.meta, TRACK_SEQ_KEY, seq.to_be_bytes());
+        batch.commit()?;
+        Ok(())
     }
 
     fn persist_mode(durability: Durability) -> PersistMode {
@@ -167,19 +305,18 @@ impl Engine {
             .batch()
             .durability(Some(Self::persist_mode(durability)));
         let mut positions = 0u64;
+        // The batch's positions, as one track-log entry (see `track.rs`).
+        let mut log = Vec::new();
         // Devices written earlier in this batch: their index entries are not visible to reads
         // until the batch commits, so a second write of the same device must see the first.
         let mut devices_in_batch: HashMap<&str, Option<&str>> = HashMap::new();
-        // Keys and values of the hot writes are built in reused buffers; fjall copies them.
-        let mut key = Vec::with_capacity(64);
+        // Values of the hot writes are built in a reused buffer; fjall copies them.
         let mut value = Vec::with_capacity(256);
         for writes in requests {
             for w in writes {
                 match w {
                     Write::Fix { vehicle_id, fix } => {
-                        keys::write_track_key(&mut key, vehicle_id, fix.time_ms, &fix.terminal_id);
-                        encode_into(&mut value, fix);
-                        batch.insert(&self.track, key.as_slice(), value.as_slice());
+                        track::append_log_entry(&mut log, vehicle_id, fix);
                         positions += 1;
                     }
                     Write::LastKnown(lk) => {
@@ -207,8 +344,15 @@ impl Engine {
                 }
             }
         }
+        let log_seq = if log.is_empty() {
+            None
+        } else {
+            let seq = self.log_seq.fetch_add(1, Ordering::Relaxed);
+            batch.insert(&self.track_log, keys::log_key(seq), log);
+            Some(seq)
+        };
         batch.commit()?;
-        Ok(Applied { positions })
+        Ok(Applied { positions, log_seq })
     }
 
     /// Keeps the vehicle -> devices index in step when a device is (re)assigned.
@@ -310,19 +454,15 @@ impl Engine {
         to_ms: i64,
         limit: usize,
     ) -> Result<Vec<Fix>, StoreError> {
+        let mut out = Vec::new();
         if from_ms > to_ms || limit == 0 {
-            return Ok(Vec::new());
+            return Ok(out);
         }
-        let lo = keys::track_lower(vehicle_id, from_ms);
-        let hi = keys::track_upper_inclusive(vehicle_id, to_ms);
-        self.track
-            .range(lo..hi)
-            .take(limit)
-            .map(|kv| {
-                let (_, v) = kv?;
-                decode("track", &v)
-            })
-            .collect()
+        self.read_track(vehicle_id, from_ms, to_ms, &mut |fix| {
+            out.push(fix);
+            out.len() < limit
+        })?;
+        Ok(out)
     }
 
     /// Calls `visit` with every track point of a vehicle at or after `from_ms`, in device-time
@@ -333,15 +473,79 @@ impl Engine {
         from_ms: i64,
         visit: &mut dyn FnMut(Fix),
     ) -> Result<u64, StoreError> {
-        let lo = keys::track_lower(vehicle_id, from_ms);
-        let hi = keys::track_upper_inclusive(vehicle_id, i64::MAX);
         let mut n = 0;
-        for kv in self.track.range(lo..hi) {
-            let (_, v) = kv?;
-            visit(decode("track", &v)?);
+        self.read_track(vehicle_id, from_ms, i64::MAX, &mut |fix| {
+            visit(fix);
             n += 1;
-        }
+            true
+        })?;
         Ok(n)
+    }
+
+    /// Visits a vehicle's points with `from_ms <= device time <= to_ms` in (device time,
+    /// terminal) order, each once, until `visit` returns false. Reads the log before the chunks:
+    /// a fold committing in between then shows its points twice rather than not at all, and the
+    /// merge drops the second copy (see `track.rs`). Holds the log's points of the vehicle and
+    /// one bucket's chunks in memory at a time.
+    fn read_track(
+        &self,
+        vehicle_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(Fix) -> bool,
+    ) -> Result<(), StoreError> {
+        let in_range = |f: &Fix| from_ms <= f.time_ms && f.time_ms <= to_ms;
+        let mut logged: Vec<Seen> = Vec::new();
+        for kv in self.track_log.iter() {
+            let (key, value) = kv?;
+            let seq = key.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            track::log_points_of(&value, vehicle_id, |fix| {
+                if in_range(&fix) {
+                    logged.push((seq, fix));
+                }
+            })?;
+        }
+        track::merge_sorted(&mut logged);
+        let mut logged = logged.into_iter().peekable();
+        // Emits the points of one bucket, with the log's points before and in that bucket.
+        let mut emit = |bucket: Option<i64>, mut points: Vec<Seen>| -> bool {
+            while let Some(next) = logged.peek().map(|(_, f)| keys::bucket_of(f.time_ms)) {
+                match bucket {
+                    Some(b) if next > b => break,
+                    Some(b) if next == b => points.extend(logged.next()),
+                    _ => {
+                        let (_, f) = logged.next().expect("peeked");
+                        if !visit(f) {
+                            return false;
+                        }
+                    }
+                }
+            }
+            track::merge_sorted(&mut points);
+            points.into_iter().all(|(_, f)| visit(f))
+        };
+        let lo = keys::track_lower(vehicle_id, keys::bucket_of(from_ms));
+        let hi = keys::track_upper_inclusive(vehicle_id, keys::bucket_of(to_ms));
+        let mut bucket: Option<i64> = None;
+        let mut points: Vec<Seen> = Vec::new();
+        for kv in self.chunks.range(lo..hi) {
+            let (key, value) = kv?;
+            let (b, seq) = keys::chunk_key_parts(&key).ok_or(StoreError::Corrupt {
+                keyspace: "track_chunks",
+                detail: "malformed chunk key",
+            })?;
+            if bucket.is_some_and(|cur| cur != b) && !emit(bucket, std::mem::take(&mut points)) {
+                return Ok(());
+            }
+            bucket = Some(b);
+            let chunk: Vec<Fix> = decode("track_chunks", &value)?;
+            points.extend(chunk.into_iter().filter(in_range).map(|f| (seq, f)));
+        }
+        if bucket.is_some() && !emit(bucket, points) {
+            return Ok(());
+        }
+        emit(None, Vec::new());
+        Ok(())
     }
 
     pub fn auth_code(&self, terminal_id: &str) -> Result<Option<String>, StoreError> {
@@ -392,36 +596,49 @@ impl Engine {
         Self::get(&self.sessions, "sessions", terminal_id)
     }
 
-    /// Deletes the track keys in `lo..hi` in chunks; returns how many were deleted.
-    fn delete_track_range(
+    /// Deletes or trims a vehicle's chunks in `lo..hi` (chunk keys), keeping the points at or
+    /// after `keep_from_ms`. Works in batches of at most `DELETE_CHUNK` chunks so that a huge
+    /// purge does not build one huge batch in memory. Returns how many points were removed.
+    fn drop_chunks(
         &self,
         lo: Vec<u8>,
         hi: Vec<u8>,
+        keep_from_ms: i64,
         durability: Durability,
     ) -> Result<u64, StoreError> {
-        let mut deleted = 0u64;
+        let mut removed = 0u64;
+        let mut cursor = lo;
         loop {
-            let keys: Vec<_> = self
-                .track
-                .range(lo.clone()..hi.clone())
-                .take(DELETE_CHUNK)
-                .map(|kv| kv.map(|(k, _)| k))
-                .collect::<Result<_, _>>()?;
-            if keys.is_empty() {
-                return Ok(deleted);
-            }
-            let n = keys.len();
             let mut batch = self
                 .keyspace
                 .batch()
                 .durability(Some(Self::persist_mode(durability)));
-            for k in keys {
-                batch.remove(&self.track, k);
+            let mut seen = 0;
+            let mut last = None;
+            for kv in self
+                .chunks
+                .range(cursor.clone()..hi.clone())
+                .take(DELETE_CHUNK)
+            {
+                let (key, value) = kv?;
+                seen += 1;
+                let chunk: Vec<Fix> = decode("track_chunks", &value)?;
+                let kept: Vec<&Fix> = chunk.iter().filter(|f| f.time_ms >= keep_from_ms).collect();
+                removed += (chunk.len() - kept.len()) as u64;
+                if kept.is_empty() {
+                    batch.remove(&self.chunks, key.clone());
+                } else if kept.len() < chunk.len() {
+                    batch.insert(&self.chunks, key.clone(), encode(&kept));
+                }
+                last = Some(key);
             }
             batch.commit()?;
-            deleted += n as u64;
-            if n < DELETE_CHUNK {
-                return Ok(deleted);
+            match last {
+                Some(key) if seen == DELETE_CHUNK => {
+                    cursor = key.to_vec();
+                    cursor.push(0);
+                }
+                _ => return Ok(removed),
             }
         }
     }
@@ -431,9 +648,10 @@ impl Engine {
         vehicle_id: &str,
         durability: Durability,
     ) -> Result<u64, StoreError> {
-        let deleted = self.delete_track_range(
+        let deleted = self.drop_chunks(
             keys::track_lower(vehicle_id, i64::MIN),
             keys::track_upper_inclusive(vehicle_id, i64::MAX),
+            i64::MAX,
             durability,
         )?;
         let mut batch = self
@@ -450,13 +668,13 @@ impl Engine {
         cutoff_ms: i64,
         durability: Durability,
     ) -> Result<u64, StoreError> {
-        // Walk the track vehicle by vehicle: find the first key at or after the cursor, delete
-        // that vehicle's points before the cutoff, then jump past all of its keys. One seek per
-        // vehicle, and no index of vehicles to keep up to date on every write.
+        // Walk the chunks vehicle by vehicle: find the first key at or after the cursor, drop or
+        // trim that vehicle's chunks of the buckets up to the cutoff's, then jump past all of its
+        // keys. One seek per vehicle, and no index of vehicles to keep up to date.
         let mut deleted = 0;
         let mut cursor: Vec<u8> = Vec::new();
         loop {
-            let Some(kv) = self.track.range(cursor.clone()..).next() else {
+            let Some(kv) = self.chunks.range(cursor.clone()..).next() else {
                 return Ok(deleted);
             };
             let (key, _) = kv?;
@@ -469,8 +687,9 @@ impl Engine {
             let mut lo = prefix.to_vec();
             lo.extend_from_slice(&keys::time_bytes(i64::MIN));
             let mut hi = prefix.to_vec();
-            hi.extend_from_slice(&keys::time_bytes(cutoff_ms));
-            deleted += self.delete_track_range(lo, hi, durability)?;
+            // Every chunk of the buckets up to the one holding the cutoff.
+            hi.extend_from_slice(&keys::time_bytes(keys::bucket_of(cutoff_ms) + 1));
+            deleted += self.drop_chunks(lo, hi, cutoff_ms, durability)?;
             cursor = keys::past_prefix(prefix);
         }
     }

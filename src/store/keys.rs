@@ -8,7 +8,6 @@ pub fn time_bytes(ms: i64) -> [u8; 8] {
 }
 
 /// Inverse of [`time_bytes`].
-#[cfg(test)]
 pub fn time_from_bytes(b: [u8; 8]) -> i64 {
     (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
@@ -58,56 +57,75 @@ pub fn track_prefix(vehicle_id: &str) -> Vec<u8> {
     key
 }
 
-/// The track key written by [`write_track_key`], as a new vector (for tests).
-#[cfg(test)]
-pub fn track_key(vehicle_id: &str, time_ms: i64, terminal_id: &str) -> Vec<u8> {
-    let mut key = Vec::new();
-    write_track_key(&mut key, vehicle_id, time_ms, terminal_id);
-    key
+/// Device time covered by one track chunk: a chunk holds points of one vehicle whose device times
+/// lie in one such bucket, so a time window of a track is read from the chunks of the buckets it
+/// overlaps and nothing else. An hour keeps a blind-area upload of a few hours in a few chunks,
+/// while under load a vehicle's points of one fold share a chunk (see `track.rs`).
+pub const CHUNK_BUCKET_MS: i64 = 3_600_000;
+
+/// Start of the bucket holding `time_ms` (rounded down, also before 1970).
+pub fn bucket_of(time_ms: i64) -> i64 {
+    // Saturating: the bucket of the earliest times would start before i64::MIN.
+    time_ms
+        .div_euclid(CHUNK_BUCKET_MS)
+        .saturating_mul(CHUNK_BUCKET_MS)
 }
 
-/// Track key: (vehicle, device time, terminal), written into a reused buffer (the committer
-/// writes one per position, and allocation is a measurable part of its time). A device
-/// re-sending the same fix writes the same key, so duplicates overwrite themselves, and a scan
-/// of one vehicle comes out in device-time order whatever order the fixes arrived in
-/// (blind-area batches arrive late). The vehicle part is [`track_prefix`].
-pub fn write_track_key(buf: &mut Vec<u8>, vehicle_id: &str, time_ms: i64, terminal_id: &str) {
+/// Track chunk key: (vehicle, bucket start, fold sequence), written into a reused buffer. The
+/// sequence is that of the newest track-log entry the fold covered: it makes every chunk key
+/// unique and orders chunks by when their points were written, so a re-sent point in a later
+/// chunk replaces the earlier copy on read. The vehicle part is [`track_prefix`].
+pub fn write_chunk_key(buf: &mut Vec<u8>, vehicle_id: &str, bucket_ms: i64, seq: u64) {
     buf.clear();
     buf.extend_from_slice(&vehicle_hash(vehicle_id));
     buf.extend_from_slice(&(vehicle_id.len() as u16).to_be_bytes());
     buf.extend_from_slice(vehicle_id.as_bytes());
-    buf.extend_from_slice(&time_bytes(time_ms));
-    buf.extend_from_slice(terminal_id.as_bytes());
+    buf.extend_from_slice(&time_bytes(bucket_ms));
+    buf.extend_from_slice(&seq.to_be_bytes());
 }
 
-/// First key of a vehicle's track at or after `time_ms`.
+/// The bucket start and sequence of a chunk key written by [`write_chunk_key`].
+pub fn chunk_key_parts(key: &[u8]) -> Option<(i64, u64)> {
+    let prefix = vehicle_prefix_of(key)?.len();
+    let time: [u8; 8] = key.get(prefix..prefix + 8)?.try_into().ok()?;
+    let seq: [u8; 8] = key.get(prefix + 8..prefix + 16)?.try_into().ok()?;
+    Some((time_from_bytes(time), u64::from_be_bytes(seq)))
+}
+
+/// Track-log key: the log sequence, big-endian so that the log reads back in write order.
+pub fn log_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// First chunk key of a vehicle at or after bucket start `time_ms`.
 pub fn track_lower(vehicle_id: &str, time_ms: i64) -> Vec<u8> {
     let mut key = track_prefix(vehicle_id);
     key.extend_from_slice(&time_bytes(time_ms));
     key
 }
 
-/// Exclusive upper bound covering every key of a vehicle with device time `<= time_ms`.
+/// Exclusive upper bound covering every chunk key of a vehicle with bucket start `<= time_ms`.
 pub fn track_upper_inclusive(vehicle_id: &str, time_ms: i64) -> Vec<u8> {
     let mut key = track_prefix(vehicle_id);
     match time_ms.checked_add(1) {
         Some(next) => key.extend_from_slice(&time_bytes(next)),
-        // Past the largest time: one 0xFF byte more than any time encoding sorts after all of
-        // them (the terminal id that follows a time is ASCII digits, never 0xFF).
+        // Past the largest time: nine 0xFF bytes sort after every bucket start and sequence
+        // (sequences never reach 2^56).
         None => return past_prefix(&key),
     }
     key
 }
 
-/// The vehicle part of a track key ([`track_prefix`]).
+/// The vehicle part of a chunk key ([`track_prefix`]); format 2's per-point track keys start
+/// the same way.
 pub fn vehicle_prefix_of(key: &[u8]) -> Option<&[u8]> {
     let len = u16::from_be_bytes([*key.get(4)?, *key.get(5)?]) as usize;
     key.get(..4 + 2 + len)
 }
 
-/// A key that sorts after every track key starting with `prefix` (a vehicle's
-/// [`track_prefix`]) and before the next vehicle's keys: times are 8 bytes, so 9 bytes of 0xFF exceed them
-/// all (the terminal id that follows a time is ASCII, never 0xFF).
+/// A key that sorts after every chunk key starting with `prefix` (a vehicle's [`track_prefix`])
+/// and before the next vehicle's keys: a bucket start and a sequence (which never reaches 2^56)
+/// follow the prefix, so nine 0xFF bytes exceed them all.
 pub fn past_prefix(prefix: &[u8]) -> Vec<u8> {
     let mut key = prefix.to_vec();
     key.extend_from_slice(&[0xFF; 9]);
@@ -134,29 +152,34 @@ mod tests {
         }
     }
 
+    fn chunk_key(vehicle_id: &str, bucket_ms: i64, seq: u64) -> Vec<u8> {
+        let mut key = b"left over".to_vec();
+        write_chunk_key(&mut key, vehicle_id, bucket_ms, seq);
+        key
+    }
+
     proptest::proptest! {
-        /// For any two track points, byte order of the keys within one vehicle equals
-        /// (device time, terminal) order, and a vehicle's inclusive time window holds exactly
-        /// its own keys in that window, whatever the ids look like.
+        /// For any two chunks, byte order of the keys within one vehicle equals (bucket,
+        /// sequence) order, and a vehicle's inclusive bucket window holds exactly its own keys in
+        /// that window, whatever the ids look like.
         #[test]
-        fn track_keys_sort_and_scan_like_their_fields(
+        fn chunk_keys_sort_and_scan_like_their_fields(
             va in "[A-Za-z0-9-]{1,12}", vb in "[A-Za-z0-9-]{1,12}",
             ta in proptest::num::i64::ANY, tb in proptest::num::i64::ANY,
-            da in "[0-9]{12}", db in "[0-9]{12}",
+            sa in 0u64..1 << 56, sb in 0u64..1 << 56,
             lo in proptest::num::i64::ANY, hi in proptest::num::i64::ANY,
             same in proptest::bool::ANY,
         ) {
-            // Half the cases compare two points of the same vehicle.
+            // Half the cases compare two chunks of the same vehicle.
             let vb = if same { va.clone() } else { vb };
-            let ka = track_key(&va, ta, &da);
-            let mut reused = b"left over".to_vec();
-            write_track_key(&mut reused, &va, ta, &da);
-            proptest::prop_assert_eq!(&reused, &ka);
+            let (ta, tb) = (bucket_of(ta), bucket_of(tb));
+            let ka = chunk_key(&va, ta, sa);
             proptest::prop_assert!(ka.starts_with(&track_prefix(&va)));
             proptest::prop_assert_eq!(vehicle_prefix_of(&ka), Some(&track_prefix(&va)[..]));
-            let kb = track_key(&vb, tb, &db);
+            proptest::prop_assert_eq!(chunk_key_parts(&ka), Some((ta, sa)));
+            let kb = chunk_key(&vb, tb, sb);
             if va == vb {
-                proptest::prop_assert_eq!(ka.cmp(&kb), (ta, &da).cmp(&(tb, &db)));
+                proptest::prop_assert_eq!(ka.cmp(&kb), (ta, sa).cmp(&(tb, sb)));
             } else {
                 // Jumping past a vehicle's keys never skips another vehicle's.
                 let past = past_prefix(vehicle_prefix_of(&ka).unwrap());
@@ -164,11 +187,22 @@ mod tests {
                 proptest::prop_assert_eq!(past < kb, ka < kb);
             }
             let (lo, hi) = (lo.min(hi), lo.max(hi));
-            let lower = track_lower(&va, lo);
-            let upper = track_upper_inclusive(&va, hi);
+            let lower = track_lower(&va, bucket_of(lo));
+            let upper = track_upper_inclusive(&va, bucket_of(hi));
             for (v, t, k) in [(&va, ta, &ka), (&vb, tb, &kb)] {
                 let inside = lower <= *k && *k < upper;
-                proptest::prop_assert_eq!(inside, *v == va && lo <= t && t <= hi);
+                proptest::prop_assert_eq!(inside, *v == va && bucket_of(lo) <= t && t <= bucket_of(hi));
+            }
+        }
+
+        /// Every time lies in its bucket, and buckets keep the order of the times.
+        #[test]
+        fn buckets_hold_their_times(t in proptest::num::i64::ANY, u in proptest::num::i64::ANY) {
+            let b = bucket_of(t);
+            proptest::prop_assert!(b <= t);
+            proptest::prop_assert!(t - b < CHUNK_BUCKET_MS || b == i64::MIN);
+            if t <= u {
+                proptest::prop_assert!(b <= bucket_of(u));
             }
         }
     }
@@ -189,7 +223,7 @@ mod tests {
 
     #[test]
     fn vehicle_prefixes_do_not_overlap() {
-        let v1 = track_key("V1", 10, "13800000000");
+        let v1 = chunk_key("V1", 0, 7);
         let lo = track_lower("V10", i64::MIN);
         let hi = track_upper_inclusive("V10", i64::MAX);
         assert!(!(lo <= v1 && v1 < hi));

@@ -412,3 +412,142 @@ async fn queued_commits_of_a_broken_chain_are_not_applied() {
         .unwrap();
     assert_eq!(times, vec![10, 20, 40]);
 }
+
+fn small_folds(dir: &std::path::Path, fold_points: usize) -> Store {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.durability = Durability::Buffered;
+    cfg.track_fold_points = fold_points;
+    Store::open(&cfg).unwrap()
+}
+
+fn times_and_lats(track: &[Fix]) -> Vec<(i64, String, f64)> {
+    track
+        .iter()
+        .map(|f| (f.time_ms, f.terminal_id.to_string(), f.latitude))
+        .collect()
+}
+
+#[test]
+fn reads_merge_the_log_and_the_chunks_and_the_last_copy_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fold after every three positions: the points below end up in several chunks of the
+    // same hour, in chunks of other hours, and in the log.
+    let store = small_folds(dir.path(), 3);
+    let hour = 3_600_000;
+    let commits: Vec<Vec<(&str, i64, f64)>> = vec![
+        vec![("1", 10 * hour + 5, 1.0), ("1", 10 * hour + 1, 2.0)],
+        vec![("2", 10 * hour + 5, 3.0), ("1", 9 * hour, 4.0)],
+        // A re-send of the point at 10 h + 5 ms, written after the first copy was folded.
+        vec![("1", 10 * hour + 5, 5.0), ("1", 11 * hour, 6.0)],
+        vec![("1", -hour - 1, 7.0)],
+    ];
+    for commit in &commits {
+        let writes = commit
+            .iter()
+            .map(|(terminal, t, lat)| Write::Fix {
+                vehicle_id: "V".into(),
+                fix: fix(terminal, *t, *lat),
+            })
+            .collect();
+        store.commit_blocking(writes).unwrap();
+    }
+    let want = vec![
+        (-hour - 1, "1".to_string(), 7.0),
+        (9 * hour, "1".into(), 4.0),
+        (10 * hour + 1, "1".into(), 2.0),
+        (10 * hour + 5, "1".into(), 5.0),
+        (10 * hour + 5, "2".into(), 3.0),
+        (11 * hour, "1".into(), 6.0),
+    ];
+    let all = store.track("V", i64::MIN, i64::MAX, 100).unwrap();
+    assert_eq!(times_and_lats(&all), want);
+    // Windows and limits cut across buckets, chunks and the log.
+    let window = store.track("V", 9 * hour, 10 * hour + 5, 100).unwrap();
+    assert_eq!(times_and_lats(&window), want[1..5].to_vec());
+    let first = store.track("V", 10 * hour, i64::MAX, 2).unwrap();
+    assert_eq!(times_and_lats(&first), want[2..4].to_vec());
+    let mut scanned = Vec::new();
+    let n = store
+        .scan_track("V", 10 * hour + 2, |f| scanned.push(f))
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(times_and_lats(&scanned), want[3..].to_vec());
+
+    // Everything folded (as at a restart): the same answers.
+    store.fold_track_blocking().unwrap();
+    drop(store);
+    let store = small_folds(dir.path(), 3);
+    let all = store.track("V", i64::MIN, i64::MAX, 100).unwrap();
+    assert_eq!(times_and_lats(&all), want);
+    assert!(store
+        .track("V10", i64::MIN, i64::MAX, 100)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn retention_trims_a_chunk_that_straddles_the_cutoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.retention_days = 1;
+    let store = Store::open(&cfg).unwrap();
+    let day = 86_400_000;
+    // The cutoff falls in the middle of an hour: one chunk holds points on both sides.
+    let now = 10 * day + 1_800_000;
+    let cutoff = now - day;
+    let writes = [cutoff - 2, cutoff - 1, cutoff, cutoff + 1]
+        .into_iter()
+        .map(|t| Write::Fix {
+            vehicle_id: "V".into(),
+            fix: fix("1", t, 1.0),
+        })
+        .collect();
+    store.commit_blocking(writes).unwrap();
+    assert_eq!(store.apply_retention(now).unwrap(), 2);
+    let left: Vec<i64> = store
+        .track("V", i64::MIN, i64::MAX, 100)
+        .unwrap()
+        .iter()
+        .map(|f| f.time_ms)
+        .collect();
+    assert_eq!(left, vec![cutoff, cutoff + 1]);
+    assert_eq!(store.apply_retention(now).unwrap(), 0);
+}
+
+#[test]
+fn a_format_2_store_is_converted_with_its_track() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        // What a format 2 store looked like: one `track` entry per point, keyed (vehicle hash,
+        // vehicle, device time, terminal).
+        let keyspace = fjall::Config::new(&path).open().unwrap();
+        let meta = keyspace.open_partition("meta", Default::default()).unwrap();
+        meta.insert("format", 2u32.to_be_bytes()).unwrap();
+        let track = keyspace
+            .open_partition("track", Default::default())
+            .unwrap();
+        for (vehicle, terminal, t) in [("V", "1", 20), ("V", "2", 10), ("V1", "1", 5)] {
+            let mut key = keys::track_prefix(vehicle);
+            key.extend_from_slice(&keys::time_bytes(t));
+            key.extend_from_slice(terminal.as_bytes());
+            let value = postcard::to_stdvec(&fix(terminal, t, 1.0)).unwrap();
+            track.insert(key, value).unwrap();
+        }
+        keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let store = open(dir.path(), Durability::Fsync);
+    let got: Vec<i64> = store
+        .track("V", i64::MIN, i64::MAX, 100)
+        .unwrap()
+        .iter()
+        .map(|f| f.time_ms)
+        .collect();
+    assert_eq!(got, vec![10, 20]);
+    assert_eq!(store.track("V1", 0, 100, 100).unwrap().len(), 1);
+    drop(store);
+    // Converted once: the old partition is gone and the store opens as format 3.
+    let store = open(dir.path(), Durability::Fsync);
+    assert_eq!(store.track("V", i64::MIN, i64::MAX, 100).unwrap().len(), 2);
+    store.health().unwrap();
+}
