@@ -382,6 +382,8 @@ fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>, failed: &AtomicBo
                 engine.sync()
             }
         };
+        #[cfg(test)]
+        let result = result.and_then(|()| super::engine::Faults::take(&engine.faults.sync));
         if let Err(e) = &result {
             metrics::counter!(m::STORE_COMMIT_ERRORS).increment(1);
             tracing::error!(error = %e, "store fsync failed");

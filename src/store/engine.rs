@@ -56,6 +56,28 @@ const SMALL_MEMTABLE_BYTES: u32 = 1024 * 1024;
 /// batch in memory.
 const DELETE_CHUNK: usize = 10_000;
 
+/// Failures a unit test can make the next apply or sync report, as a full or failing disk would:
+/// the committer's and syncer's handling of them cannot be reached otherwise.
+#[cfg(test)]
+#[derive(Default)]
+pub(super) struct Faults {
+    pub apply: std::sync::atomic::AtomicBool,
+    pub sync: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+impl Faults {
+    /// The injected error if `which` was armed (it is disarmed by this call).
+    pub fn take(which: &std::sync::atomic::AtomicBool) -> Result<(), StoreError> {
+        if which.swap(false, Ordering::AcqRel) {
+            return Err(StoreError::Engine(Arc::new(std::io::Error::other(
+                "injected failure",
+            ))));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub(super) struct Engine {
     keyspace: Keyspace,
@@ -75,6 +97,9 @@ pub(super) struct Engine {
     track_log: PartitionHandle,
     /// The next track-log sequence.
     log_seq: Arc<AtomicU64>,
+    /// Failures the unit tests inject, shared by every clone of this engine.
+    #[cfg(test)]
+    pub(super) faults: Arc<Faults>,
     sessions: PartitionHandle,
     /// Layout version; also read by the health probe.
     meta: PartitionHandle,
@@ -160,6 +185,8 @@ impl Engine {
             chunks: part("track_chunks")?,
             track_log: part("track_log")?,
             log_seq: Arc::new(AtomicU64::new(0)),
+            #[cfg(test)]
+            faults: Arc::default(),
             sessions: part("sessions")?,
             meta: meta.clone(),
             keyspace: keyspace.clone(),
@@ -300,6 +327,8 @@ impl Engine {
         requests: impl Iterator<Item = &'a [Write]>,
         durability: Durability,
     ) -> Result<Applied, StoreError> {
+        #[cfg(test)]
+        Faults::take(&self.faults.apply)?;
         let mut batch = self
             .keyspace
             .batch()

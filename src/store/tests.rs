@@ -551,3 +551,73 @@ fn a_format_2_store_is_converted_with_its_track() {
     assert_eq!(store.track("V", i64::MIN, i64::MAX, 100).unwrap().len(), 2);
     store.health().unwrap();
 }
+
+#[test]
+fn a_failed_apply_marks_every_later_batch_for_a_full_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Fsync);
+    let point = |t| Write::Fix {
+        vehicle_id: "V".into(),
+        fix: fix("1", t, 1.0),
+    };
+    store.commit_blocking(vec![point(10)]).unwrap();
+    assert!(!store.full_replay().unwrap());
+    // The engine refuses the next batch, as with a full disk.
+    store
+        .inner
+        .engine
+        .faults
+        .apply
+        .store(true, Ordering::Release);
+    let err = store.commit_blocking(vec![point(20)]).unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    // Nothing of the refused batch is stored; the next batch carries the flag.
+    assert!(!store.full_replay().unwrap());
+    store.commit_blocking(vec![point(30)]).unwrap();
+    assert!(store.full_replay().unwrap());
+    let times: Vec<i64> = store
+        .track("V", i64::MIN, i64::MAX, 10)
+        .unwrap()
+        .iter()
+        .map(|f| f.time_ms)
+        .collect();
+    assert_eq!(times, vec![10, 30]);
+    // Every later batch carries it: one that clears it (start-up recovery's) is undone.
+    store
+        .commit_blocking(vec![Write::FullReplay(false)])
+        .unwrap();
+    assert!(store.full_replay().unwrap());
+    drop(store);
+    let store = open(dir.path(), Durability::Fsync);
+    assert!(store.full_replay().unwrap(), "durable across a restart");
+    store
+        .commit_blocking(vec![Write::FullReplay(false)])
+        .unwrap();
+    assert!(!store.full_replay().unwrap(), "a new process starts clean");
+}
+
+#[test]
+fn a_failed_sync_marks_the_store_for_a_full_replay_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Fsync);
+    store
+        .inner
+        .engine
+        .faults
+        .sync
+        .store(true, Ordering::Release);
+    let err = store
+        .commit_blocking(vec![Write::Fix {
+            vehicle_id: "V".into(),
+            fix: fix("1", 10, 1.0),
+        }])
+        .unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    // Written by the syncer before it answered the failed commit, without waiting for the
+    // next batch.
+    assert!(store.full_replay().unwrap());
+    assert!(matches!(
+        store.health(),
+        Err(StoreError::LastCommitFailed(_))
+    ));
+}
