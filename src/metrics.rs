@@ -59,6 +59,9 @@ pub const STORE_TRACK_LOG_POINTS: &str = "store_track_log_points";
 pub const SHARD_COMMIT_SECONDS: &str = "shard_commit_seconds";
 /// Writes per shard batch (histogram).
 pub const SHARD_BATCH_WRITES: &str = "shard_batch_writes";
+/// Times a connection stopped reading because `jt808.max_inflight` of its frames were waiting for
+/// their answers (the store or a shard is slower than the device sends).
+pub const CONNECTION_INFLIGHT_FULL: &str = "connection_inflight_full_total";
 /// Sub-package resend requests (0x8003) sent.
 pub const RESEND_REQUESTS: &str = "subpackage_resend_requests_total";
 
@@ -162,6 +165,10 @@ fn describe() {
     );
     describe_histogram!(SHARD_BATCH_WRITES, "Writes per shard batch.");
     describe_counter!(
+        CONNECTION_INFLIGHT_FULL,
+        "Times a connection stopped reading because jt808.max_inflight frames awaited their answers."
+    );
+    describe_counter!(
         RESEND_REQUESTS,
         "Sub-package resend requests (0x8003) sent."
     );
@@ -182,6 +189,7 @@ fn zero() {
         STORE_TRACK_FOLD_ERRORS,
         RESEND_REQUESTS,
         SHARD_QUEUE_FULL,
+        CONNECTION_INFLIGHT_FULL,
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -404,6 +404,13 @@ fn under_backpressure_every_frame_is_answered_and_stored() {
         waits > 0.0,
         "no frame ever found the one-slot shard queue full"
     );
+    // And each connection, with a burst sent and one unanswered frame allowed, stopped reading
+    // until its answer came: operators see that in /metrics.
+    let held = server.metric("connection_inflight_full_total", &[]);
+    assert!(
+        held >= devices.len() as f64,
+        "connections held back by max_inflight: {held}"
+    );
 }
 
 #[test]

@@ -234,6 +234,8 @@ impl Connection {
         // `idle_deadline`; the sleep catches up when it fires.
         let idle = tokio::time::sleep_until(self.idle_deadline);
         tokio::pin!(idle);
+        // Whether reading is held back by `max_inflight`, to count each time it starts.
+        let mut held = false;
         loop {
             if let Err(close) = self.write_ready().await {
                 return close;
@@ -241,7 +243,12 @@ impl Connection {
             if self.stopping.is_some() && self.pending.is_empty() {
                 return self.stopping.take().expect("checked above");
             }
-            let can_read = self.stopping.is_none() && self.pending.len() < max_inflight;
+            let full = self.pending.len() >= max_inflight;
+            if full && !held {
+                metrics::counter!(m::CONNECTION_INFLIGHT_FULL).increment(1);
+            }
+            held = full;
+            let can_read = self.stopping.is_none() && !full;
             let running = self.stopping.is_none();
             if self.reassembler.is_some() {
                 // A subpackaged message in progress may time out before the connection does.
