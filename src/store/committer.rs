@@ -66,11 +66,28 @@ struct FoldJob {
     done: Option<Done>,
 }
 
+/// How many folds the folder makes between two full compactions of the track log (see
+/// `Engine::compact_log`): at the default fold size and 100,000 positions/s, one every three
+/// minutes, over some 170,000 tombstones.
+const LOG_COMPACT_EVERY: u32 = 256;
+
+/// The folder's state: whether a fold failed, and folds since the log was last compacted.
+#[derive(Default)]
+struct FoldState {
+    /// The first failed fold's error. Folds stop for the rest of the process after it: their
+    /// positions stay in the log (readers find them there, and the next start folds them), and
+    /// `Request::Fold` reports the failure. Folding later positions while earlier ones stay in
+    /// the log would break the order start-up relies on (every log entry up to the stored fold
+    /// mark is folded).
+    failed: Option<StoreError>,
+    since_compaction: u32,
+}
+
 /// The folder thread's end of the work, or the committer itself when that thread could not be
 /// started.
 enum Folder {
     Thread(std_mpsc::SyncSender<FoldJob>, std::thread::JoinHandle<()>),
-    Inline(Engine),
+    Inline(Engine, FoldState),
 }
 
 impl Folder {
@@ -82,19 +99,20 @@ impl Folder {
         match std::thread::Builder::new()
             .name("store-folder".into())
             .spawn(move || {
+                let mut state = FoldState::default();
                 for job in rx {
-                    fold(&thread_engine, job);
+                    fold(&thread_engine, &mut state, job);
                 }
             }) {
             Ok(handle) => Folder::Thread(tx, handle),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the store folder thread; folding on the committer");
-                Folder::Inline(engine)
+                Folder::Inline(engine, FoldState::default())
             }
         }
     }
 
-    fn submit(&self, job: FoldJob) {
+    fn submit(&mut self, job: FoldJob) {
         match self {
             Folder::Thread(tx, _) => {
                 if let Err(std_mpsc::SendError(job)) = tx.send(job) {
@@ -105,7 +123,7 @@ impl Folder {
                     }
                 }
             }
-            Folder::Inline(engine) => fold(engine, job),
+            Folder::Inline(engine, state) => fold(engine, state, job),
         }
     }
 
@@ -117,19 +135,32 @@ impl Folder {
     }
 }
 
-fn fold(engine: &Engine, job: FoldJob) {
-    let result = if job.pending.is_empty() {
-        Ok(())
-    } else {
-        let result = engine.fold(job.pending);
-        match &result {
-            Ok(()) => metrics::counter!(m::STORE_TRACK_FOLDS).increment(1),
-            Err(e) => {
-                metrics::counter!(m::STORE_TRACK_FOLD_ERRORS).increment(1);
-                tracing::error!(error = %e, "folding the track log failed; its positions stay in the log until the next start");
+fn fold(engine: &Engine, state: &mut FoldState, job: FoldJob) {
+    let result = match &state.failed {
+        Some(first) => Err(first.clone()),
+        None if job.pending.is_empty() => Ok(()),
+        None => {
+            let result = engine.fold(job.pending);
+            match &result {
+                Ok(()) => {
+                    metrics::counter!(m::STORE_TRACK_FOLDS).increment(1);
+                    state.since_compaction += 1;
+                    if state.since_compaction >= LOG_COMPACT_EVERY {
+                        state.since_compaction = 0;
+                        if let Err(e) = engine.compact_log() {
+                            // Only space and read time are at stake; the next attempt may work.
+                            tracing::warn!(error = %e, "compacting the track log failed");
+                        }
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!(m::STORE_TRACK_FOLD_ERRORS).increment(1);
+                    tracing::error!(error = %e, "folding the track log failed; positions stay in the log until the next start");
+                    state.failed = Some(e.clone());
+                }
             }
+            result
         }
-        result
     };
     if let Some(done) = job.done {
         let _ = done.send(result);
@@ -179,7 +210,7 @@ fn run(
     fold_points: usize,
     mut rx: mpsc::Receiver<Request>,
 ) {
-    let folder = Folder::start(engine.clone());
+    let mut folder = Folder::start(engine.clone());
     // Positions in the track log that no fold job has taken yet.
     let mut logged = Pending::default();
     let overlap = OVERLAP_FSYNC.load(std::sync::atomic::Ordering::Relaxed);

@@ -63,6 +63,7 @@ const DELETE_CHUNK: usize = 10_000;
 pub(super) struct Faults {
     pub apply: std::sync::atomic::AtomicBool,
     pub sync: std::sync::atomic::AtomicBool,
+    pub fold: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(test)]
@@ -97,6 +98,11 @@ pub(super) struct Engine {
     track_log: PartitionHandle,
     /// The next track-log sequence.
     log_seq: Arc<AtomicU64>,
+    /// The lowest track-log sequence that can still be in the log: everything below was folded.
+    /// Readers and the start-up fold scan the log from here, because below it lies one tombstone
+    /// per folded log entry until the next `compact_log`, and walking those was the cost of every
+    /// track read.
+    log_floor: Arc<AtomicU64>,
     /// Failures the unit tests inject, shared by every clone of this engine.
     #[cfg(test)]
     pub(super) faults: Arc<Faults>,
@@ -185,6 +191,7 @@ impl Engine {
             chunks: part("track_chunks")?,
             track_log: part("track_log")?,
             log_seq: Arc::new(AtomicU64::new(0)),
+            log_floor: Arc::new(AtomicU64::new(0)),
             #[cfg(test)]
             faults: Arc::default(),
             sessions: part("sessions")?,
@@ -196,19 +203,32 @@ impl Engine {
             Some(v) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
             None => 0,
         };
-        let logged = match engine.track_log.last_key_value()? {
-            Some((k, _)) => k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+        // Folds succeed in sequence order and the first failure stops them for the rest of the
+        // process (see `committer.rs`), so every log entry at or below `folded` is gone.
+        engine.log_floor.store(folded + 1, Ordering::Relaxed);
+        let logged = match engine
+            .track_log
+            .range(keys::log_key(folded + 1)..)
+            .next_back()
+        {
+            Some(kv) => kv?
+                .0
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0),
             None => 0,
         };
         engine
             .log_seq
             .store(folded.max(logged) + 1, Ordering::Relaxed);
-        if format == FORMAT_PER_POINT_TRACK {
-            engine.convert_per_point_track(fold_points)?;
-        }
         // Whatever a crash left in the log goes into chunks before anything reads the track, so
         // that start-up recovery, which reads every vehicle's recent track, finds a short log.
         engine.fold_log(fold_points)?;
+        if format == FORMAT_PER_POINT_TRACK {
+            engine.convert_per_point_track(fold_points)?;
+        }
+        engine.compact_log()?;
         if format != FORMAT_VERSION || meta.get("format")?.is_none() {
             meta.insert("format", FORMAT_VERSION.to_be_bytes())?;
         }
@@ -219,7 +239,7 @@ impl Engine {
     /// Folds every track-log entry into chunks, `fold_points` points at a time.
     fn fold_log(&self, fold_points: usize) -> Result<(), StoreError> {
         let mut pending = Pending::default();
-        for kv in self.track_log.iter() {
+        for kv in self.log_from_floor() {
             let (key, value) = kv?;
             let seq = key
                 .as_ref()
@@ -238,6 +258,27 @@ impl Engine {
         if !pending.is_empty() {
             self.fold(pending)?;
         }
+        Ok(())
+    }
+
+    /// The log entries from the floor on (see `log_floor`).
+    fn log_from_floor(&self) -> impl DoubleEndedIterator<Item = fjall::Result<fjall::KvPair>> {
+        let floor = self.log_floor.load(Ordering::Acquire);
+        self.track_log.range(keys::log_key(floor)..)
+    }
+
+    /// Drops the tombstones the folds left in the track log (and the log values they cover).
+    ///
+    /// A fold removes its log entries with ordinary tombstones, and the engine keeps a tombstone
+    /// until a compaction writes the last level, which for a partition of this size practically
+    /// never happens: the log would grow by a tombstone per group commit forever. fjall 2 has no
+    /// public weak (single) delete that would vanish together with its value, so the folder
+    /// compacts the log partition fully every `LOG_COMPACT_EVERY` folds, and the store does at
+    /// open. The partition holds little more than those tombstones, so this is cheap.
+    /// `major_compact` is `#[doc(hidden)]` in fjall 2.11 (pinned by Cargo.lock); re-check it when
+    /// upgrading.
+    pub fn compact_log(&self) -> Result<(), StoreError> {
+        self.track_log.major_compact()?;
         Ok(())
     }
 
@@ -283,6 +324,8 @@ impl Engine {
     /// atomic batch (see `track.rs`). Not synced: the journal's next sync makes it durable, and
     /// until then the log entries are there for a restart to fold again.
     pub fn fold(&self, pending: Pending) -> Result<(), StoreError> {
+        #[cfg(test)]
+        Faults::take(&self.faults.fold)?;
         let Pending {
             by_vehicle, seqs, ..
         } = pending;
@@ -308,6 +351,9 @@ impl Engine {
         }
         batch.insert(&self.meta, TRACK_SEQ_KEY, seq.to_be_bytes());
         batch.commit()?;
+        if let Some(max) = seqs.iter().max() {
+            self.log_floor.fetch_max(max + 1, Ordering::AcqRel);
+        }
         Ok(())
     }
 
@@ -525,7 +571,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let in_range = |f: &Fix| from_ms <= f.time_ms && f.time_ms <= to_ms;
         let mut logged: Vec<Seen> = Vec::new();
-        for kv in self.track_log.iter() {
+        for kv in self.log_from_floor() {
             let (key, value) = kv?;
             let seq = key.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
             track::log_points_of(&value, vehicle_id, |fix| {
@@ -626,13 +672,13 @@ impl Engine {
     }
 
     /// Deletes or trims a vehicle's chunks in `lo..hi` (chunk keys), keeping the points at or
-    /// after `keep_from_ms`. Works in batches of at most `DELETE_CHUNK` chunks so that a huge
+    /// after `keep_from_ms` (none with `None`). Works in batches of at most `DELETE_CHUNK` chunks so that a huge
     /// purge does not build one huge batch in memory. Returns how many points were removed.
     fn drop_chunks(
         &self,
         lo: Vec<u8>,
         hi: Vec<u8>,
-        keep_from_ms: i64,
+        keep_from_ms: Option<i64>,
         durability: Durability,
     ) -> Result<u64, StoreError> {
         let mut removed = 0u64;
@@ -652,7 +698,10 @@ impl Engine {
                 let (key, value) = kv?;
                 seen += 1;
                 let chunk: Vec<Fix> = decode("track_chunks", &value)?;
-                let kept: Vec<&Fix> = chunk.iter().filter(|f| f.time_ms >= keep_from_ms).collect();
+                let kept: Vec<&Fix> = chunk
+                    .iter()
+                    .filter(|f| keep_from_ms.is_some_and(|keep| f.time_ms >= keep))
+                    .collect();
                 removed += (chunk.len() - kept.len()) as u64;
                 if kept.is_empty() {
                     batch.remove(&self.chunks, key.clone());
@@ -680,7 +729,7 @@ impl Engine {
         let deleted = self.drop_chunks(
             keys::track_lower(vehicle_id, i64::MIN),
             keys::track_upper_inclusive(vehicle_id, i64::MAX),
-            i64::MAX,
+            None,
             durability,
         )?;
         let mut batch = self
@@ -718,7 +767,7 @@ impl Engine {
             let mut hi = prefix.to_vec();
             // Every chunk of the buckets up to the one holding the cutoff.
             hi.extend_from_slice(&keys::time_bytes(keys::bucket_of(cutoff_ms) + 1));
-            deleted += self.drop_chunks(lo, hi, cutoff_ms, durability)?;
+            deleted += self.drop_chunks(lo, hi, Some(cutoff_ms), durability)?;
             cursor = keys::past_prefix(prefix);
         }
     }

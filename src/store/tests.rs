@@ -621,3 +621,63 @@ fn a_failed_sync_marks_the_store_for_a_full_replay_at_once() {
         Err(StoreError::LastCommitFailed(_))
     ));
 }
+
+#[test]
+fn purge_removes_every_point_whatever_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Buffered);
+    store
+        .commit_blocking(
+            [i64::MIN, 5, i64::MAX]
+                .into_iter()
+                .map(|t| Write::Fix {
+                    vehicle_id: "V".into(),
+                    fix: Fix {
+                        time_ms: t,
+                        ..fix("1", 0, 1.0)
+                    },
+                })
+                .collect(),
+        )
+        .unwrap();
+    assert_eq!(store.purge_vehicle("V").unwrap(), 3);
+    assert!(store.track("V", i64::MIN, i64::MAX, 10).unwrap().is_empty());
+}
+
+#[test]
+fn after_a_failed_fold_positions_stay_in_the_log_and_maintenance_refuses_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_folds(dir.path(), 1_000);
+    let point = |t| Write::Fix {
+        vehicle_id: "V".into(),
+        fix: fix("1", t, 1.0),
+    };
+    store.commit_blocking(vec![point(10)]).unwrap();
+    store
+        .inner
+        .engine
+        .faults
+        .fold
+        .store(true, Ordering::Release);
+    assert!(store.fold_track_blocking().is_err());
+    // Folds stay stopped for this process, so a later fold cannot move the fold mark past
+    // positions still in the log; purge and retention, which work on chunks, refuse to run.
+    store.commit_blocking(vec![point(20)]).unwrap();
+    assert!(store.fold_track_blocking().is_err());
+    assert!(store.purge_vehicle("V").is_err());
+    assert!(store.apply_retention(i64::MAX).is_err());
+    let times = |store: &Store| -> Vec<i64> {
+        store
+            .track("V", i64::MIN, i64::MAX, 10)
+            .unwrap()
+            .iter()
+            .map(|f| f.time_ms)
+            .collect()
+    };
+    assert_eq!(times(&store), vec![10, 20], "read from the log");
+    drop(store);
+    // The next start folds them.
+    let store = small_folds(dir.path(), 1_000);
+    assert_eq!(times(&store), vec![10, 20]);
+    assert_eq!(store.purge_vehicle("V").unwrap(), 2);
+}
