@@ -88,7 +88,8 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, tasks: TaskTracker) 
                 Ok(permit) => {
                     metrics::counter!(m::CONNECTIONS_ACCEPTED).increment(1);
                     let id = gw.next_conn_id.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(connection::run(stream, peer, id, gw.clone(), permit));
+                    let conn = connection::run(stream, peer, id, gw.clone(), permit, tasks.clone());
+                    tasks.spawn(conn);
                 }
                 Err(_) => {
                     metrics::counter!(m::CONNECTIONS_REFUSED).increment(1);
