@@ -20,7 +20,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::answer::{self, register_result, result};
@@ -137,8 +136,7 @@ pub(super) async fn run(
     peer: SocketAddr,
     id: u64,
     gw: Arc<Gateway>,
-    permit: OwnedSemaphorePermit,
-    tasks: TaskTracker,
+    _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
@@ -147,88 +145,31 @@ pub(super) async fn run(
     // level and above name the peer and terminal themselves.
     let span = tracing::debug_span!("conn", %peer, conn = id, terminal = tracing::field::Empty);
     let control = gw.controls.register(id);
-    let conn = Connection::new(peer, id, gw, control);
-    drive(Socket::Here(stream), conn, permit, tasks)
-        .instrument(span)
-        .await;
-}
-
-/// A connection's socket: registered with the runtime it is served on, or on its way to another.
-enum Socket {
-    Here(TcpStream),
-    Moving(std::net::TcpStream),
-}
-
-/// What `Connection::serve` ended with.
-enum Served {
-    Close(Close),
-    /// The connection authenticated, and its vehicle's shard runs on another thread: serve it
-    /// there from now on.
-    Move(usize),
-}
-
-/// Serves a connection until it closes, or until it moves to its shard's runtime, where this
-/// spawns itself again (hence boxed). Connections start on the gateway's runtime, which registers
-/// and authenticates them; once authenticated, a connection moves to the runtime of its
-/// vehicle's shard (see `pipeline::ShardThread`), so that its positions go to the shard and their
-/// answers come back without a wake-up of another thread. The move happens between two frames:
-/// the read buffer, answers still owed and every other bit of state go along, and bytes the
-/// device sent meanwhile wait in the socket.
-fn drive(
-    socket: Socket,
-    mut conn: Connection,
-    permit: OwnedSemaphorePermit,
-    tasks: TaskTracker,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(async move {
-        let control = conn.control.clone();
-        let stream = match socket {
-            Socket::Here(stream) => Ok(stream),
-            Socket::Moving(std) => TcpStream::from_std(std),
-        };
-        let (reason, _stream) = match stream {
-            Err(err) => (Close::Io(err), None),
-            Ok(mut stream) => {
-                let served = tokio::select! {
-                    r = conn.serve(&mut stream) => r,
-                    _ = control.any(control::HARD_STOP) => Served::Close(Close::Shutdown),
-                };
-                match served {
-                    Served::Close(reason) => (reason, Some(stream)),
-                    Served::Move(shard) => match stream.into_std() {
-                        Ok(std) => {
-                            conn.home = Some(shard);
-                            let runtime = conn.gw.pipeline.runtime(shard).clone();
-                            let next = drive(Socket::Moving(std), conn, permit, tasks.clone());
-                            tasks.spawn_on(next.instrument(tracing::Span::current()), &runtime);
-                            return;
-                        }
-                        Err(err) => (Close::Io(err), None),
-                    },
-                }
-            }
+    let mut conn = Connection::new(stream, peer, id, gw.clone(), control.clone());
+    async {
+        let reason = tokio::select! {
+            r = conn.serve() => r,
+            _ = control.any(control::HARD_STOP) => Close::Shutdown,
         };
         match &reason {
             Close::Io(err) => tracing::debug!(error = %err, "connection closed by I/O error"),
-            Close::Hostile(why) => {
-                tracing::warn!(peer = %conn.peer, why, "closing hostile stream")
-            }
+            Close::Hostile(why) => tracing::warn!(%peer, why, "closing hostile stream"),
             other => tracing::debug!(reason = other.label(), "connection closed"),
         }
         // Counted after the session is released so that anyone who sees the count also sees
         // the released session.
         Box::pin(conn.finish()).await;
         metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason.label()).increment(1);
-        conn.gw.controls.remove(conn.id);
-        metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
-        drop(permit);
-    })
+    }
+    .instrument(span)
+    .await;
+    gw.controls.remove(id);
+    metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
 }
 
 struct Connection {
+    stream: TcpStream,
     peer: SocketAddr,
-    /// The shard whose runtime serves this connection; `None` on the gateway's runtime.
-    home: Option<usize>,
     id: u64,
     gw: Arc<Gateway>,
     buf: BytesMut,
@@ -252,11 +193,17 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(peer: SocketAddr, id: u64, gw: Arc<Gateway>, control: Arc<Control>) -> Self {
+    fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        id: u64,
+        gw: Arc<Gateway>,
+        control: Arc<Control>,
+    ) -> Self {
         let idle = gw.config.jt808.effective_idle_timeout();
         Connection {
+            stream,
             peer,
-            home: None,
             id,
             splitter: Splitter::new(gw.config.jt808.max_frame),
             gw,
@@ -280,7 +227,7 @@ impl Connection {
         s
     }
 
-    async fn serve(&mut self, stream: &mut TcpStream) -> Served {
+    async fn serve(&mut self) -> Close {
         let max_inflight = self.gw.config.jt808.max_inflight;
         // Created once and reset only when it fires early: creating a timer per loop turn
         // registered and removed a timer-wheel entry for every frame. `frame_ok` only moves
@@ -290,16 +237,11 @@ impl Connection {
         // Whether reading is held back by `max_inflight`, to count each time it starts.
         let mut held = false;
         loop {
-            if let Some(a) = &self.authed {
-                if self.home != Some(a.route.shard) && self.stopping.is_none() {
-                    return Served::Move(a.route.shard);
-                }
-            }
-            if let Err(close) = self.write_ready(stream).await {
-                return Served::Close(close);
+            if let Err(close) = self.write_ready().await {
+                return close;
             }
             if self.stopping.is_some() && self.pending.is_empty() {
-                return Served::Close(self.stopping.take().expect("checked above"));
+                return self.stopping.take().expect("checked above");
             }
             let full = self.pending.len() >= max_inflight;
             if full && !held {
@@ -317,7 +259,10 @@ impl Connection {
             }
             let event = {
                 let Connection {
-                    pending, control, ..
+                    stream,
+                    pending,
+                    control,
+                    ..
                 } = self;
                 tokio::select! {
                     biased;
@@ -357,9 +302,9 @@ impl Connection {
                         idle.as_mut().reset(self.next_wake());
                         continue;
                     }
-                    return Served::Close(Close::Idle);
+                    return Close::Idle;
                 }
-                Event::Readable(Err(err)) => return Served::Close(Close::Io(err)),
+                Event::Readable(Err(err)) => return Close::Io(err),
                 Event::Readable(Ok(())) => {
                     let limit = self.gw.config.jt808.read_buffer;
                     if self.buf.len() >= limit {
@@ -374,11 +319,11 @@ impl Connection {
                         let grow = self.buf.capacity().max(512).min(limit - self.buf.len());
                         self.buf.reserve(grow);
                     }
-                    match crate::net::read_available(stream, &mut self.buf) {
-                        Ok(0) => return Served::Close(Close::Eof),
+                    match crate::net::read_available(&mut self.stream, &mut self.buf) {
+                        Ok(0) => return Close::Eof,
                         Ok(_) => {
                             if let Err(close) = self.process_buffer().await {
-                                return Served::Close(close);
+                                return close;
                             }
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
@@ -388,7 +333,7 @@ impl Connection {
                                 self.buf = BytesMut::new();
                             }
                         }
-                        Err(err) => return Served::Close(Close::Io(err)),
+                        Err(err) => return Close::Io(err),
                     }
                 }
             }
@@ -400,7 +345,7 @@ impl Connection {
     /// The answers are encoded into a buffer owned by the worker thread and written at once;
     /// only what the socket does not take right away is copied into an owned buffer and awaited.
     /// Per position that saves the allocation of an answer buffer.
-    async fn write_ready(&mut self, stream: &mut TcpStream) -> Result<(), Close> {
+    async fn write_ready(&mut self) -> Result<(), Close> {
         let rest = WRITE_SCRATCH.with_borrow_mut(|out| -> Result<Option<BytesMut>, Close> {
             out.clear();
             while let Some(front) = self.pending.front_mut() {
@@ -423,7 +368,7 @@ impl Connection {
             if out.is_empty() {
                 return Ok(None);
             }
-            let written = match stream.try_write(out) {
+            let written = match self.stream.try_write(out) {
                 Ok(n) => n,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
                 Err(err) => return Err(Close::Io(err)),
@@ -441,7 +386,7 @@ impl Connection {
         }
         let Some(rest) = rest else { return Ok(()) };
         let timeout = self.gw.config.jt808.effective_idle_timeout();
-        match tokio::time::timeout(timeout, stream.write_all(&rest)).await {
+        match tokio::time::timeout(timeout, self.stream.write_all(&rest)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(Close::Io(err)),
             Err(_) => Err(Close::Hostile("device stopped reading its answers")),
@@ -1349,12 +1294,8 @@ mod tests {
             .try_acquire_owned()
             .unwrap();
         let peer = stream.local_addr().unwrap();
-        let control = gw.controls.register(1);
-        let conn = super::Connection::new(peer, 1, gw, control);
-        let tasks = tokio_util::task::TaskTracker::new();
-        let fut = super::drive(super::Socket::Here(stream), conn, permit, tasks);
-        // The boxed task, which the runtime the connection moves to holds too.
-        let size = std::mem::size_of_val(&*fut);
+        let fut = super::run(stream, peer, 1, gw, permit);
+        let size = std::mem::size_of_val(&fut);
         eprintln!("connection task future: {size} bytes");
         // Every connection holds this for its whole life; the handling of a frame is boxed so
         // that it does not count here (see `process_buffer`).

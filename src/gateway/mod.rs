@@ -88,8 +88,7 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, tasks: TaskTracker) 
                 Ok(permit) => {
                     metrics::counter!(m::CONNECTIONS_ACCEPTED).increment(1);
                     let id = gw.next_conn_id.fetch_add(1, Ordering::Relaxed);
-                    let conn = connection::run(stream, peer, id, gw.clone(), permit, tasks.clone());
-                    tasks.spawn(conn);
+                    tasks.spawn(connection::run(stream, peer, id, gw.clone(), permit));
                 }
                 Err(_) => {
                     metrics::counter!(m::CONNECTIONS_REFUSED).increment(1);

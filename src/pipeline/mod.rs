@@ -133,11 +133,6 @@ pub enum TrySubmit {
 /// commit), which added latency to every answer and scheduling work to every batch; on their own
 /// thread the OS runs them as soon as they are woken. Measured: 7 to 8 % less server CPU per
 /// position at a fixed 50,000 positions/s (benches/RESULTS.md, session 3).
-///
-/// The runtime also runs the authenticated connections of the shard's vehicles (see
-/// [`Pipeline::runtime`] and `gateway::connection`): a position then goes from its connection to
-/// its shard and its answer back without crossing threads, where every crossing was a wake-up of
-/// another thread.
 pub struct ShardThread {
     stopped: oneshot::Receiver<()>,
     thread: std::thread::JoinHandle<()>,
@@ -148,14 +143,11 @@ impl ShardThread {
         index: usize,
         worker: shard::Shard,
         rx: mpsc::Receiver<ShardMsg>,
-    ) -> std::io::Result<(ShardThread, tokio::runtime::Handle)> {
+    ) -> std::io::Result<ShardThread> {
         // Built here so that a failure is reported by `Pipeline::start`, not lost in the thread.
-        // With I/O: the connections of the shard's vehicles run here.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
-            .enable_io()
             .build()?;
-        let handle = runtime.handle().clone();
         let (stopped_tx, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("shard-{index}"))
@@ -163,12 +155,11 @@ impl ShardThread {
                 runtime.block_on(worker.run(rx));
                 let _ = stopped_tx.send(());
             })?;
-        Ok((ShardThread { stopped, thread }, handle))
+        Ok(ShardThread { stopped, thread })
     }
 
     /// Waits until the worker has drained its queue, committed and stopped. The worker stops when
-    /// the last [`Pipeline`] handle is dropped; connection tasks on its runtime hold one (through
-    /// the gateway), so none is left when the runtime goes.
+    /// the last [`Pipeline`] handle is dropped.
     pub async fn join(self) {
         // The receiver also completes if the thread panicked (the sender is dropped).
         let _ = self.stopped.await;
@@ -183,7 +174,6 @@ impl ShardThread {
 #[derive(Clone)]
 pub struct Pipeline {
     senders: Arc<[mpsc::Sender<ShardMsg>]>,
-    runtimes: Arc<[tokio::runtime::Handle]>,
 }
 
 impl Pipeline {
@@ -198,28 +188,18 @@ impl Pipeline {
         let depth = cfg.pipeline.effective_queue_depth();
         let mut senders = Vec::with_capacity(shards);
         let mut handles = Vec::with_capacity(shards);
-        let mut runtimes = Vec::with_capacity(shards);
         for index in 0..shards {
             let (tx, rx) = mpsc::channel(depth);
             senders.push(tx);
             let worker = shard::Shard::new(index, cfg, store.clone(), live.clone());
-            let (thread, runtime) = ShardThread::spawn(index, worker, rx)?;
-            handles.push(thread);
-            runtimes.push(runtime);
+            handles.push(ShardThread::spawn(index, worker, rx)?);
         }
         Ok((
             Pipeline {
                 senders: senders.into(),
-                runtimes: runtimes.into(),
             },
             handles,
         ))
-    }
-
-    /// The runtime of a shard's thread. An authenticated connection moves there, so that its
-    /// positions and their answers stay on one thread (see [`ShardThread`]).
-    pub fn runtime(&self, shard: usize) -> &tokio::runtime::Handle {
-        &self.runtimes[shard]
     }
 
     pub fn shards(&self) -> usize {
