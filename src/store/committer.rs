@@ -66,21 +66,20 @@ struct FoldJob {
     done: Option<Done>,
 }
 
-/// How many folds the folder makes between two full compactions of the track log (see
-/// `Engine::compact_log`): at the default fold size and 100,000 positions/s, one every three
-/// minutes, over some 170,000 tombstones.
-const LOG_COMPACT_EVERY: u32 = 256;
+/// How many log entries folds remove (one tombstone each, one entry per group commit) between
+/// two full compactions of the track log (see `Engine::compact_log`): at 100,000 positions/s in
+/// commits of about 100, one every three minutes, over a few megabytes of tombstones.
+const LOG_COMPACT_TOMBSTONES: usize = 200_000;
 
-/// The folder's state: whether a fold failed, and folds since the log was last compacted.
+/// The folder's state. A failed fold is recorded in the engine (`Engine::fold_failure`): folds
+/// stop for the rest of the process after it. Their positions stay in the log (readers find
+/// them there, and the next start folds them), `Request::Fold` and the health check report the
+/// failure. Folding later positions while earlier ones stay in the log would break the order
+/// start-up relies on (every log entry up to the stored fold mark is folded).
 #[derive(Default)]
 struct FoldState {
-    /// The first failed fold's error. Folds stop for the rest of the process after it: their
-    /// positions stay in the log (readers find them there, and the next start folds them), and
-    /// `Request::Fold` reports the failure. Folding later positions while earlier ones stay in
-    /// the log would break the order start-up relies on (every log entry up to the stored fold
-    /// mark is folded).
-    failed: Option<StoreError>,
-    since_compaction: u32,
+    /// Log entries removed since the log was last compacted.
+    tombstones: usize,
 }
 
 /// The folder thread's end of the work, or the committer itself when that thread could not be
@@ -136,17 +135,25 @@ impl Folder {
 }
 
 fn fold(engine: &Engine, state: &mut FoldState, job: FoldJob) {
-    let result = match &state.failed {
-        Some(first) => Err(first.clone()),
+    let result = match engine.fold_failure() {
+        Some(first) => {
+            if !job.pending.is_empty() {
+                metrics::counter!(m::STORE_TRACK_FOLD_ERRORS).increment(1);
+            }
+            Err(first.clone())
+        }
         None if job.pending.is_empty() => Ok(()),
         None => {
+            let (points, removed) = (job.pending.points as u64, job.pending.seqs.len());
             let result = engine.fold(job.pending);
             match &result {
                 Ok(()) => {
                     metrics::counter!(m::STORE_TRACK_FOLDS).increment(1);
-                    state.since_compaction += 1;
-                    if state.since_compaction >= LOG_COMPACT_EVERY {
-                        state.since_compaction = 0;
+                    let left = engine.count_unfolded(0, points);
+                    metrics::gauge!(m::STORE_TRACK_LOG_POINTS).set(left as f64);
+                    state.tombstones += removed;
+                    if state.tombstones >= LOG_COMPACT_TOMBSTONES {
+                        state.tombstones = 0;
                         if let Err(e) = engine.compact_log() {
                             // Only space and read time are at stake; the next attempt may work.
                             tracing::warn!(error = %e, "compacting the track log failed");
@@ -155,8 +162,8 @@ fn fold(engine: &Engine, state: &mut FoldState, job: FoldJob) {
                 }
                 Err(e) => {
                     metrics::counter!(m::STORE_TRACK_FOLD_ERRORS).increment(1);
-                    tracing::error!(error = %e, "folding the track log failed; positions stay in the log until the next start");
-                    state.failed = Some(e.clone());
+                    tracing::error!(error = %e, "folding the track log failed; folds stop and positions stay in the log until the next start");
+                    engine.set_fold_failure(e.clone());
                 }
             }
             result
@@ -304,6 +311,7 @@ fn run(
         if let Some(seq) = log_seq {
             logged.seqs.push(seq);
         }
+        let logged_before = logged.points;
         for r in pending.drain(..) {
             match r {
                 Request::Commit {
@@ -328,6 +336,11 @@ fn run(
                 Request::Fold { done } => folds.push(done),
             }
         }
+        let added = (logged.points - logged_before) as u64;
+        if added > 0 {
+            let unfolded = engine.count_unfolded(added, 0);
+            metrics::gauge!(m::STORE_TRACK_LOG_POINTS).set(unfolded as f64);
+        }
         if logged.points >= fold_points {
             folder.submit(FoldJob {
                 pending: std::mem::take(&mut logged),
@@ -340,7 +353,7 @@ fn run(
                 done: Some(done),
             });
         }
-        metrics::gauge!(m::STORE_TRACK_LOG_POINTS).set(logged.points as f64);
+
         match (&syncer, result) {
             (Some((tx, _)), Ok(_)) if !flush => {
                 let written = Written {

@@ -103,6 +103,11 @@ pub(super) struct Engine {
     /// per folded log entry until the next `compact_log`, and walking those was the cost of every
     /// track read.
     log_floor: Arc<AtomicU64>,
+    /// Set by the folder when a fold fails; folds stay stopped for the life of the process, and
+    /// the health check reports it (see `committer.rs`).
+    fold_failed: Arc<std::sync::OnceLock<StoreError>>,
+    /// Positions committed to the log and not yet folded (for the `store_track_log_points` gauge).
+    unfolded: Arc<AtomicU64>,
     /// Failures the unit tests inject, shared by every clone of this engine.
     #[cfg(test)]
     pub(super) faults: Arc<Faults>,
@@ -192,6 +197,8 @@ impl Engine {
             track_log: part("track_log")?,
             log_seq: Arc::new(AtomicU64::new(0)),
             log_floor: Arc::new(AtomicU64::new(0)),
+            fold_failed: Arc::default(),
+            unfolded: Arc::new(AtomicU64::new(0)),
             #[cfg(test)]
             faults: Arc::default(),
             sessions: part("sessions")?,
@@ -205,12 +212,13 @@ impl Engine {
         };
         // Folds succeed in sequence order and the first failure stops them for the rest of the
         // process (see `committer.rs`), so every log entry at or below `folded` is gone.
-        engine.log_floor.store(folded + 1, Ordering::Relaxed);
-        let logged = match engine
-            .track_log
-            .range(keys::log_key(folded + 1)..)
-            .next_back()
-        {
+        let corrupt = StoreError::Corrupt {
+            keyspace: "meta",
+            detail: "the track fold mark is out of range",
+        };
+        let floor = folded.checked_add(1).ok_or(corrupt.clone())?;
+        engine.log_floor.store(floor, Ordering::Relaxed);
+        let logged = match engine.track_log.range(keys::log_key(floor)..).next_back() {
             Some(kv) => kv?
                 .0
                 .as_ref()
@@ -219,16 +227,18 @@ impl Engine {
                 .unwrap_or(0),
             None => 0,
         };
-        engine
-            .log_seq
-            .store(folded.max(logged) + 1, Ordering::Relaxed);
+        let next = folded.max(logged).checked_add(1).ok_or(corrupt)?;
+        engine.log_seq.store(next, Ordering::Relaxed);
         // Whatever a crash left in the log goes into chunks before anything reads the track, so
         // that start-up recovery, which reads every vehicle's recent track, finds a short log.
         engine.fold_log(fold_points)?;
         if format == FORMAT_PER_POINT_TRACK {
             engine.convert_per_point_track(fold_points)?;
         }
-        engine.compact_log()?;
+        if let Err(e) = engine.compact_log() {
+            // Only the log's size and its scans' speed are at stake; the folder compacts again.
+            tracing::warn!(error = %e, "compacting the track log at open failed");
+        }
         if format != FORMAT_VERSION || meta.get("format")?.is_none() {
             meta.insert("format", FORMAT_VERSION.to_be_bytes())?;
         }
@@ -277,8 +287,23 @@ impl Engine {
     /// open. The partition holds little more than those tombstones, so this is cheap.
     /// `major_compact` is `#[doc(hidden)]` in fjall 2.11 (pinned by Cargo.lock); re-check it when
     /// upgrading.
+    ///
+    /// The compaction can bring folded entries back: it drops a tombstone when it writes the last
+    /// level, but keeps the older value under it when that value's sequence number is above the
+    /// engine's garbage-collection watermark, which is 0 when the keyspace has just opened and
+    /// trails the newest batches afterwards. Such an entry lies below the fold mark, where only
+    /// revived entries can be live, so they are removed again right after; with the tombstones
+    /// gone that scan is short, and a later compaction drops the new tombstones with their values.
     pub fn compact_log(&self) -> Result<(), StoreError> {
         self.track_log.major_compact()?;
+        let floor = self.log_floor.load(Ordering::Acquire);
+        let mut batch = self.keyspace.batch().durability(Some(PersistMode::Buffer));
+        for kv in self.track_log.range(..keys::log_key(floor)) {
+            batch.remove(&self.track_log, kv?.0);
+        }
+        if !batch.is_empty() {
+            batch.commit()?;
+        }
         Ok(())
     }
 
@@ -352,7 +377,8 @@ impl Engine {
         batch.insert(&self.meta, TRACK_SEQ_KEY, seq.to_be_bytes());
         batch.commit()?;
         if let Some(max) = seqs.iter().max() {
-            self.log_floor.fetch_max(max + 1, Ordering::AcqRel);
+            self.log_floor
+                .fetch_max(max.saturating_add(1), Ordering::AcqRel);
         }
         Ok(())
     }
@@ -475,6 +501,28 @@ impl Engine {
             }),
             None => Err(StoreError::Probe("the layout version record is missing")),
         }
+    }
+
+    /// The error of the fold that stopped folding in this process, if one failed.
+    pub fn fold_failure(&self) -> Option<&StoreError> {
+        self.fold_failed.get()
+    }
+
+    /// Records the first failed fold (later ones are not attempted).
+    pub fn set_fold_failure(&self, err: StoreError) {
+        let _ = self.fold_failed.set(err);
+    }
+
+    /// Adds positions written to the log and subtracts folded ones; returns how many are in the
+    /// log, not yet folded, now.
+    pub fn count_unfolded(&self, logged: u64, folded: u64) -> u64 {
+        if logged > 0 {
+            self.unfolded.fetch_add(logged, Ordering::Relaxed);
+        }
+        if folded > 0 {
+            self.unfolded.fetch_sub(folded, Ordering::Relaxed);
+        }
+        self.unfolded.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
@@ -770,5 +818,74 @@ impl Engine {
             deleted += self.drop_chunks(lo, hi, Some(cutoff_ms), durability)?;
             cursor = keys::past_prefix(prefix);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FixFlags;
+
+    fn fix(time_ms: i64) -> Fix {
+        Fix {
+            terminal_id: "1".into(),
+            time_ms,
+            received_ms: 0,
+            latitude: 1.0,
+            longitude: 0.0,
+            altitude_m: 0,
+            speed_kmh: 0.0,
+            course: 0,
+            alarm: 0,
+            status: 0,
+            flags: FixFlags::empty(),
+            battery_pct: None,
+            voltage_mv: None,
+        }
+    }
+
+    /// A log entry whose value reached a segment before its fold, and whose tombstone reached
+    /// another segment after it, would come back as a live value from `compact_log` at open:
+    /// fjall's garbage-collection watermark is still 0 then (its monitor raises it 250 ms after
+    /// the keyspace opens), so the compaction keeps the older value, and drops the tombstone
+    /// because it writes the last level. `compact_log` removes such entries again.
+    #[test]
+    fn compacting_the_log_does_not_bring_folded_entries_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let e = Engine::open(&path, 1_000).unwrap();
+            let w = vec![Write::Fix {
+                vehicle_id: "V".into(),
+                fix: fix(10),
+            }];
+            let seq = e
+                .apply(std::iter::once(w.as_slice()), Durability::Buffered)
+                .unwrap()
+                .log_seq
+                .unwrap();
+            // The memtable fills before the fold: the value goes to a segment.
+            e.track_log.rotate_memtable_and_wait().unwrap();
+            let mut p = Pending::default();
+            p.push("V".into(), fix(10));
+            p.seqs.push(seq);
+            e.fold(p).unwrap();
+            // ... and the fold's tombstone to the next one.
+            e.track_log.rotate_memtable_and_wait().unwrap();
+            assert!(!e.track_log.contains_key(keys::log_key(seq)).unwrap());
+            e.sync().unwrap();
+        }
+        // The open's compaction runs while the engine's watermark is still 0.
+        let e = Engine::open(&path, 1_000).unwrap();
+        let live: Vec<u64> = e
+            .track_log
+            .iter()
+            .map(|kv| u64::from_be_bytes(kv.unwrap().0.as_ref().try_into().unwrap()))
+            .collect();
+        assert!(
+            live.is_empty(),
+            "folded log entries {live:?} are live again (floor {})",
+            e.log_floor.load(Ordering::Relaxed)
+        );
     }
 }

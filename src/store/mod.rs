@@ -104,6 +104,11 @@ pub enum StoreError {
     /// the next one that succeeds.
     #[error("the last store commit failed: {0}")]
     LastCommitFailed(#[source] Box<StoreError>),
+    /// A fold of the track log failed, which stops folds until the next start: positions stay
+    /// in the log (nothing is lost, the next start folds them), but it grows, and purge and
+    /// retention refuse to run.
+    #[error("folding the track log failed; folds are stopped until the next start: {0}")]
+    FoldStopped(#[source] Box<StoreError>),
     #[error("store health probe failed: {0}")]
     Probe(&'static str),
     /// Not applied because an earlier commit of the same [`Chain`] failed: it may have been
@@ -418,6 +423,9 @@ impl Store {
             || inner.tx.as_ref().is_none_or(|tx| tx.is_closed());
         if committer_gone {
             return Err(StoreError::CommitterStopped);
+        }
+        if let Some(err) = inner.engine.fold_failure() {
+            return Err(StoreError::FoldStopped(Box::new(err.clone())));
         }
         if inner.failing.load(Ordering::Relaxed) {
             let last = inner

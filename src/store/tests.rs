@@ -681,3 +681,34 @@ fn after_a_failed_fold_positions_stay_in_the_log_and_maintenance_refuses_to_run(
     assert_eq!(times(&store), vec![10, 20]);
     assert_eq!(store.purge_vehicle("V").unwrap(), 2);
 }
+
+#[test]
+fn a_failed_fold_shows_in_the_health_check_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_folds(dir.path(), 1);
+    let point = |t| Write::Fix {
+        vehicle_id: "V".into(),
+        fix: fix("1", t, 1.0),
+    };
+    store.health().unwrap();
+    // A fold after every position; the first one fails.
+    store
+        .inner
+        .engine
+        .faults
+        .fold
+        .store(true, Ordering::Release);
+    for t in 10..30 {
+        store.commit_blocking(vec![point(t)]).unwrap();
+    }
+    assert!(store.fold_track_blocking().is_err());
+    // Commits still work and would clear a commit failure, but not this one.
+    store.commit_blocking(vec![point(40)]).unwrap();
+    let err = store.health().unwrap_err();
+    assert!(matches!(err, StoreError::FoldStopped(_)), "{err}");
+    assert_eq!(store.track("V", i64::MIN, i64::MAX, 100).unwrap().len(), 21);
+    drop(store);
+    let store = small_folds(dir.path(), 1);
+    store.health().unwrap();
+    assert_eq!(store.track("V", i64::MIN, i64::MAX, 100).unwrap().len(), 21);
+}
