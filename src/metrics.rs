@@ -50,8 +50,8 @@ pub const STORE_QUEUE_DEPTH: &str = "store_queue_depth";
 pub const STORE_RETENTION_DELETED: &str = "store_retention_deleted_total";
 /// Folds of the track log into per-vehicle chunks (recorded by the store).
 pub const STORE_TRACK_FOLDS: &str = "store_track_folds_total";
-/// Failed folds (recorded by the store): their positions stay in the log, read and folded again
-/// at the next start.
+/// Folds that failed, or were refused because one failed before (recorded by the store): their
+/// positions stay in the log, read from there and folded at the next start.
 pub const STORE_TRACK_FOLD_ERRORS: &str = "store_track_fold_errors_total";
 /// Positions in the track log not yet folded into chunks (gauge; recorded by the store).
 pub const STORE_TRACK_LOG_POINTS: &str = "store_track_log_points";
@@ -152,7 +152,7 @@ fn describe() {
     );
     describe_counter!(
         STORE_TRACK_FOLD_ERRORS,
-        "Failed folds of the track log (their positions stay in the log)."
+        "Folds of the track log that failed or were refused after a failure (positions stay in the log)."
     );
     describe_gauge!(
         STORE_TRACK_LOG_POINTS,

@@ -12,6 +12,7 @@
 //! `crate::model`). Keys are laid out in `keys.rs`.
 mod committer;
 mod engine;
+mod folder;
 mod journal_sync;
 mod keys;
 mod track;
