@@ -13,6 +13,14 @@
 //! a rotation is already durable. Hence syncing the newest journal, chosen *after* the batches
 //! to be made durable were written, covers them. If the layout ever differs, `sync` returns
 //! `Unsupported` and the caller falls back to fjall's own persist.
+//!
+//! Finding the newest journal means listing the directory, five syscalls (`openat`, `fstat`,
+//! two `getdents64`, `close`), which was on every fsync. On Linux an inotify watch on the
+//! directory tells whether a file appeared since the last listing, at the price of one
+//! non-blocking `read`: the syncer's CPU per position fell by about 15 % (benches/RESULTS.md,
+//! session 4). It is exact:
+//! the kernel queues the event inside the call that creates the file, so a journal created
+//! before a sync starts is always seen by that sync.
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
@@ -20,6 +28,7 @@ use std::path::PathBuf;
 pub(super) struct JournalSync {
     dir: PathBuf,
     current: Option<(u64, File)>,
+    watch: Watch,
 }
 
 impl JournalSync {
@@ -27,6 +36,7 @@ impl JournalSync {
         JournalSync {
             dir: keyspace_dir.join("journals"),
             current: None,
+            watch: Watch::default(),
         }
     }
 
@@ -44,17 +54,69 @@ impl JournalSync {
 
     /// Makes everything written to the journal so far durable.
     pub fn sync(&mut self) -> io::Result<()> {
-        let newest = self.newest()?;
+        // The watch is set up before the listing it guards, so no file created in between is
+        // missed; and a file that appeared since, even one the listing saw, means listing again.
+        let appeared = self.watch.appeared(&self.dir);
         let file = match &self.current {
-            Some((id, file)) if *id == newest => file,
+            Some((_, file)) if !appeared => file,
             _ => {
-                let file = File::open(self.dir.join(newest.to_string()))?;
-                &self.current.insert((newest, file)).1
+                let newest = self.newest()?;
+                match &self.current {
+                    Some((id, _)) if *id == newest => {}
+                    _ => {
+                        let file = File::open(self.dir.join(newest.to_string()))?;
+                        self.current = Some((newest, file));
+                    }
+                }
+                &self.current.as_ref().expect("set just above").1
             }
         };
         // The journal is preallocated when created, so appends do not change its size and
         // fdatasync is enough.
         file.sync_data()
+    }
+}
+
+/// Whether files were created in the journal directory since the last call.
+#[derive(Default)]
+struct Watch {
+    /// The inotify instance watching the directory; `None` until it could be set up (the
+    /// directory may not exist yet), and on other systems.
+    #[cfg(target_os = "linux")]
+    fd: Option<rustix::fd::OwnedFd>,
+}
+
+impl Watch {
+    /// True when a file may have appeared in `dir` since the last call (always, when no watch
+    /// can be set up), draining what the watch reported.
+    #[cfg(target_os = "linux")]
+    fn appeared(&mut self, dir: &std::path::Path) -> bool {
+        use rustix::fs::inotify;
+        let Some(fd) = &self.fd else {
+            let watch =
+                inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
+                    .and_then(|fd| {
+                        let events = inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO;
+                        inotify::add_watch(&fd, dir, events).map(|_| fd)
+                    });
+            self.fd = watch.ok();
+            return true;
+        };
+        let mut events = [0u8; 1024];
+        let mut appeared = false;
+        loop {
+            match rustix::io::read(fd, &mut events) {
+                Ok(n) if n > 0 => appeared = true,
+                Err(rustix::io::Errno::AGAIN) => return appeared,
+                // An error (or end of file, which inotify never gives): list the directory.
+                _ => return true,
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn appeared(&mut self, _dir: &std::path::Path) -> bool {
+        true
     }
 }
 
@@ -82,6 +144,16 @@ mod tests {
         std::fs::write(dir.path().join("journals/11"), b"x").unwrap();
         sync.sync().unwrap();
         assert_eq!(sync.current.as_ref().map(|c| c.0), Some(11));
+        if cfg!(target_os = "linux") {
+            // No file appeared since, so the directory is not listed again: a listing would now
+            // find 10. (fjall never removes the active journal; the test does, to tell.)
+            std::fs::remove_file(dir.path().join("journals/11")).unwrap();
+            sync.sync().unwrap();
+            assert_eq!(sync.current.as_ref().map(|c| c.0), Some(11));
+            std::fs::write(dir.path().join("journals/12"), b"x").unwrap();
+            sync.sync().unwrap();
+            assert_eq!(sync.current.as_ref().map(|c| c.0), Some(12));
+        }
     }
 
     #[test]
