@@ -322,10 +322,10 @@ impl Engine {
         let mut converted = 0u64;
         for kv in old.iter() {
             let (key, value) = kv?;
-            let Some(prefix) = keys::vehicle_prefix_of(&key) else {
+            let Some(vehicle) = keys::vehicle_id_of(&key) else {
                 continue;
             };
-            let vehicle = String::from_utf8_lossy(&prefix[6..]);
+            let vehicle = String::from_utf8_lossy(vehicle);
             let fix: Fix = decode("track", &value)?;
             pending.push(Arc::from(vehicle.as_ref()), fix);
             converted += 1;
@@ -824,24 +824,9 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FixFlags;
 
     fn fix(time_ms: i64) -> Fix {
-        Fix {
-            terminal_id: "1".into(),
-            time_ms,
-            received_ms: 0,
-            latitude: 1.0,
-            longitude: 0.0,
-            altitude_m: 0,
-            speed_kmh: 0.0,
-            course: 0,
-            alarm: 0,
-            status: 0,
-            flags: FixFlags::empty(),
-            battery_pct: None,
-            voltage_mv: None,
-        }
+        crate::store::track::tests::fix("1", time_ms, 1.0)
     }
 
     /// A log entry whose value reached a segment before its fold, and whose tombstone reached

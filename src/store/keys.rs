@@ -123,6 +123,11 @@ pub fn vehicle_prefix_of(key: &[u8]) -> Option<&[u8]> {
     key.get(..4 + 2 + len)
 }
 
+/// The vehicle id in a chunk key (or a format 2 per-point track key), as bytes.
+pub fn vehicle_id_of(key: &[u8]) -> Option<&[u8]> {
+    vehicle_prefix_of(key)?.get(4 + 2..)
+}
+
 /// A key that sorts after every chunk key starting with `prefix` (a vehicle's [`track_prefix`])
 /// and before the next vehicle's keys: a bucket start and a sequence (which never reaches 2^56)
 /// follow the prefix, so nine 0xFF bytes exceed them all.
@@ -176,6 +181,7 @@ mod tests {
             let ka = chunk_key(&va, ta, sa);
             proptest::prop_assert!(ka.starts_with(&track_prefix(&va)));
             proptest::prop_assert_eq!(vehicle_prefix_of(&ka), Some(&track_prefix(&va)[..]));
+            proptest::prop_assert_eq!(vehicle_id_of(&ka), Some(va.as_bytes()));
             proptest::prop_assert_eq!(chunk_key_parts(&ka), Some((ta, sa)));
             let kb = chunk_key(&vb, tb, sb);
             if va == vb {

@@ -374,8 +374,17 @@ impl Store {
 
     /// Blocking form of [`Store::flush`].
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.request_blocking(|done| Request::Flush { done })
+    }
+
+    /// Sends the committer a request that answers on `done` and waits for the answer, from
+    /// outside a runtime.
+    fn request_blocking(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Request,
+    ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        let result = match self.sender()?.blocking_send(Request::Flush { done }) {
+        let result = match self.sender()?.blocking_send(request(done)) {
             Ok(()) => wait.blocking_recv().unwrap_or(Err(StoreError::Closed)),
             Err(_) => Err(StoreError::Closed),
         };
@@ -387,12 +396,7 @@ impl Store {
     /// (purge, retention) calls it first, so that it also covers the positions still in the log.
     /// Must not be called from inside a runtime thread.
     pub fn fold_track_blocking(&self) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        let result = match self.sender()?.blocking_send(Request::Fold { done }) {
-            Ok(()) => wait.blocking_recv().unwrap_or(Err(StoreError::Closed)),
-            Err(_) => Err(StoreError::Closed),
-        };
-        self.note(result)
+        self.request_blocking(|done| Request::Fold { done })
     }
 
     /// Remembers whether the store's last commit or flush worked, for [`Store::health`].

@@ -178,11 +178,12 @@ pub(super) fn merge_sorted(points: &mut Vec<Seen>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::FixFlags;
 
-    fn fix(terminal: &str, time_ms: i64, lat: f64) -> Fix {
+    /// A valid fix with what the store's tests need to tell points apart.
+    pub(in crate::store) fn fix(terminal: &str, time_ms: i64, lat: f64) -> Fix {
         Fix {
             terminal_id: terminal.into(),
             time_ms,
