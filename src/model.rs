@@ -245,21 +245,48 @@ impl Signals {
             }
         }
         if let Some(pct) = fix.battery_pct {
-            if fix.time_ms >= self.battery_time_ms {
-                changed |= self.battery_pct != Some(pct);
-                self.battery_pct = Some(pct);
-                self.battery_time_ms = fix.time_ms;
-            }
+            changed |= take_reading(
+                &mut self.battery_pct,
+                &mut self.battery_time_ms,
+                pct,
+                fix.time_ms,
+            );
         }
         if let Some(mv) = fix.voltage_mv {
-            if fix.time_ms >= self.voltage_time_ms {
-                changed |= self.voltage_mv != Some(mv);
-                self.voltage_mv = Some(mv);
-                self.voltage_time_ms = fix.time_ms;
-            }
+            changed |= take_reading(
+                &mut self.voltage_mv,
+                &mut self.voltage_time_ms,
+                mv,
+                fix.time_ms,
+            );
         }
         changed
     }
+}
+
+/// Takes a battery or voltage reading if it is newer in device time than the known one. Of two
+/// readings of the same second (a car's wired and wireless trackers, or one device re-reporting)
+/// the lower wins, whatever order they arrive in: the start-up replay meets them in track order,
+/// not arrival order, and must come to the same value; and a falling reading (a cut wire, a
+/// battery running down after removal) is the one a risk team must not miss. Returns true on a
+/// change.
+fn take_reading<T: Ord + Copy>(
+    value: &mut Option<T>,
+    time_ms: &mut i64,
+    reading: T,
+    reading_ms: i64,
+) -> bool {
+    let take = match *value {
+        None => true,
+        Some(known) => reading_ms > *time_ms || reading_ms == *time_ms && reading < known,
+    };
+    if !take {
+        return false;
+    }
+    let changed = *value != Some(reading) || *time_ms != reading_ms;
+    *value = Some(reading);
+    *time_ms = reading_ms;
+    changed
 }
 
 #[cfg(test)]
@@ -286,6 +313,52 @@ mod tests {
         assert!(fix.is_valid());
         fix.flags |= FixFlags::ZERO_COORD;
         assert!(!fix.is_valid());
+    }
+
+    #[test]
+    fn same_second_readings_give_the_same_signals_in_any_order() {
+        let report = |terminal: &str, battery: u8, voltage: u32| Fix {
+            terminal_id: terminal.into(),
+            time_ms: 1_000,
+            received_ms: 0,
+            latitude: 1.0,
+            longitude: 1.0,
+            altitude_m: 0,
+            speed_kmh: 0.0,
+            course: 0,
+            alarm: 0,
+            status: 0,
+            flags: FixFlags::empty(),
+            battery_pct: Some(battery),
+            voltage_mv: Some(voltage),
+        };
+        let wired = report("1", 80, 12_000);
+        let wireless = report("2", 60, 13_000);
+        let mut live = Signals::default();
+        assert!(live.offer(&wired));
+        assert!(live.offer(&wireless));
+        let mut replay = Signals::default();
+        assert!(replay.offer(&wireless));
+        replay.offer(&wired);
+        assert_eq!(live, replay);
+        assert_eq!(live.battery_pct, Some(60));
+        assert_eq!(live.voltage_mv, Some(12_000));
+        assert_eq!(&*live.terminal_id, "2");
+        // A newer second replaces a lower reading.
+        let mut later = report("1", 90, 12_500);
+        later.time_ms = 2_000;
+        assert!(live.offer(&later));
+        assert_eq!(
+            (live.battery_pct, live.voltage_mv),
+            (Some(90), Some(12_500))
+        );
+        // An older one does not, however low.
+        let earlier = report("2", 5, 1);
+        assert!(!live.offer(&earlier));
+        assert_eq!(
+            (live.battery_pct, live.voltage_mv),
+            (Some(90), Some(12_500))
+        );
     }
 
     #[test]
