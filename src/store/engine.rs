@@ -2,7 +2,7 @@
 //!
 //! Everything engine-specific lives here so that the rest of the store (API, committer) does not
 //! depend on the engine's types.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -720,8 +720,10 @@ impl Engine {
     }
 
     /// Deletes or trims a vehicle's chunks in `lo..hi` (chunk keys), keeping the points at or
-    /// after `keep_from_ms` (none with `None`). Works in batches of at most `DELETE_CHUNK` chunks so that a huge
-    /// purge does not build one huge batch in memory. Returns how many points were removed.
+    /// after `keep_from_ms` (none with `None`). Works in batches of at most `DELETE_CHUNK` chunks
+    /// so that a huge purge does not build one huge batch in memory. Returns how many distinct
+    /// points were removed: a fix a device re-sent after a lost answer can be stored twice, in
+    /// two chunks of the same hour, and is one point to whoever asked for the purge.
     fn drop_chunks(
         &self,
         lo: Vec<u8>,
@@ -730,6 +732,10 @@ impl Engine {
         durability: Durability,
     ) -> Result<u64, StoreError> {
         let mut removed = 0u64;
+        // Copies of a point share its device time, hence its hour: the set of points removed
+        // is kept for the hour being walked only (chunk keys sort by hour first).
+        let mut hour = None;
+        let mut removed_in_hour: HashSet<(Arc<str>, i64)> = HashSet::new();
         let mut cursor = lo;
         loop {
             let mut batch = self
@@ -746,11 +752,19 @@ impl Engine {
                 let (key, value) = kv?;
                 seen += 1;
                 let chunk: Vec<Fix> = decode("track_chunks", &value)?;
-                let kept: Vec<&Fix> = chunk
+                let bucket = keys::chunk_key_parts(&key).map(|(bucket, _)| bucket);
+                if bucket != hour {
+                    hour = bucket;
+                    removed_in_hour.clear();
+                }
+                let (kept, gone): (Vec<&Fix>, Vec<&Fix>) = chunk
                     .iter()
-                    .filter(|f| keep_from_ms.is_some_and(|keep| f.time_ms >= keep))
-                    .collect();
-                removed += (chunk.len() - kept.len()) as u64;
+                    .partition(|f| keep_from_ms.is_some_and(|keep| f.time_ms >= keep));
+                for f in gone {
+                    if removed_in_hour.insert((f.terminal_id.clone(), f.time_ms)) {
+                        removed += 1;
+                    }
+                }
                 if kept.is_empty() {
                     batch.remove(&self.chunks, key.clone());
                 } else if kept.len() < chunk.len() {

@@ -712,3 +712,44 @@ fn a_failed_fold_shows_in_the_health_check_until_restart() {
     store.health().unwrap();
     assert_eq!(store.track("V", i64::MIN, i64::MAX, 100).unwrap().len(), 21);
 }
+
+/// A fix re-sent after a lost answer is stored again; once the two copies sit in two chunks of
+/// the same hour, purge and retention still count it as one point.
+#[test]
+fn purge_and_retention_count_a_re_sent_fix_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.durability = Durability::Buffered;
+    cfg.retention_days = 1;
+    let store = Store::open(&cfg).unwrap();
+    let day = 86_400_000;
+    let now = 10 * day;
+    let old = now - 2 * day;
+    let write = |vehicle: &str, t: i64, terminal: &str| Write::Fix {
+        vehicle_id: vehicle.into(),
+        fix: fix(terminal, t, 1.0),
+    };
+    for vehicle in ["A", "B"] {
+        // The same fix twice, each copy folded into a chunk of its own, and the same second
+        // from the car's other tracker, which is a point of its own.
+        store.commit_blocking(vec![write(vehicle, old, "1")]).unwrap();
+        store.fold_track_blocking().unwrap();
+        store
+            .commit_blocking(vec![write(vehicle, old, "1"), write(vehicle, old, "2")])
+            .unwrap();
+        store.fold_track_blocking().unwrap();
+        store
+            .commit_blocking(vec![write(vehicle, now - 1_000, "1")])
+            .unwrap();
+    }
+    assert_eq!(store.purge_vehicle("A").unwrap(), 3);
+    assert!(store.track("A", i64::MIN, i64::MAX, 10).unwrap().is_empty());
+    assert_eq!(store.apply_retention(now).unwrap(), 2);
+    let left: Vec<i64> = store
+        .track("B", i64::MIN, i64::MAX, 10)
+        .unwrap()
+        .iter()
+        .map(|f| f.time_ms)
+        .collect();
+    assert_eq!(left, vec![now - 1_000]);
+}
