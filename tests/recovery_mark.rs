@@ -367,3 +367,88 @@ fn device(server: &Server, tid: &str) -> serde_json::Value {
     assert_eq!(status, 200, "{v}");
     v
 }
+
+/// A tracker that never had a valid fix (a car parked underground since before its tracker was
+/// installed) sends only no-GNSS reports. Its keys have no last known record, but start-up
+/// recovery stores their signals and where it replayed to, so the next start does not replay the
+/// whole track again; and the battery level survives until the first fix, kill -9 included.
+#[test]
+fn a_tracker_without_any_fix_is_replayed_once_and_keeps_its_battery_level() {
+    let (wired, wireless) = ("013800000631", "013800000632");
+    let (server, _registry) = start_with_pair(wired, wireless, "VH-631");
+    let t0 = now_s() - 50_000;
+    let no_fix = |t: i64, battery: u8| {
+        let mut loc = Pos {
+            fixed: false,
+            ..Pos::at(t, 22.5, 114.0)
+        }
+        .location();
+        loc.extras = liengate::protocols::jt808::Extras(match battery {
+            80 => &[0xE1, 1, 80],
+            _ => &[0xE1, 1, 70],
+        });
+        loc
+    };
+    let mut l = server.connect();
+    let code = l.login(wireless);
+    // A report a minute: five hours, far more than the ten minutes a vehicle's replay reaches
+    // back before its newest report for its other tracker (which has never reported).
+    for serial in 3u16..303 {
+        let loc = no_fix(t0 + serial as i64 * 60, 80);
+        let f = frame(
+            wireless,
+            serial,
+            &liengate::protocols::jt808::Message::Location(loc),
+        );
+        assert_eq!(l.request(&f, serial, 0x0200), 0);
+    }
+    drop(l);
+
+    // The first start after the reports replays all of them; the next one only the newest.
+    let server = server.restart();
+    assert_eq!(scanned_at_last_start(&server), 300);
+    let mut server = server.restart();
+    assert!(
+        scanned_at_last_start(&server) <= 11,
+        "replayed {} points of a track already replayed",
+        scanned_at_last_start(&server)
+    );
+
+    // Newer reports, then a crash: the next start replays those alone.
+    let mut l = server.connect();
+    assert_eq!(l.auth(wireless, 400, &code), 0);
+    for serial in 401u16..411 {
+        let loc = no_fix(t0 + serial as i64 * 60, 70);
+        let f = frame(
+            wireless,
+            serial,
+            &liengate::protocols::jt808::Message::Location(loc),
+        );
+        assert_eq!(l.request(&f, serial, 0x0200), 0);
+    }
+    drop(l);
+    let status = server.signal_and_wait("KILL");
+    assert!(!status.success());
+    let server = server.restart();
+    assert!(
+        scanned_at_last_start(&server) <= 21,
+        "replayed {} points",
+        scanned_at_last_start(&server)
+    );
+
+    // The first fix, without a battery item of its own, shows the newest level reported.
+    let mut l = server.connect();
+    assert_eq!(l.auth(wireless, 500, &code), 0);
+    assert_eq!(
+        l.request(
+            &location_frame(wireless, 501, Pos::at(t0 + 500 * 60, 22.5, 114.0)),
+            501,
+            0x0200
+        ),
+        0
+    );
+    assert_eq!(device(&server, wireless)["battery_pct"], 70);
+    let (status, v) = server.get_json("/v1/vehicles/VH-631/location");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["battery_pct"], 70, "{v}");
+}

@@ -122,7 +122,12 @@ async fn serve(
     let updated = recovered
         .writes
         .iter()
-        .filter(|w| matches!(w, crate::store::Write::LastKnown(_)))
+        .filter(|w| {
+            matches!(
+                w,
+                crate::store::Write::LastKnown(_) | crate::store::Write::Signals { .. }
+            )
+        })
         .count();
     if !recovered.writes.is_empty() {
         store
@@ -135,9 +140,16 @@ async fn serve(
         updated,
         "last known positions recovered from the track"
     );
+    let without_fix = pipeline::load_signals(&live, recovered.signals);
     let (vehicles, devices) = pipeline::load_last_known(&live, recovered.records);
     let sessions = pipeline::load_session_activity(&live, &store)?;
-    tracing::info!(vehicles, devices, sessions, "last known positions loaded");
+    tracing::info!(
+        vehicles,
+        devices,
+        without_fix,
+        sessions,
+        "last known positions loaded"
+    );
 
     let (pipe, shard_handles) = Pipeline::start(&config, store.clone(), live.clone())
         .context("starting the shard workers")?;

@@ -9,7 +9,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::model::LastKnown;
+use crate::model::{LastKnown, Signals};
 
 const PARTITIONS: usize = 64;
 
@@ -118,6 +118,10 @@ pub struct LiveView {
     pub vehicles: Table<Arc<LastKnown>>,
     /// Last known per device keyed by terminal id.
     pub devices: Table<Arc<LastKnown>>,
+    /// Signals of the record keys (vehicle id, or device key) that have reports but no last known
+    /// position, as start-up recovery found them. The shards start such a key's tracker from
+    /// them; nothing else reads them yet, and they are not kept up to date after the start.
+    pub signals: Table<Arc<Signals>>,
     /// Last frame per vehicle key (vehicle id, or the device key of an unassigned device).
     pub vehicle_activity: Table<Arc<Activity>>,
     /// Last frame per terminal id.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::model::LastKnown;
+use crate::model::{LastKnown, Signals};
 use crate::store::{Store, StoreError};
 
 pub mod live;
@@ -302,6 +302,15 @@ pub fn load_last_known(live: &LiveView, all: Vec<LastKnown>) -> (usize, usize) {
         }
     }
     (vehicles, devices)
+}
+
+/// Loads the signals of the keys without a last known position (startup recovery).
+pub fn load_signals(live: &LiveView, all: Vec<(String, Signals)>) -> usize {
+    let n = all.len();
+    for (key, signals) in all {
+        live.signals.insert(Arc::from(key), Arc::new(signals));
+    }
+    n
 }
 
 /// Raises the liveness clocks to the last frame times recorded in the devices' session facts

@@ -38,18 +38,26 @@
 //! (and writes it at once after a failed sync); the next start then replays from each record's
 //! own mark (and clears the flag).
 //!
-//! Known costs left: a vehicle without a stored record of its own is replayed from its devices'
-//! marks, or from the start of its track if one of them has none either. That is short for a
-//! vehicle whose first reports came just before a crash, but a vehicle whose trackers never had a
-//! valid fix (only no-GNSS reports) is rescanned in full at every start. And a key without a
-//! record keeps the signals (battery, alarms) of its reports only in memory until its first
-//! record: a restart before that forgets them.
+//! A key that has reports but no record (none of them had a valid fix: a tracker in an
+//! underground garage since it was installed) gets a signals record instead (`Write::Signals`),
+//! written here: its newest report's signals, whose time is the key's mark like a record's. The
+//! shards start such a key's tracker from it (`Tracker::with_signals`), so a report older than
+//! the mark that moves the key's first record is written at once, as for any record. So each
+//! start replays such a key from where the previous start got to, not from the start of its
+//! track. The shards do not write signals records themselves, so what a key without a record
+//! reports between two starts is replayed again at the next one.
+//!
+//! Known costs left: a key's first record, or signals record, can be missing the signals of a
+//! report that was more than `LAG_BEHIND_VEHICLE_MS` behind its vehicle's newest report and that
+//! moved no record (there was none), if the process stops before the key's first record is
+//! written: the replay does not reach back that far.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::tracker::Tracker;
 use super::{device_key, DEVICE_KEY_PREFIX, LAG_BEHIND_VEHICLE_MS};
 use crate::config::StateConfig;
-use crate::model::{Fix, LastKnown};
+use crate::model::{Fix, LastKnown, Signals};
 use crate::store::{Store, StoreError, Write};
 
 /// What recovery found.
@@ -57,54 +65,83 @@ use crate::store::{Store, StoreError, Write};
 pub struct Recovered {
     /// Every last known record, brought up to date with the track.
     pub records: Vec<LastKnown>,
-    /// The records that the track moved on (already included in `records`); the caller commits
-    /// them so that the next start does not scan the same points again.
+    /// The signals of every key that has reports but no last known record (no valid fix yet),
+    /// by record key: the shards start such a key's tracker from them (see `Tracker::with_signals`).
+    pub signals: Vec<(String, Signals)>,
+    /// The records that the track moved on (already included in `records` and `signals`); the
+    /// caller commits them so that the next start does not scan the same points again.
     pub writes: Vec<Write>,
     /// Track points visited.
     pub scanned: u64,
 }
 
+/// One record key's tracker during the replay.
+struct Keyed {
+    key: String,
+    tracker: Tracker,
+    /// The device time of the stored record's newest report (see the module doc): of its last
+    /// known record, or of its signals record for a key without one; `None` for a key with
+    /// neither.
+    mark: Option<i64>,
+}
+
 /// The trackers of one track key: the vehicle's (absent for an unassigned device, whose track key
-/// is its own device key) and each of its devices'.
+/// is its own device key) and each of its devices' by terminal id.
 struct Group {
-    vehicle: Option<(String, Tracker)>,
-    devices: HashMap<String, (String, Tracker)>,
+    vehicle: Option<Keyed>,
+    devices: HashMap<String, Keyed>,
 }
 
-fn restore(stored: &HashMap<String, LastKnown>, key: &str, cfg: &StateConfig) -> Tracker {
-    match stored.get(key) {
-        Some(lk) => Tracker::restore(lk.clone(), cfg),
-        None => Tracker::new(),
+/// The stored records: last known positions, and signals of the keys without one.
+struct Stored {
+    records: HashMap<String, LastKnown>,
+    signals: HashMap<String, Signals>,
+}
+
+impl Stored {
+    fn restore(&self, key: &str, cfg: &StateConfig) -> Keyed {
+        let (tracker, mark) = match (self.records.get(key), self.signals.get(key)) {
+            (Some(lk), _) => (Tracker::restore(lk.clone(), cfg), Some(lk.signals.time_ms)),
+            (None, Some(signals)) => (
+                Tracker::with_signals(signals.clone()),
+                Some(signals.time_ms),
+            ),
+            (None, None) => (Tracker::new(), None),
+        };
+        Keyed {
+            key: key.to_owned(),
+            tracker,
+            mark,
+        }
     }
-}
-
-/// A tracker's mark: the device time of its stored record's newest report (see the module doc).
-fn mark(t: &Tracker) -> Option<i64> {
-    t.last_known.as_ref().map(|lk| lk.signals.time_ms)
 }
 
 /// First device time whose track points can still change a tracker's stored record: its mark, or
 /// the whole track without one; but never before `floor` (see the module doc).
-fn scan_from(t: &Tracker, floor: Option<i64>) -> i64 {
-    let own = mark(t).unwrap_or(i64::MIN);
+fn scan_from(k: &Keyed, floor: Option<i64>) -> i64 {
+    let own = k.mark.unwrap_or(i64::MIN);
     floor.map_or(own, |floor| own.max(floor))
 }
 
-fn offer(key: &str, t: &mut Tracker, fix: &Fix, cfg: &StateConfig) {
-    let last_frame = t
+fn offer(k: &mut Keyed, fix: &Fix, cfg: &StateConfig) {
+    let last_frame = k
+        .tracker
         .last_known
         .as_ref()
         .map_or(fix.received_ms, |lk| lk.last_frame_ms.max(fix.received_ms));
-    t.offer(key, fix, last_frame, cfg);
+    k.tracker.offer(&k.key, fix, last_frame, cfg);
 }
 
 /// Reads the stored last known records and replays the track points newer than each of them.
 pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered, StoreError> {
-    let mut stored: HashMap<String, LastKnown> = store
-        .all_last_known()?
-        .into_iter()
-        .map(|lk| (lk.vehicle_id.to_string(), lk))
-        .collect();
+    let mut stored = Stored {
+        records: store
+            .all_last_known()?
+            .into_iter()
+            .map(|lk| (lk.vehicle_id.to_string(), lk))
+            .collect(),
+        signals: store.all_signals()?.into_iter().collect(),
+    };
     // Every device registers (and is stored) before its first position, so the devices list
     // names every track key and every record key that positions can have moved.
     let mut groups: HashMap<String, Group> = HashMap::new();
@@ -112,25 +149,28 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
         let dkey = device_key(&d.terminal_id);
         let track_key = d.vehicle_id.clone().unwrap_or_else(|| dkey.clone());
         let group = groups.entry(track_key).or_insert_with(|| Group {
-            vehicle: d
-                .vehicle_id
-                .as_ref()
-                .map(|v| (v.clone(), restore(&stored, v, cfg))),
+            vehicle: d.vehicle_id.as_ref().map(|v| stored.restore(v, cfg)),
             devices: HashMap::new(),
         });
-        let tracker = restore(&stored, &dkey, cfg);
-        group.devices.insert(d.terminal_id, (dkey, tracker));
+        group
+            .devices
+            .insert(d.terminal_id, stored.restore(&dkey, cfg));
     }
     // A vehicle whose devices were all moved elsewhere (a registry import before this start) can
     // still have track points newer than its record.
-    for key in stored.keys() {
-        if !key.starts_with(DEVICE_KEY_PREFIX) && !groups.contains_key(key) {
-            let group = Group {
-                vehicle: Some((key.clone(), restore(&stored, key, cfg))),
-                devices: HashMap::new(),
-            };
-            groups.insert(key.clone(), group);
-        }
+    let orphans: Vec<String> = stored
+        .records
+        .keys()
+        .chain(stored.signals.keys())
+        .filter(|key| !key.starts_with(DEVICE_KEY_PREFIX) && !groups.contains_key(*key))
+        .cloned()
+        .collect();
+    for key in orphans {
+        let group = Group {
+            vehicle: Some(stored.restore(&key, cfg)),
+            devices: HashMap::new(),
+        };
+        groups.insert(key, group);
     }
     // After a failed commit a shard may have lost track of pending records (see
     // `Write::FullReplay`): then the devices' own marks alone bound the replay, as they always may.
@@ -147,15 +187,14 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
         let floor = g
             .vehicle
             .as_ref()
-            .and_then(|(_, t)| mark(t))
+            .and_then(|k| k.mark)
             .map(|m| m.saturating_sub(LAG_BEHIND_VEHICLE_MS))
             .filter(|_| bounded);
         let from = g
             .vehicle
             .iter()
-            .map(|(_, t)| t)
-            .chain(g.devices.values().map(|(_, t)| t))
-            .map(|t| scan_from(t, floor))
+            .chain(g.devices.values())
+            .map(|k| scan_from(k, floor))
             .min()
             .unwrap_or(i64::MAX);
         if from == i64::MAX {
@@ -164,23 +203,42 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
         out.scanned += store.scan_track(&track_key, from, |fix| {
             // Each tracker ignores what is not newer than its own record, so one pass from the
             // oldest of them serves all.
-            if let Some((key, t)) = &mut g.vehicle {
-                offer(key, t, &fix, cfg);
+            if let Some(k) = &mut g.vehicle {
+                offer(k, &fix, cfg);
             }
-            if let Some((key, t)) = g.devices.get_mut(&*fix.terminal_id) {
-                offer(key, t, &fix, cfg);
+            if let Some(k) = g.devices.get_mut(&*fix.terminal_id) {
+                offer(k, &fix, cfg);
             }
         })?;
-        let trackers = g.vehicle.into_iter().chain(g.devices.into_values());
-        for (key, t) in trackers {
-            let Some(lk) = t.last_known else { continue };
-            if stored.get(&key) != Some(&lk) {
-                out.writes.push(Write::LastKnown(lk.clone()));
-                stored.insert(key, lk);
+        for k in g.vehicle.into_iter().chain(g.devices.into_values()) {
+            match k.tracker.last_known {
+                Some(lk) => {
+                    if stored.records.get(&k.key) != Some(&lk) {
+                        out.writes.push(Write::LastKnown(lk.clone()));
+                        stored.records.insert(k.key, lk);
+                    }
+                }
+                // No valid fix yet: keep what its reports said, and where this replay got to.
+                None => {
+                    let signals = k.tracker.signals();
+                    if *signals != Signals::default() && stored.signals.get(&k.key) != Some(signals)
+                    {
+                        out.writes.push(Write::Signals {
+                            key: Arc::from(k.key.as_str()),
+                            signals: signals.clone(),
+                        });
+                        stored.signals.insert(k.key, signals.clone());
+                    }
+                }
             }
         }
     }
-    out.records = stored.into_values().collect();
+    let Stored { records, signals } = stored;
+    out.signals = signals
+        .into_iter()
+        .filter(|(key, _)| !records.contains_key(key))
+        .collect();
+    out.records = records.into_values().collect();
     Ok(out)
 }
 
@@ -400,5 +458,65 @@ mod tests {
         assert_eq!(r.scanned, 1);
         assert_eq!(time_of(&r, "device:G"), Some(1150));
         assert!(!r.writes.iter().any(|w| matches!(w, Write::FullReplay(_))));
+    }
+
+    #[test]
+    fn keys_without_a_fix_get_a_signals_record_that_bounds_the_next_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let track = |f: Fix| Write::Fix {
+            vehicle_id: "V".into(),
+            fix: f,
+        };
+        let mut writes = vec![device("A", Some("V"))];
+        writes.extend((1..=50).map(|t| {
+            let mut f = fix("A", t * 1_000, FixFlags::NO_GNSS);
+            f.battery_pct = Some(60);
+            track(f)
+        }));
+        store.commit_blocking(writes).unwrap();
+        let cfg = StateConfig::default();
+
+        let r = recover_last_known(&store, &cfg).unwrap();
+        assert_eq!(r.scanned, 50);
+        assert!(r.records.is_empty(), "no valid fix, no last known record");
+        let mut keys: Vec<&str> = r.signals.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, ["V", "device:A"]);
+        for (_, s) in &r.signals {
+            assert_eq!((s.time_ms, s.battery_pct), (50_000_000, Some(60)));
+        }
+        assert_eq!(
+            r.writes
+                .iter()
+                .filter(|w| matches!(w, Write::Signals { .. }))
+                .count(),
+            2
+        );
+        store.commit_blocking(r.writes).unwrap();
+
+        // From the mark on: the tie at 50,000 s only, and nothing to write.
+        let r = recover_last_known(&store, &cfg).unwrap();
+        assert_eq!(r.scanned, 1);
+        assert!(r.writes.is_empty(), "{:?}", r.writes);
+        assert_eq!(r.signals.len(), 2);
+
+        // A first valid fix makes a last known record, which then takes the key's place.
+        store
+            .commit_blocking(vec![track(fix("A", 50_001, FixFlags::empty()))])
+            .unwrap();
+        let r = recover_last_known(&store, &cfg).unwrap();
+        assert_eq!(time_of(&r, "V"), Some(50_001));
+        let v = r.records.iter().find(|lk| &*lk.vehicle_id == "V").unwrap();
+        assert_eq!(v.signals.battery_pct, Some(60));
+        assert!(r.signals.is_empty(), "{:?}", r.signals);
+
+        // Purging the vehicle removes its signals record too.
+        store.purge_vehicle("V").unwrap();
+        assert!(!store
+            .all_signals()
+            .unwrap()
+            .iter()
+            .any(|(k, _)| k.as_str() == "V"));
     }
 }

@@ -485,7 +485,7 @@ fn flush_records<S: Record>(
 fn load_device(live: &LiveView, tid: &Arc<str>, cfg: &StateConfig) -> DeviceState {
     let tracker = match live.devices.get(tid) {
         Some(lk) => Tracker::restore((*lk).clone(), cfg),
-        None => Tracker::new(),
+        None => restore_signals(live, &super::device_key(tid)),
     };
     let jumps = match &tracker.last_known {
         Some(lk) => JumpDetector::with_anchor(Point {
@@ -503,11 +503,21 @@ fn load_device(live: &LiveView, tid: &Arc<str>, cfg: &StateConfig) -> DeviceStat
     }
 }
 
+/// The tracker of a key without a last known record: from its stored signals, so that its newest
+/// report, the replay mark that the write-at-once rules of `Shard::apply` compare with, is where
+/// start-up recovery left it (see `pipeline::recover`).
+fn restore_signals(live: &LiveView, key: &str) -> Tracker {
+    match live.signals.get(key) {
+        Some(signals) => Tracker::with_signals((*signals).clone()),
+        None => Tracker::new(),
+    }
+}
+
 /// A vehicle's state as the live view has it, or a fresh one.
 fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleState {
     let tracker = match live.vehicles.get(vid) {
         Some(lk) => Tracker::restore((*lk).clone(), cfg),
-        None => Tracker::new(),
+        None => restore_signals(live, vid),
     };
     VehicleState {
         tracker,

@@ -45,6 +45,22 @@ impl Tracker {
         }
     }
 
+    /// Restores a tracker from a stored signals record: a key that had reports, none of them
+    /// with a valid fix. Its newest report's time is the key's replay mark, and the shard's
+    /// write-at-once rules (a late report, see `pipeline::recover`) must start from it.
+    pub fn with_signals(signals: Signals) -> Self {
+        Tracker {
+            last_known: None,
+            slow_since_ms: None,
+            signals,
+        }
+    }
+
+    /// Alarm, status and health from the newest reports, valid fix or not.
+    pub fn signals(&self) -> &Signals {
+        &self.signals
+    }
+
     /// Device time of the newest report offered so far (with a trustworthy time, fix or not):
     /// the record's `signals.time_ms`. Start-up recovery replays the track from there, so a
     /// report older than this that changes the record must be stored with the record (see

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::keys;
 use super::track::{self, Pending, Seen};
 use super::{Durability, SessionFacts, StoreError, Write};
-use crate::model::{Device, Fix, LastKnown, Loan, Vehicle};
+use crate::model::{Device, Fix, LastKnown, Loan, Signals, Vehicle};
 
 /// On-disk layout version; bumped when keys or value encodings change incompatibly. Version 3
 /// stores the track as a log and chunks (`track.rs`); a version 2 store (one entry per point in
@@ -91,6 +91,8 @@ pub(super) struct Engine {
     vehicle_devices: PartitionHandle,
     auth_codes: PartitionHandle,
     last_known: PartitionHandle,
+    /// Record key -> signals of a key without a last known position (`Write::Signals`).
+    signals: PartitionHandle,
     /// (vehicle, hour of device time, fold sequence) -> the vehicle's points in that hour,
     /// sorted (see `track.rs`).
     chunks: PartitionHandle,
@@ -193,6 +195,7 @@ impl Engine {
             vehicle_devices: part("vehicle_devices")?,
             auth_codes: part("auth_codes")?,
             last_known: part("last_known")?,
+            signals: part("signals")?,
             chunks: part("track_chunks")?,
             track_log: part("track_log")?,
             log_seq: Arc::new(AtomicU64::new(0)),
@@ -424,6 +427,9 @@ impl Engine {
                         encode_into(&mut value, lk);
                         batch.insert(&self.last_known, lk.vehicle_id.as_bytes(), value.as_slice());
                     }
+                    Write::Signals { key, signals } => {
+                        batch.insert(&self.signals, key.as_bytes(), encode(signals));
+                    }
                     Write::AuthCode { terminal_id, code } => {
                         batch.insert(&self.auth_codes, terminal_id.as_bytes(), code.as_bytes());
                     }
@@ -564,6 +570,19 @@ impl Engine {
 
     pub fn all_last_known(&self) -> Result<Vec<LastKnown>, StoreError> {
         Self::all(&self.last_known, "last_known")
+    }
+
+    pub fn all_signals(&self) -> Result<Vec<(String, Signals)>, StoreError> {
+        self.signals
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    decode("signals", &v)?,
+                ))
+            })
+            .collect()
     }
 
     pub fn full_replay(&self) -> Result<bool, StoreError> {
@@ -799,6 +818,7 @@ impl Engine {
             .batch()
             .durability(Some(Self::persist_mode(durability)));
         batch.remove(&self.last_known, vehicle_id.as_bytes());
+        batch.remove(&self.signals, vehicle_id.as_bytes());
         batch.commit()?;
         Ok(deleted)
     }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::{Device, Fix, LastKnown, Loan, Vehicle};
+use crate::model::{Device, Fix, LastKnown, Loan, Signals, Vehicle};
 use committer::Request;
 use engine::Engine;
 
@@ -207,6 +207,15 @@ pub enum Write {
     },
     /// The vehicle's last known position (latest write wins).
     LastKnown(LastKnown),
+    /// The newest signals of a record key (vehicle id or device key) that has no last known
+    /// position yet, because none of its reports had a valid fix: a tracker in an underground
+    /// garage sends only no-GNSS reports. Start-up recovery writes it, so that its replay of that
+    /// key starts here the next time instead of at the start of the key's track (see
+    /// `pipeline::recover`). Latest write wins.
+    Signals {
+        key: std::sync::Arc<str>,
+        signals: Signals,
+    },
     AuthCode {
         terminal_id: String,
         code: String,
@@ -474,6 +483,11 @@ impl Store {
         self.inner.engine.all_last_known()
     }
 
+    /// Every stored signals record ([`Write::Signals`]) with its record key.
+    pub fn all_signals(&self) -> Result<Vec<(String, Signals)>, StoreError> {
+        self.inner.engine.all_signals()
+    }
+
     /// Whether the next start-up recovery must replay in full (see [`Write::FullReplay`]).
     pub fn full_replay(&self) -> Result<bool, StoreError> {
         self.inner.engine.full_replay()
@@ -606,6 +620,7 @@ fn validate(writes: &[Write]) -> Result<(), StoreError> {
                 check_id("vehicle id", &lk.vehicle_id)?;
                 check_id("terminal id", &lk.fix.terminal_id)?;
             }
+            Write::Signals { key, .. } => check_id("record key", key)?,
             Write::AuthCode { terminal_id, .. } | Write::Session { terminal_id, .. } => {
                 check_id("terminal id", terminal_id)?;
             }

@@ -732,7 +732,9 @@ fn purge_and_retention_count_a_re_sent_fix_once() {
     for vehicle in ["A", "B"] {
         // The same fix twice, each copy folded into a chunk of its own, and the same second
         // from the car's other tracker, which is a point of its own.
-        store.commit_blocking(vec![write(vehicle, old, "1")]).unwrap();
+        store
+            .commit_blocking(vec![write(vehicle, old, "1")])
+            .unwrap();
         store.fold_track_blocking().unwrap();
         store
             .commit_blocking(vec![write(vehicle, old, "1"), write(vehicle, old, "2")])
