@@ -452,3 +452,78 @@ fn a_tracker_without_any_fix_is_replayed_once_and_keeps_its_battery_level() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["battery_pct"], 70, "{v}");
 }
+
+/// A device moved to another vehicle by the registry imported at the restart after a crash: its
+/// track points since its record was last written were stored under its old vehicle, and the
+/// start replays them there before the import moves it (both by `serve`'s own import and by
+/// `liengate registry import` run while the gateway is down).
+#[test]
+fn a_device_reassigned_at_the_restart_after_a_crash_keeps_its_newest_position() {
+    for by_cli in [false, true] {
+        let (wired, wireless) = ("013800000641", "013800000642");
+        let (mut server, registry) = start_with_pair(wired, wireless, "VH-641");
+        let t = now_s() - 5_000;
+        let mut w = server.connect();
+        w.login(wired);
+        // The first fix makes the device's first record, written at once; the next two stay
+        // pending (the flush interval is an hour).
+        for (serial, dt) in [(3u16, 0), (4, 60), (5, 120)] {
+            assert_eq!(
+                w.request(
+                    &location_frame(wired, serial, Pos::at(t + dt, 22.5, 114.0)),
+                    serial,
+                    0x0200
+                ),
+                0
+            );
+        }
+        assert_eq!(location_time(&server, wired), t + 120);
+        let status = server.signal_and_wait("KILL");
+        assert!(!status.success());
+
+        let moved = format!(
+            "terminal_id,protocol,role,sim,imei,model,skip_checksum,vehicle_id,plate,vin,loan_id,stage\n\
+             {wired},jt808,wired,,,,false,VH-642,,,,\n\
+             {wireless},jt808,wireless,,,TEST-1,false,VH-641,,,,\n"
+        );
+        let csv = registry.path().join("registry.csv");
+        if by_cli {
+            let other = registry.path().join("moved.csv");
+            std::fs::write(&other, moved).unwrap();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_liengate"))
+                .args(["registry", "import"])
+                .arg(&other)
+                .arg("--data-dir")
+                .arg(server.data_dir())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        } else {
+            std::fs::write(&csv, moved).unwrap();
+        }
+        let server = server.restart();
+        assert_eq!(
+            location_time(&server, wired),
+            t + 120,
+            "the device's newest fix was lost when it moved (by {})",
+            if by_cli { "registry import" } else { "serve" }
+        );
+        assert_eq!(
+            location_time_of_vehicle(&server, "VH-641"),
+            t + 120,
+            "the old vehicle still shows where the car was last seen with that tracker"
+        );
+        drop(server);
+    }
+}
+
+fn location_time_of_vehicle(server: &Server, vehicle: &str) -> i64 {
+    let (status, v) = server.get_json(&format!("/v1/vehicles/{vehicle}/location"));
+    assert_eq!(status, 200, "{v}");
+    time::OffsetDateTime::parse(
+        v["time"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp()
+}

@@ -56,6 +56,11 @@ impl StoreArgs {
     /// Opens the store, creating it when `create` (an import into a fresh data dir) and
     /// refusing otherwise, so that a mistyped `--data-dir` is an error, not an empty listing.
     fn open(&self, create: bool) -> anyhow::Result<Store> {
+        self.open_with_config(create).map(|(store, _)| store)
+    }
+
+    /// [`StoreArgs::open`], also returning the configuration it read.
+    fn open_with_config(&self, create: bool) -> anyhow::Result<(Store, Config)> {
         let config = Config::load(self.config.as_deref())?;
         let data_dir = self
             .data_dir
@@ -67,15 +72,26 @@ impl StoreArgs {
         let mut store_cfg = StoreConfig::new(&data_dir);
         store_cfg.durability = config.store.durability;
         store_cfg.retention_days = config.store.retention_days;
-        Store::open(&store_cfg)
-            .with_context(|| format!("opening the store in {}", data_dir.display()))
+        let store = Store::open(&store_cfg)
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+        Ok((store, config))
     }
 }
 
 pub fn run(args: RegistryArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         RegistryCommand::Import { file, store } => {
-            let store = store.open(true)?;
+            let (store, config) = store.open_with_config(true)?;
+            // The records of a gateway that crashed are behind its track until its next start
+            // replays the track, device by device under the vehicle each point was stored with:
+            // replay it now, before the import can assign a device to another vehicle.
+            let recovered = crate::pipeline::recover::recover_last_known(&store, &config.state)
+                .context("recovering the last known positions before the import")?;
+            if !recovered.writes.is_empty() {
+                store
+                    .commit_blocking(recovered.writes)
+                    .context("storing the recovered last known positions")?;
+            }
             let report = registry::import_file(&store, &file)?;
             println!("{report}");
         }

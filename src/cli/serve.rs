@@ -108,12 +108,6 @@ async fn serve(
     let store = Store::open(&store_cfg)
         .with_context(|| format!("opening the store in {}", store_cfg.data_dir.display()))?;
 
-    if let Some(path) = &config.registry.import {
-        let report = crate::registry::import_file(&store, path)
-            .with_context(|| format!("importing the registry from {}", path.display()))?;
-        tracing::info!(%report, "registry imported");
-    }
-
     let live = Arc::new(LiveView::new());
     // Last known records are written on a timer, so after a crash they can be behind the
     // track: bring them up to date before anything reads them.
@@ -140,6 +134,13 @@ async fn serve(
         updated,
         "last known positions recovered from the track"
     );
+    // After the recovery: it replays each device's track points under the vehicle they were
+    // stored with, and an import may assign the device to another one.
+    if let Some(path) = &config.registry.import {
+        let report = crate::registry::import_file(&store, path)
+            .with_context(|| format!("importing the registry from {}", path.display()))?;
+        tracing::info!(%report, "registry imported");
+    }
     let without_fix = pipeline::load_signals(&live, recovered.signals);
     let (vehicles, devices) = pipeline::load_last_known(&live, recovered.records);
     let sessions = pipeline::load_session_activity(&live, &store)?;

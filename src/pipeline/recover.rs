@@ -38,6 +38,11 @@
 //! (and writes it at once after a failed sync); the next start then replays from each record's
 //! own mark (and clears the flag).
 //!
+//! The replay groups each device's points under the vehicle the registry assigns it to, which is
+//! the vehicle they were stored with only until a registry import moves the device. So recovery
+//! runs before any import: `serve` imports its registry file after it, and
+//! `liengate registry import` runs it first.
+//!
 //! A key that has reports but no record (none of them had a valid fix: a tracker in an
 //! underground garage since it was installed) gets a signals record instead (`Write::Signals`),
 //! written here: its newest report's signals, whose time is the key's mark like a record's. The
