@@ -290,26 +290,36 @@ fn take_reading<T: Ord + Copy>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn validity_ignores_only_blind_area() {
-        let mut fix = Fix {
-            terminal_id: "1".into(),
-            time_ms: 0,
+impl Fix {
+    /// A valid fix without signals, at `time_ms`, with a latitude to tell points apart.
+    pub(crate) fn for_test(terminal: &str, time_ms: i64, latitude: f64) -> Fix {
+        Fix {
+            terminal_id: terminal.into(),
+            time_ms,
             received_ms: 0,
-            latitude: 1.0,
-            longitude: 1.0,
+            latitude,
+            longitude: 0.0,
             altitude_m: 0,
             speed_kmh: 0.0,
             course: 0,
             alarm: 0,
             status: 0,
-            flags: FixFlags::BLIND_AREA,
+            flags: FixFlags::empty(),
             battery_pct: None,
             voltage_mv: None,
-        };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_ignores_only_blind_area() {
+        let mut fix = Fix::for_test("1", 0, 1.0);
+        fix.longitude = 1.0;
+        fix.flags = FixFlags::BLIND_AREA;
         assert!(fix.is_valid());
         fix.flags |= FixFlags::ZERO_COORD;
         assert!(!fix.is_valid());
@@ -318,19 +328,9 @@ mod tests {
     #[test]
     fn same_second_readings_give_the_same_signals_in_any_order() {
         let report = |terminal: &str, battery: u8, voltage: u32| Fix {
-            terminal_id: terminal.into(),
-            time_ms: 1_000,
-            received_ms: 0,
-            latitude: 1.0,
-            longitude: 1.0,
-            altitude_m: 0,
-            speed_kmh: 0.0,
-            course: 0,
-            alarm: 0,
-            status: 0,
-            flags: FixFlags::empty(),
             battery_pct: Some(battery),
             voltage_mv: Some(voltage),
+            ..Fix::for_test(terminal, 1_000, 1.0)
         };
         let wired = report("1", 80, 12_000);
         let wireless = report("2", 60, 13_000);

@@ -20,6 +20,15 @@ fn scanned_at_last_start(server: &Server) -> u64 {
     value.parse().unwrap()
 }
 
+/// Asserts that the last start replayed at most `limit` track points.
+fn assert_replayed_at_most(server: &Server, limit: u64) {
+    let scanned = scanned_at_last_start(server);
+    assert!(
+        scanned <= limit,
+        "replayed {scanned} points, expected at most {limit}"
+    );
+}
+
 /// A server whose records are written only at a graceful stop (or with the change that needs
 /// them at once), with a registry that makes `wired` and `wireless` the trackers of `vehicle`;
 /// the wireless unit's model maps vendor item 0xE1 to its battery level. The registry file must
@@ -85,11 +94,7 @@ fn restarts_replay_from_the_newest_report_and_a_late_fix_survives_kill9() {
     // next start replays from that report on, not the 300 flagged ones after t0.
     let mut server = server.restart();
     assert_eq!(location_time(&server, tid), t0);
-    assert!(
-        scanned_at_last_start(&server) <= 1,
-        "replayed {} points",
-        scanned_at_last_start(&server)
-    );
+    assert_replayed_at_most(&server, 1);
 
     // A blind-area fix from between the two, then kill -9 before any flush.
     let mut c = server.connect();
@@ -111,7 +116,7 @@ fn restarts_replay_from_the_newest_report_and_a_late_fix_survives_kill9() {
         t0 + 150,
         "the acknowledged late fix was lost by the crash"
     );
-    assert!(scanned_at_last_start(&server) <= 1);
+    assert_replayed_at_most(&server, 1);
 
     // A newer valid fix, not yet written as a record, is found by the replay after a crash.
     let mut c = server.connect();
@@ -165,11 +170,7 @@ fn a_silent_device_does_not_make_every_restart_replay_its_vehicle_track() {
     // record (the vehicle's replay used to start at its oldest mark: 30 days back).
     let server = server.restart();
     let mut server = server.restart();
-    assert!(
-        scanned_at_last_start(&server) <= 1,
-        "replayed {} points",
-        scanned_at_last_start(&server)
-    );
+    assert_replayed_at_most(&server, 1);
     assert_eq!(location_time(&server, wireless), silent_at);
 
     // Back in coverage, the wireless unit uploads what it stored during the silence, far behind
@@ -230,11 +231,7 @@ fn a_silent_device_does_not_make_every_restart_replay_its_vehicle_track() {
     let (status, v) = server.get_json("/v1/vehicles/VH-601/location");
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["terminal_id"], wireless, "{v}");
-    assert!(
-        scanned_at_last_start(&server) <= 3,
-        "replayed {} points",
-        scanned_at_last_start(&server)
-    );
+    assert_replayed_at_most(&server, 3);
 }
 
 #[test]
@@ -408,11 +405,7 @@ fn a_tracker_without_any_fix_is_replayed_once_and_keeps_its_battery_level() {
     let server = server.restart();
     assert_eq!(scanned_at_last_start(&server), 300);
     let mut server = server.restart();
-    assert!(
-        scanned_at_last_start(&server) <= 11,
-        "replayed {} points of a track already replayed",
-        scanned_at_last_start(&server)
-    );
+    assert_replayed_at_most(&server, 11);
 
     // Newer reports, then a crash: the next start replays those alone.
     let mut l = server.connect();
@@ -430,11 +423,7 @@ fn a_tracker_without_any_fix_is_replayed_once_and_keeps_its_battery_level() {
     let status = server.signal_and_wait("KILL");
     assert!(!status.success());
     let server = server.restart();
-    assert!(
-        scanned_at_last_start(&server) <= 21,
-        "replayed {} points",
-        scanned_at_last_start(&server)
-    );
+    assert_replayed_at_most(&server, 21);
 
     // The first fix, without a battery item of its own, shows the newest level reported.
     let mut l = server.connect();

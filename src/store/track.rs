@@ -184,21 +184,7 @@ pub(super) mod tests {
 
     /// A valid fix with what the store's tests need to tell points apart.
     pub(in crate::store) fn fix(terminal: &str, time_ms: i64, lat: f64) -> Fix {
-        Fix {
-            terminal_id: terminal.into(),
-            time_ms,
-            received_ms: 0,
-            latitude: lat,
-            longitude: 0.0,
-            altitude_m: 0,
-            speed_kmh: 0.0,
-            course: 0,
-            alarm: 0,
-            status: 0,
-            flags: FixFlags::empty(),
-            battery_pct: None,
-            voltage_mv: None,
-        }
+        Fix::for_test(terminal, time_ms, lat)
     }
 
     #[test]
