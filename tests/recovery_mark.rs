@@ -374,31 +374,32 @@ fn a_tracker_without_any_fix_is_replayed_once_and_keeps_its_battery_level() {
     let (wired, wireless) = ("013800000631", "013800000632");
     let (server, _registry) = start_with_pair(wired, wireless, "VH-631");
     let t0 = now_s() - 50_000;
-    let no_fix = |t: i64, battery: u8| {
-        let mut loc = Pos {
-            fixed: false,
-            ..Pos::at(t, 22.5, 114.0)
-        }
-        .location();
-        loc.extras = liengate::protocols::jt808::Extras(match battery {
+    // Sends the no-GNSS reports with serials `serials`, a minute apart, with a battery level.
+    let send_no_fix = |l: &mut Client, serials: std::ops::Range<u16>, battery: u8| {
+        let extras: &'static [u8] = match battery {
             80 => &[0xE1, 1, 80],
             _ => &[0xE1, 1, 70],
-        });
-        loc
+        };
+        for serial in serials {
+            let mut loc = Pos {
+                fixed: false,
+                ..Pos::at(t0 + serial as i64 * 60, 22.5, 114.0)
+            }
+            .location();
+            loc.extras = liengate::protocols::jt808::Extras(extras);
+            let f = frame(
+                wireless,
+                serial,
+                &liengate::protocols::jt808::Message::Location(loc),
+            );
+            assert_eq!(l.request(&f, serial, 0x0200), 0);
+        }
     };
     let mut l = server.connect();
     let code = l.login(wireless);
     // A report a minute: five hours, far more than the ten minutes a vehicle's replay reaches
     // back before its newest report for its other tracker (which has never reported).
-    for serial in 3u16..303 {
-        let loc = no_fix(t0 + serial as i64 * 60, 80);
-        let f = frame(
-            wireless,
-            serial,
-            &liengate::protocols::jt808::Message::Location(loc),
-        );
-        assert_eq!(l.request(&f, serial, 0x0200), 0);
-    }
+    send_no_fix(&mut l, 3..303, 80);
     drop(l);
 
     // The first start after the reports replays all of them; the next one only the newest.
@@ -410,15 +411,7 @@ fn a_tracker_without_any_fix_is_replayed_once_and_keeps_its_battery_level() {
     // Newer reports, then a crash: the next start replays those alone.
     let mut l = server.connect();
     assert_eq!(l.auth(wireless, 400, &code), 0);
-    for serial in 401u16..411 {
-        let loc = no_fix(t0 + serial as i64 * 60, 70);
-        let f = frame(
-            wireless,
-            serial,
-            &liengate::protocols::jt808::Message::Location(loc),
-        );
-        assert_eq!(l.request(&f, serial, 0x0200), 0);
-    }
+    send_no_fix(&mut l, 401..411, 70);
     drop(l);
     let status = server.signal_and_wait("KILL");
     assert!(!status.success());

@@ -180,7 +180,6 @@ pub(super) fn merge_sorted(points: &mut Vec<Seen>) {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::model::FixFlags;
 
     /// A valid fix with what the store's tests need to tell points apart.
     pub(in crate::store) fn fix(terminal: &str, time_ms: i64, lat: f64) -> Fix {
