@@ -54,7 +54,12 @@ fn start_with_pair(wired: &str, wireless: &str, vehicle: &str) -> (Server, tempf
 }
 
 fn location_time(server: &Server, tid: &str) -> i64 {
-    let (status, v) = server.get_json(&format!("/v1/devices/{tid}/location"));
+    time_at(server, &format!("/v1/devices/{tid}/location"))
+}
+
+/// The device time (Unix s) of the location that `path` shows.
+fn time_at(server: &Server, path: &str) -> i64 {
+    let (status, v) = server.get_json(path);
     assert_eq!(status, 200, "{v}");
     time::OffsetDateTime::parse(
         v["time"].as_str().unwrap(),
@@ -500,12 +505,5 @@ fn a_device_reassigned_at_the_restart_after_a_crash_keeps_its_newest_position() 
 }
 
 fn location_time_of_vehicle(server: &Server, vehicle: &str) -> i64 {
-    let (status, v) = server.get_json(&format!("/v1/vehicles/{vehicle}/location"));
-    assert_eq!(status, 200, "{v}");
-    time::OffsetDateTime::parse(
-        v["time"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap()
-    .unix_timestamp()
+    time_at(server, &format!("/v1/vehicles/{vehicle}/location"))
 }
