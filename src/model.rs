@@ -264,26 +264,22 @@ impl Signals {
     }
 }
 
-/// Takes a battery or voltage reading if it is newer in device time than the known one. Of two
-/// readings of the same second (a car's wired and wireless trackers, or one device re-reporting)
-/// the lower wins, whatever order they arrive in: the start-up replay meets them in track order,
-/// not arrival order, and must come to the same value; and a falling reading (a cut wire, a
-/// battery running down after removal) is the one a risk team must not miss. Returns true on a
-/// change.
-fn take_reading<T: Ord + Copy>(
+/// Takes a battery or voltage reading unless the known one is newer in device time. Of two
+/// readings of the same second the later to arrive wins: the store keeps the last copy of a
+/// device's report of a given second, so the start-up replay comes to the same reading when a
+/// device re-sends a second with other extras. (Between two devices reporting the same second,
+/// the replay meets them in terminal order rather than arrival order and may pick the other one:
+/// which device a reading came from is not stored.) Returns true on a change.
+fn take_reading<T: PartialEq + Copy>(
     value: &mut Option<T>,
     time_ms: &mut i64,
     reading: T,
     reading_ms: i64,
 ) -> bool {
-    let take = match *value {
-        None => true,
-        Some(known) => reading_ms > *time_ms || reading_ms == *time_ms && reading < known,
-    };
-    if !take {
+    if reading_ms < *time_ms {
         return false;
     }
-    let changed = *value != Some(reading) || *time_ms != reading_ms;
+    let changed = *value != Some(reading);
     *value = Some(reading);
     *time_ms = reading_ms;
     changed
@@ -326,39 +322,22 @@ mod tests {
     }
 
     #[test]
-    fn same_second_readings_give_the_same_signals_in_any_order() {
-        let report = |terminal: &str, battery: u8, voltage: u32| Fix {
+    fn a_reading_of_the_same_second_replaces_the_known_one_and_an_older_one_does_not() {
+        let report = |terminal: &str, time_ms: i64, battery: u8, voltage: u32| Fix {
             battery_pct: Some(battery),
             voltage_mv: Some(voltage),
-            ..Fix::for_test(terminal, 1_000, 1.0)
+            ..Fix::for_test(terminal, time_ms, 1.0)
         };
-        let wired = report("1", 80, 12_000);
-        let wireless = report("2", 60, 13_000);
-        let mut live = Signals::default();
-        assert!(live.offer(&wired));
-        assert!(live.offer(&wireless));
-        let mut replay = Signals::default();
-        assert!(replay.offer(&wireless));
-        replay.offer(&wired);
-        assert_eq!(live, replay);
-        assert_eq!(live.battery_pct, Some(60));
-        assert_eq!(live.voltage_mv, Some(12_000));
-        assert_eq!(&*live.terminal_id, "2");
-        // A newer second replaces a lower reading.
-        let mut later = report("1", 90, 12_500);
-        later.time_ms = 2_000;
-        assert!(live.offer(&later));
-        assert_eq!(
-            (live.battery_pct, live.voltage_mv),
-            (Some(90), Some(12_500))
-        );
-        // An older one does not, however low.
-        let earlier = report("2", 5, 1);
-        assert!(!live.offer(&earlier));
-        assert_eq!(
-            (live.battery_pct, live.voltage_mv),
-            (Some(90), Some(12_500))
-        );
+        let mut s = Signals::default();
+        assert!(s.offer(&report("1", 1_000, 20, 12_000)));
+        // A re-send of the same second with other extras: the store keeps this copy.
+        assert!(s.offer(&report("1", 1_000, 80, 12_500)));
+        assert_eq!((s.battery_pct, s.voltage_mv), (Some(80), Some(12_500)));
+        assert!(!s.offer(&report("1", 1_000, 80, 12_500)), "nothing new");
+        // An older one does not replace them, however low.
+        assert!(!s.offer(&report("2", 500, 5, 1)));
+        assert_eq!((s.battery_pct, s.voltage_mv), (Some(80), Some(12_500)));
+        assert_eq!(s.battery_time_ms, 1_000);
     }
 
     #[test]

@@ -524,4 +524,49 @@ mod tests {
             .iter()
             .any(|(k, _)| k.as_str() == "V"));
     }
+
+    /// A device re-sends a second with another battery level: the live tracker and the store
+    /// (which keeps the last copy of that second) end with the same reading.
+    #[test]
+    fn a_re_sent_second_gives_the_same_battery_live_and_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let cfg = StateConfig::default();
+        let ok = FixFlags::empty();
+        let base = fix("A", 100, ok);
+        let track = |f: &Fix| Write::Fix {
+            vehicle_id: "V".into(),
+            fix: f.clone(),
+        };
+        store
+            .commit_blocking(vec![
+                device("A", Some("V")),
+                Write::LastKnown(record_at("V", base.clone(), 100)),
+                Write::LastKnown(record_at("device:A", base.clone(), 100)),
+                track(&base),
+            ])
+            .unwrap();
+        let mut low = fix("A", 200, ok);
+        low.battery_pct = Some(20);
+        let high = Fix {
+            battery_pct: Some(80),
+            ..low.clone()
+        };
+        // What the shard does: each report committed in arrival order; neither is late, so no
+        // record is written before the crash.
+        let mut live = Tracker::restore(record_at("device:A", base, 100), &cfg);
+        for f in [&low, &high] {
+            live.offer("device:A", f, 0, &cfg);
+            store.commit_blocking(vec![track(f)]).unwrap();
+        }
+        let live_battery = live.last_known.unwrap().signals.battery_pct;
+        assert_eq!(live_battery, Some(80));
+        let r = recover_last_known(&store, &cfg).unwrap();
+        let a = r
+            .records
+            .iter()
+            .find(|lk| &*lk.vehicle_id == "device:A")
+            .unwrap();
+        assert_eq!(a.signals.battery_pct, live_battery);
+    }
 }
