@@ -371,9 +371,9 @@ fn device(server: &Server, tid: &str) -> serde_json::Value {
 }
 
 /// A tracker that never had a valid fix (a car parked underground since before its tracker was
-/// installed) sends only no-GNSS reports. Its keys have no last known record, but start-up
-/// recovery stores their signals and where it replayed to, so the next start does not replay the
-/// whole track again; and the battery level survives until the first fix, kill -9 included.
+/// installed) sends only no-GNSS reports. Its keys have no last known record, but a signals
+/// record (its newest report's signals), so a start does not replay the whole track again; and
+/// the battery level survives until the first fix, kill -9 included.
 #[test]
 fn a_tracker_without_any_fix_is_replayed_once_and_keeps_its_battery_level() {
     let (wired, wireless) = ("013800000631", "013800000632");
@@ -407,9 +407,11 @@ fn a_tracker_without_any_fix_is_replayed_once_and_keeps_its_battery_level() {
     send_no_fix(&mut l, 3..303, 80);
     drop(l);
 
-    // The first start after the reports replays all of them; the next one only the newest.
+    // The graceful stop stored the keys' signals records: the start replays from their newest
+    // report (less the ten minutes for the silent wired unit), not the 300 reports; and so does
+    // the next.
     let server = server.restart();
-    assert_eq!(scanned_at_last_start(&server), 300);
+    assert_replayed_at_most(&server, 11);
     let mut server = server.restart();
     assert_replayed_at_most(&server, 11);
 
@@ -506,4 +508,68 @@ fn a_device_reassigned_at_the_restart_after_a_crash_keeps_its_newest_position() 
 
 fn location_time_of_vehicle(server: &Server, vehicle: &str) -> i64 {
     time_at(server, &format!("/v1/vehicles/{vehicle}/location"))
+}
+
+/// A delayed no-fix report, older than the newest report of a tracker that has no fix yet, brings
+/// a newer battery reading than the one its signals record holds. The shard stores that record
+/// at once (the replay starts at the newest report), so the reading survives a kill -9 and a
+/// graceful restart, and the car's first fix shows it.
+#[test]
+fn a_late_battery_reading_before_the_first_fix_survives_restarts() {
+    for kill in [true, false] {
+        let (wired, wireless) = ("013800000651", "013800000652");
+        let (server, _registry) = start_with_pair(wired, wireless, "VH-651");
+        let t0 = now_s() - 50_000;
+        let no_fix = |t: i64, extras: &'static [u8]| {
+            let mut loc = Pos {
+                fixed: false,
+                ..Pos::at(t, 22.5, 114.0)
+            }
+            .location();
+            loc.extras = liengate::protocols::jt808::Extras(extras);
+            liengate::protocols::jt808::Message::Location(loc)
+        };
+        let mut l = server.connect();
+        let code = l.login(wireless);
+        // Battery 80 at t0, then a report without a battery item an hour later: more than the
+        // ten minutes the vehicle's replay reaches back for its silent wired unit.
+        let f = frame(wireless, 3, &no_fix(t0, &[0xE1, 1, 80]));
+        assert_eq!(l.request(&f, 3, 0x0200), 0);
+        let f = frame(wireless, 4, &no_fix(t0 + 3_600, &[]));
+        assert_eq!(l.request(&f, 4, 0x0200), 0);
+        drop(l);
+        let mut server = server.restart();
+
+        // The delayed report from between, with a newer battery reading.
+        let mut l = server.connect();
+        assert_eq!(l.auth(wireless, 10, &code), 0);
+        let f = frame(wireless, 11, &no_fix(t0 + 1_800, &[0xE1, 1, 30]));
+        assert_eq!(l.request(&f, 11, 0x0200), 0);
+        drop(l);
+        if kill {
+            assert!(!server.signal_and_wait("KILL").success());
+        }
+        let server = server.restart();
+
+        // The first fix, without a battery item.
+        let mut l = server.connect();
+        assert_eq!(l.auth(wireless, 20, &code), 0);
+        assert_eq!(
+            l.request(
+                &location_frame(wireless, 21, Pos::at(t0 + 4_000, 22.5, 114.0)),
+                21,
+                0x0200
+            ),
+            0
+        );
+        let what = if kill {
+            "kill -9"
+        } else {
+            "a graceful restart"
+        };
+        assert_eq!(device(&server, wireless)["battery_pct"], 30, "after {what}");
+        let (status, v) = server.get_json("/v1/vehicles/VH-651/location");
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["battery_pct"], 30, "after {what}: {v}");
+    }
 }

@@ -119,8 +119,9 @@ pub struct LiveView {
     /// Last known per device keyed by terminal id.
     pub devices: Table<Arc<LastKnown>>,
     /// Signals of the record keys (vehicle id, or device key) that have reports but no last known
-    /// position, as start-up recovery found them. The shards start such a key's tracker from
-    /// them; nothing else reads them yet, and they are not kept up to date after the start.
+    /// position: what start-up recovery found, then what the shards committed. The shards start
+    /// such a key's tracker from them (also after dropping their state on a failed commit);
+    /// nothing else reads them yet.
     pub signals: Table<Arc<Signals>>,
     /// Last frame per vehicle key (vehicle id, or the device key of an unassigned device).
     pub vehicle_activity: Table<Arc<Activity>>,

@@ -43,19 +43,14 @@
 //! runs before any import: `serve` imports its registry file after it, and
 //! `liengate registry import` runs it first.
 //!
-//! A key that has reports but no record (none of them had a valid fix: a tracker in an
-//! underground garage since it was installed) gets a signals record instead (`Write::Signals`),
-//! written here: its newest report's signals, whose time is the key's mark like a record's. The
-//! shards start such a key's tracker from it (`Tracker::with_signals`), so a report older than
-//! the mark that moves the key's first record is written at once, as for any record. So each
-//! start replays such a key from where the previous start got to, not from the start of its
-//! track. The shards do not write signals records themselves, so what a key without a record
-//! reports between two starts is replayed again at the next one.
-//!
-//! Known costs left: a key's first record, or signals record, can be missing the signals of a
-//! report that was more than `LAG_BEHIND_VEHICLE_MS` behind its vehicle's newest report and that
-//! moved no record (there was none), if the process stops before the key's first record is
-//! written: the replay does not reach back that far.
+//! A key that has reports but no last known record (none of them had a valid fix: a tracker in
+//! an underground garage since it was installed) has a signals record instead (`Write::Signals`):
+//! its newest signals, whose time is the key's mark like a record's. The shards keep it like a
+//! last known record (coalesced, written at once when a late report changes it, the first one at
+//! once) and start such a key's tracker from it (`Tracker::with_signals`), and recovery writes it
+//! for the keys it replayed. So each start replays such a key from its mark, not from the start of
+//! its track. A report older than the mark can still change a signals record (a delayed battery
+//! reading newer than the record's), which is why the late-write rule covers it too.
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -34,7 +34,7 @@ use super::tracker::Tracker;
 use super::{CommitFailed, Committed, FrameKey, Positions, ShardMsg};
 use crate::config::{Config, SanitationConfig, StateConfig};
 use crate::metrics as m;
-use crate::model::{Fix, FixFlags, LastKnown};
+use crate::model::{Fix, FixFlags, LastKnown, Signals};
 use crate::store::{Chain, QueuedCommit, Store, StoreError, Write};
 
 /// foldhash instead of SipHash: hashing the vehicle and terminal keys was a visible share of the
@@ -126,6 +126,8 @@ struct Batch {
     waiting: Vec<(oneshot::Sender<Result<Committed, CommitFailed>>, Committed)>,
     publish_vehicles: Vec<(Arc<str>, Arc<LastKnown>)>,
     publish_devices: Vec<(Arc<str>, Arc<LastKnown>)>,
+    /// Signals of keys without a last known position, by record key.
+    publish_signals: Vec<(Arc<str>, Arc<Signals>)>,
 }
 
 impl Shard {
@@ -228,18 +230,11 @@ impl Shard {
         let now_ms = super::now_ms();
         let mut writes = Vec::new();
         // What moved is published to the live view once this batch's track points are durable.
-        let mut publish_vehicles = Vec::new();
-        let mut publish_devices = Vec::new();
+        let mut publish = Publish::default();
         let mut waiting = Vec::new();
         for msg in msgs.drain(..) {
             let ShardMsg::Positions(p) = msg;
-            let outcome = self.apply(
-                &p,
-                now_ms,
-                &mut writes,
-                &mut publish_vehicles,
-                &mut publish_devices,
-            );
+            let outcome = self.apply(&p, now_ms, &mut writes, &mut publish);
             if let Some(done) = p.done {
                 waiting.push((done, outcome));
             }
@@ -251,8 +246,9 @@ impl Shard {
             epoch: self.epoch,
             writes,
             waiting,
-            publish_vehicles,
-            publish_devices,
+            publish_vehicles: publish.vehicles,
+            publish_devices: publish.devices,
+            publish_signals: publish.signals,
         }
     }
 
@@ -265,12 +261,16 @@ impl Shard {
             &mut self.pending_vehicles,
             &mut self.vehicles,
             &self.live.vehicles,
+            &self.live.signals,
+            |vid| vid.clone(),
             writes,
         );
         flush_records(
             &mut self.pending_devices,
             &mut self.devices,
             &self.live.devices,
+            &self.live.signals,
+            |tid| Arc::from(super::device_key(tid)),
             writes,
         );
         self.last_flush = Instant::now();
@@ -282,8 +282,7 @@ impl Shard {
         p: &Positions,
         now_ms: i64,
         writes: &mut Vec<Write>,
-        publish_vehicles: &mut Vec<(Arc<str>, Arc<LastKnown>)>,
-        publish_devices: &mut Vec<(Arc<str>, Arc<LastKnown>)>,
+        publish: &mut Publish,
     ) -> Committed {
         let route = &p.route;
         let tid = &route.terminal_id;
@@ -366,9 +365,9 @@ impl Shard {
                     .newest_report_ms()
                     .saturating_sub(super::LAG_BEHIND_VEHICLE_MS)
             });
-            // A device's first record is written at once too: it may carry signals (battery,
-            // alarms) of reports from before the replay's bound that moved no record then.
-            let first = dev.tracker.last_known.is_none();
+            // A device's first record (its first signals, or its first position) is written at
+            // once too: the replay's bound for the device may lie after the report.
+            let first = !dev.tracker.has_record();
             let moved = dev
                 .tracker
                 .offer(&route.device_key, &fix, device_frame_ms, state_cfg);
@@ -398,11 +397,15 @@ impl Shard {
         // wireless unit's battery level behind its wired partner's reports), so this costs few
         // writes. The key stays pending, so the flush still writes its final state.
         if device_moved {
-            if let Some(lk) = &dev.tracker.last_known {
-                publish_devices.push((tid.clone(), Arc::new(lk.clone())));
-                if device_late {
-                    writes.push(Write::LastKnown(lk.clone()));
-                }
+            match &dev.tracker.last_known {
+                Some(lk) => publish.devices.push((tid.clone(), Arc::new(lk.clone()))),
+                None => publish.signals.push((
+                    route.device_key.clone(),
+                    Arc::new(dev.tracker.signals().clone()),
+                )),
+            }
+            if device_late {
+                writes.extend(record_write(&dev.tracker, || route.device_key.clone()));
             }
             if !dev.pending {
                 dev.pending = true;
@@ -417,17 +420,21 @@ impl Shard {
         }
         if let Some((vid, v)) = vehicle {
             if vehicle_moved {
-                if let Some(lk) = &v.tracker.last_known {
-                    publish_vehicles.push((vid.clone(), Arc::new(lk.clone())));
-                    if vehicle_late {
-                        writes.push(Write::LastKnown(lk.clone()));
-                        // The stored record's newest report now bounds the replay of its devices'
-                        // records after a crash: theirs must be at least as current.
-                        for d in &v.pending_devices {
-                            let lk = devices.get(d).and_then(|s| s.tracker.last_known.clone());
-                            if let Some(lk) = lk {
-                                writes.push(Write::LastKnown(lk));
-                            }
+                match &v.tracker.last_known {
+                    Some(lk) => publish.vehicles.push((vid.clone(), Arc::new(lk.clone()))),
+                    None => publish
+                        .signals
+                        .push((vid.clone(), Arc::new(v.tracker.signals().clone()))),
+                }
+                if vehicle_late {
+                    writes.extend(record_write(&v.tracker, || vid.clone()));
+                    // The stored record's newest report now bounds the replay of its devices'
+                    // records after a crash: theirs must be at least as current.
+                    for d in &v.pending_devices {
+                        if let Some(state) = devices.get(d) {
+                            writes.extend(record_write(&state.tracker, || {
+                                Arc::from(super::device_key(d))
+                            }));
                         }
                     }
                 }
@@ -441,43 +448,75 @@ impl Shard {
     }
 }
 
-/// The part of a device's or vehicle's state that has a last known record to flush.
+/// What one batch publishes to the live view once it is durable.
+#[derive(Default)]
+struct Publish {
+    vehicles: Vec<(Arc<str>, Arc<LastKnown>)>,
+    devices: Vec<(Arc<str>, Arc<LastKnown>)>,
+    /// Signals of keys without a last known position, by record key.
+    signals: Vec<(Arc<str>, Arc<Signals>)>,
+}
+
+/// The write that stores a tracker's record under its record key: its last known position, or,
+/// without one, its signals (`Write::Signals`); nothing for a key that has had no report.
+fn record_write(tracker: &Tracker, key: impl FnOnce() -> Arc<str>) -> Option<Write> {
+    match &tracker.last_known {
+        Some(lk) => Some(Write::LastKnown(lk.clone())),
+        None if tracker.has_record() => Some(Write::Signals {
+            key: key(),
+            signals: tracker.signals().clone(),
+        }),
+        None => None,
+    }
+}
+
+/// The part of a device's or vehicle's state that has a record to flush.
 trait Record {
-    /// Its current record, clearing the pending flag.
-    fn take_pending(&mut self) -> Option<LastKnown>;
+    /// Clears the pending flag and returns the tracker whose record is to be written.
+    fn take_pending(&mut self) -> &Tracker;
 }
 
 impl Record for DeviceState {
-    fn take_pending(&mut self) -> Option<LastKnown> {
+    fn take_pending(&mut self) -> &Tracker {
         self.pending = false;
-        self.tracker.last_known.clone()
+        &self.tracker
     }
 }
 
 impl Record for VehicleState {
-    fn take_pending(&mut self) -> Option<LastKnown> {
+    fn take_pending(&mut self) -> &Tracker {
         self.pending = false;
         self.pending_devices = Vec::new();
-        self.tracker.last_known.clone()
+        &self.tracker
     }
 }
 
 /// Writes the current record of every key in `pending`: from the shard's state, or from the
-/// live view when the state was dropped after a failed commit.
+/// live view when the state was dropped after a failed commit. `record_key` turns a pending key
+/// (vehicle id, terminal id) into its record key.
 fn flush_records<S: Record>(
     pending: &mut Vec<Arc<str>>,
     states: &mut FastMap<Arc<str>, S>,
     live: &Table<Arc<LastKnown>>,
+    live_signals: &Table<Arc<Signals>>,
+    record_key: impl Fn(&Arc<str>) -> Arc<str>,
     writes: &mut Vec<Write>,
 ) {
     for key in pending.drain(..) {
-        let lk = match states.get_mut(&key) {
-            Some(state) => state.take_pending(),
-            None => live.get(&key).map(|lk| (*lk).clone()),
+        let write = match states.get_mut(&key) {
+            Some(state) => record_write(state.take_pending(), || record_key(&key)),
+            None => match live.get(&key) {
+                Some(lk) => Some(Write::LastKnown((*lk).clone())),
+                None => {
+                    let key = record_key(&key);
+                    live_signals.get(&key).map(|signals| Write::Signals {
+                        key,
+                        signals: (*signals).clone(),
+                    })
+                }
+            },
         };
-        if let Some(lk) = lk {
-            writes.push(Write::LastKnown(lk));
-        }
+        writes.extend(write);
     }
 }
 
@@ -617,6 +656,9 @@ async fn finish_commits(
                 }
                 for (key, lk) in batch.publish_devices {
                     live.devices.insert(key, lk);
+                }
+                for (key, signals) in batch.publish_signals {
+                    live.signals.insert(key, signals);
                 }
                 for (done, outcome) in batch.waiting {
                     // The connection may have gone away meanwhile; the data is stored regardless.

@@ -69,9 +69,16 @@ impl Tracker {
         self.signals.time_ms
     }
 
-    /// Offers a fix. Returns true when the last known record changed: the fix became the last
-    /// known position (only valid fixes newer in device time than the current one qualify), or
-    /// it brought newer alarm, status or health signals.
+    /// Whether the key has anything to store: a last known position, or at least the signals
+    /// of a report (a signals record, see `Write::Signals`).
+    pub fn has_record(&self) -> bool {
+        self.last_known.is_some() || self.signals != Signals::default()
+    }
+
+    /// Offers a fix. Returns true when the key's record changed: the fix became the last known
+    /// position (only valid fixes newer in device time than the current one qualify), or it
+    /// brought newer alarm, status or health signals, which a key without a last known position
+    /// keeps as its signals record.
     pub fn offer(&mut self, key: &str, fix: &Fix, last_frame_ms: i64, cfg: &StateConfig) -> bool {
         let signalled = self.signals.offer(fix);
         if signalled {
@@ -80,7 +87,7 @@ impl Tracker {
             }
         }
         if !fix.is_valid() {
-            return signalled && self.last_known.is_some();
+            return signalled;
         }
         if let Some(lk) = &self.last_known {
             // Ties in device time between devices go to the lower terminal id, whatever order the
@@ -224,8 +231,12 @@ mod tests {
     #[test]
     fn flagged_fixes_never_become_last_known() {
         let mut t = Tracker::new();
-        assert!(!t.offer("v", &fix("a", 100, 0.0, FixFlags::NO_GNSS), 0, &cfg()));
+        assert!(!t.has_record());
+        // Its signals changed (a signals record), not its position.
+        assert!(t.offer("v", &fix("a", 100, 0.0, FixFlags::NO_GNSS), 0, &cfg()));
         assert!(t.last_known.is_none());
+        assert!(t.has_record());
+        assert!(!t.offer("v", &fix("a", 100, 0.0, FixFlags::NO_GNSS), 0, &cfg()));
         assert!(t.offer("v", &fix("a", 100, 0.0, FixFlags::BLIND_AREA), 0, &cfg()));
     }
 
