@@ -17,6 +17,9 @@ pub struct RegistryArgs {
 #[derive(clap::Subcommand, Debug)]
 enum RegistryCommand {
     /// Validate a registry file (CSV or JSON, by extension) and store it in one atomic commit.
+    /// First brings the last known positions up to date with the track, as a start of the
+    /// gateway does (it may have stopped without writing them), using the `[state]` settings of
+    /// `--config`: pass the gateway's.
     Import {
         /// The registry file: one row per device (see config/registry.example.csv).
         file: PathBuf,
