@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::model::{LastKnown, Signals};
 use crate::store::{Store, StoreError};
 
+#[cfg(test)]
+mod failed_sync_tests;
 pub mod live;
 pub mod recover;
 pub mod sanitize;

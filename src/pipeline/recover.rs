@@ -36,7 +36,10 @@
 //! A shard that dropped its state after a failed commit may have lost the list of what was
 //! pending, so once a commit or sync has failed the store adds `Write::FullReplay` to every batch
 //! (and writes it at once after a failed sync); the next start then replays from each record's
-//! own mark (and clears the flag).
+//! own mark (and clears the flag). A failed sync leaves its batch in the journal, so a stored
+//! record can then be ahead of the state the shard reloads (from the live view, which holds only
+//! what was answered as stored); the shard therefore writes each reloaded key's first change at
+//! once, which brings its stored mark back to what the shard has seen.
 //!
 //! The replay groups each device's points under the vehicle the registry assigns it to, which is
 //! the vehicle they were stored with only until a registry import moves the device. So recovery

@@ -76,6 +76,10 @@ struct DeviceState {
     recent: RecentFrames,
     /// Its key is in the shard's pending list (last known changed since the last flush).
     pending: bool,
+    /// Loaded from the live view after a failed commit: the store may hold a newer record (a
+    /// failed sync leaves its batch in the journal), whose mark the next replay starts at, so
+    /// the state's first change is written at once.
+    reloaded: bool,
 }
 
 /// Per-vehicle state: the fused last known position of all its devices.
@@ -87,6 +91,8 @@ struct VehicleState {
     /// written before the flush (a late report), theirs are written with it: start-up recovery
     /// bounds the devices' replay by the vehicle's stored newest report (see `pipeline::recover`).
     pending_devices: Vec<Arc<str>>,
+    /// As `DeviceState::reloaded`.
+    reloaded: bool,
 }
 
 pub(super) struct Shard {
@@ -294,12 +300,17 @@ impl Shard {
             state_cfg,
             pending_devices,
             pending_vehicles,
+            epoch,
             ..
         } = self;
+        // Past the first epoch a commit has failed: states are loaded from the live view, which
+        // may be behind the store (see `DeviceState::reloaded`).
+        let reloaded = *epoch > NO_FAILURE + 1;
         // One lookup per map and frame: this runs for every position.
-        let dev = devices
-            .entry(tid.clone())
-            .or_insert_with(|| load_device(live, tid, state_cfg));
+        let dev = devices.entry(tid.clone()).or_insert_with(|| DeviceState {
+            reloaded,
+            ..load_device(live, tid, state_cfg)
+        });
         if let Some(key) = p.key {
             if !dev.recent.insert(key) {
                 metrics::counter!(m::FRAMES_DUPLICATE).increment(1);
@@ -307,9 +318,10 @@ impl Shard {
             }
         }
         let mut vehicle = route.vehicle_id.as_ref().map(|vid| {
-            let v = vehicles
-                .entry(vid.clone())
-                .or_insert_with(|| load_vehicle(live, vid, state_cfg));
+            let v = vehicles.entry(vid.clone()).or_insert_with(|| VehicleState {
+                reloaded,
+                ..load_vehicle(live, vid, state_cfg)
+            });
             (vid, v)
         });
         let last_frame_ms = route.vehicle_activity.get().max(p.received_ms);
@@ -367,7 +379,7 @@ impl Shard {
             });
             // A device's first record (its first signals, or its first position) is written at
             // once too: the replay's bound for the device may lie after the report.
-            let first = !dev.tracker.has_record();
+            let first = !dev.tracker.has_record() || dev.reloaded;
             let moved = dev
                 .tracker
                 .offer(&route.device_key, &fix, device_frame_ms, state_cfg);
@@ -377,7 +389,7 @@ impl Shard {
                 let newest = v.tracker.newest_report_ms();
                 let moved = v.tracker.offer(vid, &fix, last_frame_ms, state_cfg);
                 vehicle_moved |= moved;
-                vehicle_late |= moved && fix.time_ms < newest;
+                vehicle_late |= moved && (fix.time_ms < newest || v.reloaded);
             }
             writes.push(Write::Fix {
                 vehicle_id: route.vehicle_key.clone(),
@@ -406,6 +418,7 @@ impl Shard {
             }
             if device_late {
                 writes.extend(record_write(&dev.tracker, || route.device_key.clone()));
+                dev.reloaded = false;
             }
             if !dev.pending {
                 dev.pending = true;
@@ -427,6 +440,7 @@ impl Shard {
                         .push((vid.clone(), Arc::new(v.tracker.signals().clone()))),
                 }
                 if vehicle_late {
+                    v.reloaded = false;
                     writes.extend(record_write(&v.tracker, || vid.clone()));
                     // The stored record's newest report now bounds the replay of its devices'
                     // records after a crash: theirs must be at least as current.
@@ -539,6 +553,7 @@ fn load_device(live: &LiveView, tid: &Arc<str>, cfg: &StateConfig) -> DeviceStat
         jumps,
         recent: RecentFrames::default(),
         pending: false,
+        reloaded: false,
     }
 }
 
@@ -562,6 +577,7 @@ fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleSt
         tracker,
         pending: false,
         pending_devices: Vec::new(),
+        reloaded: false,
     }
 }
 

@@ -643,3 +643,15 @@ fn validate(writes: &[Write]) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+impl Store {
+    /// The next disk sync fails (its batch stays applied, as after a real failure).
+    pub(crate) fn fail_next_sync(&self) {
+        self.inner
+            .engine
+            .faults
+            .sync
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
