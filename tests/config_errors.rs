@@ -110,3 +110,24 @@ fn the_example_config_starts_the_server() {
     assert_eq!(status, 200);
     assert!(server.signal_and_wait("TERM").success());
 }
+
+/// A registry file that cannot be read stops the start with one message that names the config
+/// key, the file and the operating system's reason, each once.
+#[test]
+fn a_missing_registry_file_is_reported_once() {
+    let (out, _) = serve_with("[registry]\nimport = \"/nonexistent/registry.csv\"\n");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("liengate: "))
+        .unwrap_or_else(|| panic!("no error line in: {stderr}"));
+    assert!(
+        line.contains(
+            "importing the registry file (registry.import): /nonexistent/registry.csv: cannot read: "
+        ),
+        "{line}"
+    );
+    assert_eq!(line.matches("/nonexistent/registry.csv").count(), 1, "{line}");
+    assert_eq!(line.matches("No such file").count(), 1, "{line}");
+}

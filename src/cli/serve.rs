@@ -138,7 +138,7 @@ async fn serve(
     // stored with, and an import may assign the device to another one.
     if let Some(path) = &config.registry.import {
         let report = crate::registry::import_file(&store, path)
-            .with_context(|| format!("importing the registry from {}", path.display()))?;
+            .context("importing the registry file (registry.import)")?;
         tracing::info!(%report, "registry imported");
     }
     let without_fix = pipeline::load_signals(&live, recovered.signals);

@@ -79,7 +79,8 @@ pub struct RowError {
 /// Why a registry file was not imported.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{file}: cannot read: {source}")]
+    // The I/O error is the source: the error chain prints it once, after this.
+    #[error("{file}: cannot read")]
     Read {
         file: PathBuf,
         #[source]
