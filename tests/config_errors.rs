@@ -96,9 +96,10 @@ fn a_missing_file_is_reported() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("config error in /nonexistent/liengate.toml: cannot read file"),
+        stderr.contains("config error in /nonexistent/liengate.toml: cannot read file: "),
         "{stderr}"
     );
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
 }
 
 #[test]

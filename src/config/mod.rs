@@ -17,7 +17,8 @@ pub use crate::store::Durability;
 /// A configuration problem, reported with the file (if any) and the key it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config error in {file}: cannot read file: {source}")]
+    // The I/O error is the source: the error chain prints it once, after this.
+    #[error("config error in {file}: cannot read file")]
     Read {
         file: String,
         #[source]

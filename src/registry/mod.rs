@@ -93,7 +93,7 @@ pub enum RegistryError {
         file: PathBuf,
         errors: Vec<RowError>,
     },
-    #[error("{file}: storing the registry failed: {source}")]
+    #[error("{file}: storing the registry failed")]
     Store {
         file: PathBuf,
         #[source]
