@@ -129,6 +129,10 @@ fn a_missing_registry_file_is_reported_once() {
         ),
         "{line}"
     );
-    assert_eq!(line.matches("/nonexistent/registry.csv").count(), 1, "{line}");
+    assert_eq!(
+        line.matches("/nonexistent/registry.csv").count(),
+        1,
+        "{line}"
+    );
     assert_eq!(line.matches("No such file").count(), 1, "{line}");
 }

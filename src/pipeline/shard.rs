@@ -130,10 +130,7 @@ struct Batch {
     epoch: u64,
     writes: Vec<Write>,
     waiting: Vec<(oneshot::Sender<Result<Committed, CommitFailed>>, Committed)>,
-    publish_vehicles: Vec<(Arc<str>, Arc<LastKnown>)>,
-    publish_devices: Vec<(Arc<str>, Arc<LastKnown>)>,
-    /// Signals of keys without a last known position, by record key.
-    publish_signals: Vec<(Arc<str>, Arc<Signals>)>,
+    publish: Publish,
 }
 
 impl Shard {
@@ -252,9 +249,7 @@ impl Shard {
             epoch: self.epoch,
             writes,
             waiting,
-            publish_vehicles: publish.vehicles,
-            publish_devices: publish.devices,
-            publish_signals: publish.signals,
+            publish,
         }
     }
 
@@ -667,14 +662,19 @@ async fn finish_commits(
         };
         match result {
             Ok(()) => {
-                for (key, lk) in batch.publish_vehicles {
+                let Publish {
+                    vehicles,
+                    devices,
+                    signals,
+                } = batch.publish;
+                for (key, lk) in vehicles {
                     live.vehicles.insert(key, lk);
                 }
-                for (key, lk) in batch.publish_devices {
+                for (key, lk) in devices {
                     live.devices.insert(key, lk);
                 }
-                for (key, signals) in batch.publish_signals {
-                    live.signals.insert(key, signals);
+                for (key, s) in signals {
+                    live.signals.insert(key, s);
                 }
                 for (done, outcome) in batch.waiting {
                     // The connection may have gone away meanwhile; the data is stored regardless.
