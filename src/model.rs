@@ -265,11 +265,10 @@ impl Signals {
 }
 
 /// Takes a battery or voltage reading unless the known one is newer in device time. Of two
-/// readings of the same second the later to arrive wins: the store keeps the last copy of a
-/// device's report of a given second, so the start-up replay comes to the same reading when a
-/// device re-sends a second with other extras. (Between two devices reporting the same second,
-/// the replay meets them in terminal order rather than arrival order and may pick the other one:
-/// which device a reading came from is not stored.) Returns true on a change.
+/// readings of the same second the later to arrive wins. The start-up replay comes to the same
+/// reading: the store keeps the last copy of a device's re-sent second, and the replay offers the
+/// points of one second from several devices in the order they were received
+/// (`pipeline::recover`). Returns true on a change.
 fn take_reading<T: PartialEq + Copy>(
     value: &mut Option<T>,
     time_ms: &mut i64,

@@ -135,6 +135,21 @@ fn offer(k: &mut Keyed, fix: &Fix, cfg: &StateConfig) {
     k.tracker.offer(&k.key, fix, last_frame, cfg);
 }
 
+/// Offers the points of one device time (drained from `points`) to their trackers, in the order
+/// they were received.
+fn offer_in_arrival_order(g: &mut Group, points: &mut Vec<Fix>, cfg: &StateConfig) {
+    // Stable: points received in the same millisecond keep the track's order.
+    points.sort_by_key(|f| f.received_ms);
+    for fix in points.drain(..) {
+        if let Some(k) = &mut g.vehicle {
+            offer(k, &fix, cfg);
+        }
+        if let Some(k) = g.devices.get_mut(&*fix.terminal_id) {
+            offer(k, &fix, cfg);
+        }
+    }
+}
+
 /// Reads the stored last known records and replays the track points newer than each of them.
 pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered, StoreError> {
     let mut stored = Stored {
@@ -203,16 +218,19 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
         if from == i64::MAX {
             continue;
         }
+        // Each tracker ignores what is not newer than its own record, so one pass from the oldest
+        // of them serves all. The points of one device time are offered in the order they were
+        // received, not in the track's terminal order: that is the order the shard applied them
+        // in (but for two connections racing within microseconds), and of two battery or voltage
+        // readings of the same second, from a car's two devices, the later one wins.
+        let mut same_time: Vec<Fix> = Vec::new();
         out.scanned += store.scan_track(&track_key, from, |fix| {
-            // Each tracker ignores what is not newer than its own record, so one pass from the
-            // oldest of them serves all.
-            if let Some(k) = &mut g.vehicle {
-                offer(k, &fix, cfg);
+            if same_time.first().is_some_and(|f| f.time_ms != fix.time_ms) {
+                offer_in_arrival_order(&mut g, &mut same_time, cfg);
             }
-            if let Some(k) = g.devices.get_mut(&*fix.terminal_id) {
-                offer(k, &fix, cfg);
-            }
+            same_time.push(fix);
         })?;
+        offer_in_arrival_order(&mut g, &mut same_time, cfg);
         for k in g.vehicle.into_iter().chain(g.devices.into_values()) {
             match k.tracker.last_known {
                 Some(lk) => {
@@ -566,5 +584,46 @@ mod tests {
             .find(|lk| &*lk.vehicle_id == "device:A")
             .unwrap();
         assert_eq!(a.signals.battery_pct, live_battery);
+    }
+
+    /// A car's two devices report the same second with different battery levels, the one with
+    /// the higher terminal id first: live, the later reading wins; the replay after a crash must
+    /// agree although the track holds them in terminal order.
+    #[test]
+    fn same_second_readings_of_two_devices_replay_in_arrival_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let cfg = StateConfig::default();
+        let ok = FixFlags::empty();
+        let base = fix("A", 100, ok);
+        let track = |f: &Fix| Write::Fix {
+            vehicle_id: "V".into(),
+            fix: f.clone(),
+        };
+        store
+            .commit_blocking(vec![
+                device("A", Some("V")),
+                device("B", Some("V")),
+                Write::LastKnown(record_at("V", base.clone(), 100)),
+                track(&base),
+            ])
+            .unwrap();
+        let mut from_b = fix("B", 200, ok);
+        from_b.battery_pct = Some(20);
+        from_b.received_ms = 5_000_000;
+        let mut from_a = fix("A", 200, ok);
+        from_a.battery_pct = Some(80);
+        from_a.received_ms = 5_000_001;
+        // Live: B's report arrived first, then A's; each committed as it came.
+        let mut live = Tracker::restore(record_at("V", base, 100), &cfg);
+        for f in [&from_b, &from_a] {
+            live.offer("V", f, 0, &cfg);
+            store.commit_blocking(vec![track(f)]).unwrap();
+        }
+        assert_eq!(live.signals().battery_pct, Some(80));
+        let r = recover_last_known(&store, &cfg).unwrap();
+        let v = r.records.iter().find(|lk| &*lk.vehicle_id == "V").unwrap();
+        assert_eq!(v.signals.battery_pct, Some(80));
+        assert_eq!(v.signals, *live.signals());
     }
 }
