@@ -213,6 +213,18 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// Whether no report was ever taken: the state of a key that has not reported. Field by
+    /// field rather than against `Signals::default()`, which builds an `Arc<str>`: the shard asks
+    /// for every report of a key without a position.
+    pub fn is_empty(&self) -> bool {
+        self.time_ms == 0
+            && self.terminal_id.is_empty()
+            && self.alarm == 0
+            && self.status == 0
+            && self.battery_pct.is_none()
+            && self.voltage_mv.is_none()
+    }
+
     /// Takes what `fix` says if it is newer in device time than what is known. Reports whose
     /// time cannot be trusted (invalid, or in the future) are skipped. Returns true on a change.
     pub fn offer(&mut self, fix: &Fix) -> bool {

@@ -242,8 +242,7 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
                 // No valid fix yet: keep what its reports said, and where this replay got to.
                 None => {
                     let signals = k.tracker.signals();
-                    if *signals != Signals::default() && stored.signals.get(&k.key) != Some(signals)
-                    {
+                    if !signals.is_empty() && stored.signals.get(&k.key) != Some(signals) {
                         out.writes.push(Write::Signals {
                             key: Arc::from(k.key.as_str()),
                             signals: signals.clone(),
@@ -541,6 +540,25 @@ mod tests {
             .any(|(k, _)| k.as_str() == "V"));
     }
 
+    /// What the shard does with reports that change no stored record at once: offers each to
+    /// `live` and commits its track point on vehicle V, in arrival order.
+    fn apply_live(
+        store: &Store,
+        live: &mut Tracker,
+        key: &str,
+        reports: &[&Fix],
+        cfg: &StateConfig,
+    ) {
+        for f in reports {
+            live.offer(key, f, 0, cfg);
+            let point = Write::Fix {
+                vehicle_id: "V".into(),
+                fix: (*f).clone(),
+            };
+            store.commit_blocking(vec![point]).unwrap();
+        }
+    }
+
     /// A device re-sends a second with another battery level: the live tracker and the store
     /// (which keeps the last copy of that second) end with the same reading.
     #[test]
@@ -568,13 +586,9 @@ mod tests {
             battery_pct: Some(80),
             ..low.clone()
         };
-        // What the shard does: each report committed in arrival order; neither is late, so no
-        // record is written before the crash.
+        // Neither report is late, so no record is written before the crash.
         let mut live = Tracker::restore(record_at("device:A", base, 100), &cfg);
-        for f in [&low, &high] {
-            live.offer("device:A", f, 0, &cfg);
-            store.commit_blocking(vec![track(f)]).unwrap();
-        }
+        apply_live(&store, &mut live, "device:A", &[&low, &high], &cfg);
         let live_battery = live.last_known.unwrap().signals.battery_pct;
         assert_eq!(live_battery, Some(80));
         let r = recover_last_known(&store, &cfg).unwrap();
@@ -614,12 +628,9 @@ mod tests {
         let mut from_a = fix("A", 200, ok);
         from_a.battery_pct = Some(80);
         from_a.received_ms = 5_000_001;
-        // Live: B's report arrived first, then A's; each committed as it came.
+        // Live: B's report arrived first, then A's.
         let mut live = Tracker::restore(record_at("V", base, 100), &cfg);
-        for f in [&from_b, &from_a] {
-            live.offer("V", f, 0, &cfg);
-            store.commit_blocking(vec![track(f)]).unwrap();
-        }
+        apply_live(&store, &mut live, "V", &[&from_b, &from_a], &cfg);
         assert_eq!(live.signals().battery_pct, Some(80));
         let r = recover_last_known(&store, &cfg).unwrap();
         let v = r.records.iter().find(|lk| &*lk.vehicle_id == "V").unwrap();

@@ -72,16 +72,7 @@ impl Tracker {
     /// Whether the key has anything to store: a last known position, or at least the signals
     /// of a report (a signals record, see `Write::Signals`).
     pub fn has_record(&self) -> bool {
-        // Field by field rather than against `Signals::default()`, which builds an `Arc<str>`:
-        // this runs for every report of a key without a position.
-        let s = &self.signals;
-        self.last_known.is_some()
-            || s.time_ms != 0
-            || !s.terminal_id.is_empty()
-            || s.alarm != 0
-            || s.status != 0
-            || s.battery_pct.is_some()
-            || s.voltage_mv.is_some()
+        self.last_known.is_some() || !self.signals.is_empty()
     }
 
     /// Offers a fix. Returns true when the key's record changed: the fix became the last known

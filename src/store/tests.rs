@@ -25,6 +25,16 @@ fn open(dir: &std::path::Path, durability: Durability) -> Store {
     Store::open(&cfg).unwrap()
 }
 
+const DAY_MS: i64 = 86_400_000;
+
+/// A store whose retention is one day.
+fn keeping_a_day(dir: &std::path::Path, durability: Durability) -> Store {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.durability = durability;
+    cfg.retention_days = 1;
+    Store::open(&cfg).unwrap()
+}
+
 fn device(terminal: &str, vehicle: Option<&str>) -> Device {
     Device {
         vehicle_id: vehicle.map(Into::into),
@@ -180,10 +190,8 @@ fn vehicle_index_follows_device_reassignment() {
 #[test]
 fn retention_and_purge_remove_only_what_they_should() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = StoreConfig::new(dir.path());
-    cfg.retention_days = 1;
-    let store = Store::open(&cfg).unwrap();
-    let day = 86_400_000;
+    let store = keeping_a_day(dir.path(), Durability::Fsync);
+    let day = DAY_MS;
     let now = 10 * day;
     let mut writes = Vec::new();
     // "C" has only old points, "A1" has "A" as a byte prefix of its id.
@@ -488,10 +496,8 @@ fn reads_merge_the_log_and_the_chunks_and_the_last_copy_wins() {
 #[test]
 fn retention_trims_a_chunk_that_straddles_the_cutoff() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = StoreConfig::new(dir.path());
-    cfg.retention_days = 1;
-    let store = Store::open(&cfg).unwrap();
-    let day = 86_400_000;
+    let store = keeping_a_day(dir.path(), Durability::Fsync);
+    let day = DAY_MS;
     // The cutoff falls in the middle of an hour: one chunk holds points on both sides.
     let now = 10 * day + 1_800_000;
     let cutoff = now - day;
@@ -718,11 +724,8 @@ fn a_failed_fold_shows_in_the_health_check_until_restart() {
 #[test]
 fn purge_and_retention_count_a_re_sent_fix_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = StoreConfig::new(dir.path());
-    cfg.durability = Durability::Buffered;
-    cfg.retention_days = 1;
-    let store = Store::open(&cfg).unwrap();
-    let day = 86_400_000;
+    let store = keeping_a_day(dir.path(), Durability::Buffered);
+    let day = DAY_MS;
     let now = 10 * day;
     let old = now - 2 * day;
     let write = |vehicle: &str, t: i64, terminal: &str| Write::Fix {
