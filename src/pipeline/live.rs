@@ -67,9 +67,20 @@ impl<V: Clone> Table<V> {
     }
 
     pub fn len(&self) -> usize {
+        self.count(|_| true)
+    }
+
+    /// The number of values that satisfy `pred`.
+    pub fn count(&self, pred: impl Fn(&V) -> bool) -> usize {
         self.parts
             .iter()
-            .map(|p| p.read().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|p| {
+                p.read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .filter(|v| pred(v))
+                    .count()
+            })
             .sum()
     }
 
@@ -79,6 +90,77 @@ impl<V: Clone> Table<V> {
 }
 
 impl<V: Clone> Default for Table<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The published value of one key, kept where the key's owner can reach it without a map lookup.
+///
+/// The shards publish a new last known position with every position they commit. Through the map
+/// that was a hash, a partition lock, a probe that compared key bytes, and a key to drop, all for
+/// a key whose entry had long existed: the largest item of a shard's own time per position. The
+/// shard now keeps its keys' slots in their state and publishes with one store into the slot.
+pub struct Slot<T>(RwLock<Option<Arc<T>>>);
+
+impl<T> Slot<T> {
+    pub fn new(value: Option<Arc<T>>) -> Self {
+        Slot(RwLock::new(value))
+    }
+
+    pub fn get(&self) -> Option<Arc<T>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the value and returns the old one, to be dropped by the caller after the lock is
+    /// released.
+    pub fn set(&self, value: Arc<T>) -> Option<Arc<T>> {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(value)
+    }
+}
+
+/// Published records by key: a [`Table`] of [`Slot`]s.
+pub struct Records<T> {
+    slots: Table<Arc<Slot<T>>>,
+}
+
+impl<T> Records<T> {
+    pub fn new() -> Self {
+        Records {
+            slots: Table::new(),
+        }
+    }
+
+    /// The current value of `key`.
+    pub fn get(&self, key: &str) -> Option<Arc<T>> {
+        self.slots.get(key).and_then(|slot| slot.get())
+    }
+
+    /// The slot of `key`, created empty if there is none: its owner publishes through it.
+    pub fn slot(&self, key: &str) -> Arc<Slot<T>> {
+        self.slots
+            .get_or_insert_with(key, || Arc::new(Slot::new(None)))
+    }
+
+    /// Sets the value of `key` (start-up recovery; the shards go through [`Records::slot`]).
+    pub fn insert(&self, key: &str, value: Arc<T>) {
+        self.slot(key).set(value);
+    }
+
+    /// Keys with a value.
+    pub fn len(&self) -> usize {
+        self.slots.count(|slot| slot.get().is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Default for Records<T> {
     fn default() -> Self {
         Self::new()
     }
@@ -115,9 +197,9 @@ impl Activity {
 #[derive(Default)]
 pub struct LiveView {
     /// Last known per vehicle (assigned devices) keyed by vehicle id.
-    pub vehicles: Table<Arc<LastKnown>>,
+    pub vehicles: Records<LastKnown>,
     /// Last known per device keyed by terminal id.
-    pub devices: Table<Arc<LastKnown>>,
+    pub devices: Records<LastKnown>,
     /// Signals of the record keys (vehicle id, or device key) that have reports but no last known
     /// position: what start-up recovery found, then what the shards committed. The shards start
     /// such a key's tracker from them (also after dropping their state on a failed commit);

@@ -289,7 +289,7 @@ pub fn load_last_known(live: &LiveView, all: Vec<LastKnown>) -> (usize, usize) {
             let tid: Arc<str> = Arc::from(tid);
             live.device_activity
                 .insert(tid.clone(), Arc::new(Activity::new(last_frame)));
-            live.devices.insert(tid, Arc::new(lk.clone()));
+            live.devices.insert(&tid, Arc::new(lk.clone()));
             devices += 1;
         } else {
             vehicles += 1;
@@ -300,7 +300,7 @@ pub fn load_last_known(live: &LiveView, all: Vec<LastKnown>) -> (usize, usize) {
         live.vehicle_activity
             .insert(key.clone(), Arc::new(Activity::new(last_frame)));
         if !lk.vehicle_id.starts_with(DEVICE_KEY_PREFIX) {
-            live.vehicles.insert(key, Arc::new(lk));
+            live.vehicles.insert(&key, Arc::new(lk));
         }
     }
     (vehicles, devices)

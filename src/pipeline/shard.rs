@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::live::{LiveView, Table};
+use super::live::{LiveView, Records, Slot, Table};
 use super::sanitize::{self, JumpDetector, Point};
 use super::tracker::Tracker;
 use super::{CommitFailed, Committed, FrameKey, Positions, ShardMsg};
@@ -80,6 +80,8 @@ struct DeviceState {
     /// failed sync leaves its batch in the journal), whose mark the next replay starts at, so
     /// the state's first change is written at once.
     reloaded: bool,
+    /// Where its last known position is published, once it has one.
+    slot: Option<Arc<Slot<LastKnown>>>,
 }
 
 /// Per-vehicle state: the fused last known position of all its devices.
@@ -93,6 +95,8 @@ struct VehicleState {
     pending_devices: Vec<Arc<str>>,
     /// As `DeviceState::reloaded`.
     reloaded: bool,
+    /// As `DeviceState::slot`.
+    slot: Option<Arc<Slot<LastKnown>>>,
 }
 
 pub(super) struct Shard {
@@ -405,7 +409,10 @@ impl Shard {
         // writes. The key stays pending, so the flush still writes its final state.
         if device_moved {
             match &dev.tracker.last_known {
-                Some(lk) => publish.devices.push((tid.clone(), Arc::new(lk.clone()))),
+                Some(lk) => publish.devices.push((
+                    slot_of(&mut dev.slot, &live.devices, tid),
+                    Arc::new(lk.clone()),
+                )),
                 None => publish.signals.push((
                     route.device_key.clone(),
                     Arc::new(dev.tracker.signals().clone()),
@@ -429,7 +436,10 @@ impl Shard {
         if let Some((vid, v)) = vehicle {
             if vehicle_moved {
                 match &v.tracker.last_known {
-                    Some(lk) => publish.vehicles.push((vid.clone(), Arc::new(lk.clone()))),
+                    Some(lk) => publish.vehicles.push((
+                        slot_of(&mut v.slot, &live.vehicles, vid),
+                        Arc::new(lk.clone()),
+                    )),
                     None => publish
                         .signals
                         .push((vid.clone(), Arc::new(v.tracker.signals().clone()))),
@@ -457,11 +467,20 @@ impl Shard {
     }
 }
 
+/// The slot of a key in `records`, looked up once per state and kept in it.
+fn slot_of(
+    slot: &mut Option<Arc<Slot<LastKnown>>>,
+    records: &Records<LastKnown>,
+    key: &str,
+) -> Arc<Slot<LastKnown>> {
+    slot.get_or_insert_with(|| records.slot(key)).clone()
+}
+
 /// What one batch publishes to the live view once it is durable.
 #[derive(Default)]
 struct Publish {
-    vehicles: Vec<(Arc<str>, Arc<LastKnown>)>,
-    devices: Vec<(Arc<str>, Arc<LastKnown>)>,
+    vehicles: Vec<(Arc<Slot<LastKnown>>, Arc<LastKnown>)>,
+    devices: Vec<(Arc<Slot<LastKnown>>, Arc<LastKnown>)>,
     /// Signals of keys without a last known position, by record key.
     signals: Vec<(Arc<str>, Arc<Signals>)>,
 }
@@ -506,7 +525,7 @@ impl Record for VehicleState {
 fn flush_records<S: Record>(
     pending: &mut Vec<Arc<str>>,
     states: &mut FastMap<Arc<str>, S>,
-    live: &Table<Arc<LastKnown>>,
+    live: &Records<LastKnown>,
     live_signals: &Table<Arc<Signals>>,
     record_key: impl Fn(&Arc<str>) -> Arc<str>,
     writes: &mut Vec<Write>,
@@ -549,6 +568,7 @@ fn load_device(live: &LiveView, tid: &Arc<str>, cfg: &StateConfig) -> DeviceStat
         recent: RecentFrames::default(),
         pending: false,
         reloaded: false,
+        slot: None,
     }
 }
 
@@ -573,6 +593,7 @@ fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleSt
         pending: false,
         pending_devices: Vec::new(),
         reloaded: false,
+        slot: None,
     }
 }
 
@@ -667,11 +688,8 @@ async fn finish_commits(
                     devices,
                     signals,
                 } = batch.publish;
-                for (key, lk) in vehicles {
-                    live.vehicles.insert(key, lk);
-                }
-                for (key, lk) in devices {
-                    live.devices.insert(key, lk);
+                for (slot, lk) in vehicles.into_iter().chain(devices) {
+                    slot.set(lk);
                 }
                 for (key, s) in signals {
                     live.signals.insert(key, s);

@@ -117,7 +117,8 @@ pub(super) fn log_points(
 /// entries they came from. Owned by the committer thread, handed whole to the folder.
 #[derive(Default)]
 pub(super) struct Pending {
-    pub by_vehicle: HashMap<Arc<str>, Vec<Fix>>,
+    /// foldhash rather than SipHash: the committer pushes every position through this map.
+    pub by_vehicle: HashMap<Arc<str>, Vec<Fix>, foldhash::fast::RandomState>,
     /// Sequence numbers of the log entries holding these points (removed by the fold).
     pub seqs: Vec<u64>,
     pub points: usize,
