@@ -67,20 +67,9 @@ impl<V: Clone> Table<V> {
     }
 
     pub fn len(&self) -> usize {
-        self.count(|_| true)
-    }
-
-    /// The number of values that satisfy `pred`.
-    pub fn count(&self, pred: impl Fn(&V) -> bool) -> usize {
         self.parts
             .iter()
-            .map(|p| {
-                p.read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                    .filter(|v| pred(v))
-                    .count()
-            })
+            .map(|p| p.read().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
     }
 
@@ -149,15 +138,6 @@ impl<T> Records<T> {
     pub fn insert(&self, key: &str, value: Arc<T>) {
         self.slot(key).set(value);
     }
-
-    /// Keys with a value.
-    pub fn len(&self) -> usize {
-        self.slots.count(|slot| slot.get().is_some())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl<T> Default for Records<T> {
@@ -214,5 +194,26 @@ pub struct LiveView {
 impl LiveView {
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_publish_through_the_slot_the_map_holds() {
+        let records: Records<u32> = Records::new();
+        assert_eq!(records.get("a"), None);
+        // A slot taken before any value exists is the one readers find afterwards.
+        let slot = records.slot("a");
+        assert_eq!(records.get("a"), None, "an empty slot is no value");
+        assert_eq!(slot.set(Arc::new(1)), None);
+        assert_eq!(records.get("a").as_deref(), Some(&1));
+        records.insert("a", Arc::new(2));
+        assert_eq!(slot.get().as_deref(), Some(&2));
+        assert_eq!(slot.set(Arc::new(3)).as_deref(), Some(&2));
+        assert_eq!(records.get("a").as_deref(), Some(&3));
+        assert_eq!(records.get("b"), None);
     }
 }
