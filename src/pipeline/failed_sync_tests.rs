@@ -117,19 +117,32 @@ impl Rig {
     }
 }
 
+/// Three device times in seconds, well in the past: the stored mark, a report between, and the
+/// newer report of the batch whose sync fails.
+fn marks() -> (i64, i64, i64) {
+    let t1 = super::now_ms() / 1000 - 50_000;
+    (t1, t1 + 100, t1 + 1_000)
+}
+
+/// Device time in seconds of device D's recovered last known record.
+fn device_fix_s(r: &super::recover::Recovered) -> Option<i64> {
+    r.records
+        .iter()
+        .find(|lk| &*lk.vehicle_id == "device:D")
+        .map(|lk| lk.fix.time_ms / 1000)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_fix_acknowledged_after_a_failed_sync_survives_a_crash() {
     let rig = Rig::new();
-    let t1 = super::now_ms() / 1000 - 50_000;
-    let (t2, t3) = (t1 + 100, t1 + 1_000);
+    let (t1, t2, t3) = marks();
     rig.prepare(t1, t3).await;
     // The shard dropped its state and reloaded it from the live view (mark t1). The device's
     // first valid fix, between the two marks, is acknowledged but not written at once.
     assert!(rig.send(3, vec![report(t2, true, None)]).await);
     let r = rig.recover();
-    let d = r.records.iter().find(|lk| &*lk.vehicle_id == "device:D");
     assert_eq!(
-        d.map(|lk| lk.fix.time_ms / 1000),
+        device_fix_s(&r),
         Some(t2),
         "the acknowledged first fix was lost: {:?} {:?}",
         r.records,
@@ -140,8 +153,7 @@ async fn a_first_fix_acknowledged_after_a_failed_sync_survives_a_crash() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_battery_reading_acknowledged_after_a_failed_sync_survives_a_crash() {
     let rig = Rig::new();
-    let t1 = super::now_ms() / 1000 - 50_000;
-    let (t2, t3) = (t1 + 100, t1 + 1_000);
+    let (t1, t2, t3) = marks();
     rig.prepare(t1, t3).await;
     // Battery 70 at t2: newer than the stored reading (50 at t1 - 100).
     assert!(rig.send(3, vec![report(t2, false, Some(70))]).await);
@@ -163,8 +175,7 @@ async fn a_battery_reading_acknowledged_after_a_failed_sync_survives_a_crash() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fix_acknowledged_after_a_failed_sync_survives_a_crash_with_a_record() {
     let rig = Rig::new();
-    let t1 = super::now_ms() / 1000 - 50_000;
-    let (t2, t3) = (t1 + 100, t1 + 1_000);
+    let (t1, t2, t3) = marks();
     assert!(rig.send(1, vec![report(t1, true, None)]).await);
     rig.store.fail_next_sync();
     let acked = rig
@@ -176,6 +187,5 @@ async fn a_fix_acknowledged_after_a_failed_sync_survives_a_crash_with_a_record()
     assert!(!acked);
     assert!(rig.send(3, vec![report(t2, true, None)]).await);
     let r = rig.recover();
-    let d = r.records.iter().find(|lk| &*lk.vehicle_id == "device:D");
-    assert_eq!(d.map(|lk| lk.fix.time_ms / 1000), Some(t2));
+    assert_eq!(device_fix_s(&r), Some(t2));
 }

@@ -305,10 +305,27 @@ mod tests {
     }
 
     fn time_of(r: &Recovered, key: &str) -> Option<i64> {
-        r.records
-            .iter()
-            .find(|lk| &*lk.vehicle_id == key)
-            .map(|lk| lk.fix.time_ms / 1000)
+        recovered(r, key).map(|lk| lk.fix.time_ms / 1000)
+    }
+
+    /// The recovered last known record of `key`.
+    fn recovered<'a>(r: &'a Recovered, key: &str) -> Option<&'a LastKnown> {
+        r.records.iter().find(|lk| &*lk.vehicle_id == key)
+    }
+
+    /// A track point of `vehicle`.
+    fn point(vehicle: &str, fix: Fix) -> Write {
+        Write::Fix {
+            vehicle_id: vehicle.into(),
+            fix,
+        }
+    }
+
+    /// An empty store in a temp dir that lives as long as the returned guard.
+    fn open_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        (dir, store)
     }
 
     /// A record whose newest report is at `mark_s`.
@@ -320,12 +337,7 @@ mod tests {
 
     #[test]
     fn a_vehicle_replay_starts_shortly_before_its_own_record_unless_a_full_replay_is_due() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
-        let track = |f: Fix| Write::Fix {
-            vehicle_id: "V".into(),
-            fix: f,
-        };
+        let (_dir, store) = open_store();
         let ok = FixFlags::empty();
         let mut writes = vec![
             device("A", Some("V")),
@@ -334,13 +346,13 @@ mod tests {
             Write::LastKnown(record_at("V", fix("A", 10_000, ok), 10_000)),
             Write::LastKnown(record_at("device:A", fix("A", 10_000, ok), 10_000)),
             Write::LastKnown(record_at("device:B", fix("B", 100, ok), 100)),
-            track(fix("A", 10_000, ok)),
-            track(fix("B", 100, ok)),
+            point("V", fix("A", 10_000, ok)),
+            point("V", fix("B", 100, ok)),
         ];
         // B's points from long before the vehicle's newest report and not in B's record: the
         // shard never leaves such a record unwritten (it lags the vehicle by far more than
         // LAG_BEHIND_VEHICLE_MS), so the bounded replay does not look for them.
-        writes.extend((200..=300).map(|t| track(fix("B", t, ok))));
+        writes.extend((200..=300).map(|t| point("V", fix("B", t, ok))));
         store.commit_blocking(writes).unwrap();
         let cfg = StateConfig::default();
 
@@ -366,12 +378,7 @@ mod tests {
 
     #[test]
     fn replays_only_valid_fixes_newer_than_each_stored_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
-        let track = |vehicle: &str, f: Fix| Write::Fix {
-            vehicle_id: vehicle.into(),
-            fix: f,
-        };
+        let (_dir, store) = open_store();
         store
             .commit_blocking(vec![
                 device("A", Some("V")),
@@ -381,19 +388,19 @@ mod tests {
                 Write::LastKnown(record("V", fix("A", 100, FixFlags::empty()))),
                 Write::LastKnown(record("device:A", fix("A", 100, FixFlags::empty()))),
                 Write::LastKnown(record("device:B", fix("B", 90, FixFlags::empty()))),
-                track("V", fix("A", 100, FixFlags::empty())),
-                track("V", fix("B", 90, FixFlags::empty())),
+                point("V", fix("A", 100, FixFlags::empty())),
+                point("V", fix("B", 90, FixFlags::empty())),
                 // After the records: a late blind-area fix of B (valid), a newer valid fix of
                 // A, and a still newer flagged one of B, which must not count.
-                track("V", fix("B", 95, FixFlags::BLIND_AREA)),
-                track("V", fix("A", 150, FixFlags::empty())),
-                track("V", fix("B", 200, FixFlags::NO_GNSS)),
+                point("V", fix("B", 95, FixFlags::BLIND_AREA)),
+                point("V", fix("A", 150, FixFlags::empty())),
+                point("V", fix("B", 200, FixFlags::NO_GNSS)),
                 // A vehicle none of whose devices it still has.
                 Write::LastKnown(record("W", fix("C", 10, FixFlags::empty()))),
-                track("W", fix("C", 30, FixFlags::empty())),
+                point("W", fix("C", 30, FixFlags::empty())),
                 // An unassigned device without any record: its own track key.
-                track("device:U", fix("U", 10, FixFlags::empty())),
-                track("device:U", fix("U", 20, FixFlags::ZERO_COORD)),
+                point("device:U", fix("U", 10, FixFlags::empty())),
+                point("device:U", fix("U", 20, FixFlags::ZERO_COORD)),
             ])
             .unwrap();
         let cfg = StateConfig::default();
@@ -403,7 +410,7 @@ mod tests {
         assert_eq!(time_of(&r, "device:B"), Some(95));
         assert_eq!(time_of(&r, "device:U"), Some(10));
         assert_eq!(time_of(&r, "W"), Some(30));
-        let v = r.records.iter().find(|lk| &*lk.vehicle_id == "V").unwrap();
+        let v = recovered(&r, "V").unwrap();
         assert_eq!(&*v.fix.terminal_id, "A");
         // The flagged fix is not a position, but its alarm and status words are the newest.
         assert_eq!(v.signals.time_ms, 200_000);
@@ -428,17 +435,12 @@ mod tests {
 
     #[test]
     fn replay_starts_at_the_newest_report_not_at_the_last_valid_fix() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
-        let track = |f: Fix| Write::Fix {
-            vehicle_id: "device:G".into(),
-            fix: f,
-        };
+        let (_dir, store) = open_store();
         // A device in an underground garage: one valid fix at 100, then weeks of no-GNSS
         // reports, all of them accounted for by its stored record (newest report at 1100).
         let mut writes = vec![
             device("G", None),
-            track(fix("G", 100, FixFlags::empty())),
+            point("device:G", fix("G", 100, FixFlags::empty())),
             Write::LastKnown(record_with_newest(
                 "device:G",
                 fix("G", 100, FixFlags::empty()),
@@ -446,19 +448,19 @@ mod tests {
             )),
         ];
         for t in 101..=1100 {
-            writes.push(track(fix("G", t, FixFlags::NO_GNSS)));
+            writes.push(point("device:G", fix("G", t, FixFlags::NO_GNSS)));
         }
         // Stored after the record and not in it (a crash before the next flush): a newer
         // no-GNSS report and a newer valid fix.
-        writes.push(track(fix("G", 1101, FixFlags::NO_GNSS)));
-        writes.push(track(fix("G", 1102, FixFlags::empty())));
+        writes.push(point("device:G", fix("G", 1101, FixFlags::NO_GNSS)));
+        writes.push(point("device:G", fix("G", 1102, FixFlags::empty())));
         store.commit_blocking(writes).unwrap();
         let cfg = StateConfig::default();
         let r = recover_last_known(&store, &cfg).unwrap();
         // The report at 1100 itself (ties are replayed) and the two after it.
         assert_eq!(r.scanned, 3);
         assert_eq!(time_of(&r, "device:G"), Some(1102));
-        let g = r.records.iter().find(|lk| &*lk.vehicle_id == "device:G");
+        let g = recovered(&r, "device:G");
         assert_eq!(g.unwrap().signals.time_ms, 1_102_000);
 
         // A late blind-area fix (older than the newest report, newer than the last valid fix)
@@ -469,8 +471,8 @@ mod tests {
         moved.fix = late.clone();
         store
             .commit_blocking(vec![
-                track(fix("G", 1200, FixFlags::NO_GNSS)),
-                track(late),
+                point("device:G", fix("G", 1200, FixFlags::NO_GNSS)),
+                point("device:G", late),
                 Write::LastKnown(moved),
             ])
             .unwrap();
@@ -482,17 +484,12 @@ mod tests {
 
     #[test]
     fn keys_without_a_fix_get_a_signals_record_that_bounds_the_next_replay() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
-        let track = |f: Fix| Write::Fix {
-            vehicle_id: "V".into(),
-            fix: f,
-        };
+        let (_dir, store) = open_store();
         let mut writes = vec![device("A", Some("V"))];
         writes.extend((1..=50).map(|t| {
             let mut f = fix("A", t * 1_000, FixFlags::NO_GNSS);
             f.battery_pct = Some(60);
-            track(f)
+            point("V", f)
         }));
         store.commit_blocking(writes).unwrap();
         let cfg = StateConfig::default();
@@ -523,11 +520,11 @@ mod tests {
 
         // A first valid fix makes a last known record, which then takes the key's place.
         store
-            .commit_blocking(vec![track(fix("A", 50_001, FixFlags::empty()))])
+            .commit_blocking(vec![point("V", fix("A", 50_001, FixFlags::empty()))])
             .unwrap();
         let r = recover_last_known(&store, &cfg).unwrap();
         assert_eq!(time_of(&r, "V"), Some(50_001));
-        let v = r.records.iter().find(|lk| &*lk.vehicle_id == "V").unwrap();
+        let v = recovered(&r, "V").unwrap();
         assert_eq!(v.signals.battery_pct, Some(60));
         assert!(r.signals.is_empty(), "{:?}", r.signals);
 
@@ -551,11 +548,9 @@ mod tests {
     ) {
         for f in reports {
             live.offer(key, f, 0, cfg);
-            let point = Write::Fix {
-                vehicle_id: "V".into(),
-                fix: (*f).clone(),
-            };
-            store.commit_blocking(vec![point]).unwrap();
+            store
+                .commit_blocking(vec![point("V", (*f).clone())])
+                .unwrap();
         }
     }
 
@@ -563,21 +558,16 @@ mod tests {
     /// (which keeps the last copy of that second) end with the same reading.
     #[test]
     fn a_re_sent_second_gives_the_same_battery_live_and_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let (_dir, store) = open_store();
         let cfg = StateConfig::default();
         let ok = FixFlags::empty();
         let base = fix("A", 100, ok);
-        let track = |f: &Fix| Write::Fix {
-            vehicle_id: "V".into(),
-            fix: f.clone(),
-        };
         store
             .commit_blocking(vec![
                 device("A", Some("V")),
                 Write::LastKnown(record_at("V", base.clone(), 100)),
                 Write::LastKnown(record_at("device:A", base.clone(), 100)),
-                track(&base),
+                point("V", base.clone()),
             ])
             .unwrap();
         let mut low = fix("A", 200, ok);
@@ -592,11 +582,7 @@ mod tests {
         let live_battery = live.last_known.unwrap().signals.battery_pct;
         assert_eq!(live_battery, Some(80));
         let r = recover_last_known(&store, &cfg).unwrap();
-        let a = r
-            .records
-            .iter()
-            .find(|lk| &*lk.vehicle_id == "device:A")
-            .unwrap();
+        let a = recovered(&r, "device:A").unwrap();
         assert_eq!(a.signals.battery_pct, live_battery);
     }
 
@@ -605,21 +591,16 @@ mod tests {
     /// agree although the track holds them in terminal order.
     #[test]
     fn same_second_readings_of_two_devices_replay_in_arrival_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let (_dir, store) = open_store();
         let cfg = StateConfig::default();
         let ok = FixFlags::empty();
         let base = fix("A", 100, ok);
-        let track = |f: &Fix| Write::Fix {
-            vehicle_id: "V".into(),
-            fix: f.clone(),
-        };
         store
             .commit_blocking(vec![
                 device("A", Some("V")),
                 device("B", Some("V")),
                 Write::LastKnown(record_at("V", base.clone(), 100)),
-                track(&base),
+                point("V", base.clone()),
             ])
             .unwrap();
         let mut from_b = fix("B", 200, ok);
@@ -633,7 +614,7 @@ mod tests {
         apply_live(&store, &mut live, "V", &[&from_b, &from_a], &cfg);
         assert_eq!(live.signals().battery_pct, Some(80));
         let r = recover_last_known(&store, &cfg).unwrap();
-        let v = r.records.iter().find(|lk| &*lk.vehicle_id == "V").unwrap();
+        let v = recovered(&r, "V").unwrap();
         assert_eq!(v.signals.battery_pct, Some(80));
         assert_eq!(v.signals, *live.signals());
     }

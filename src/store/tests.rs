@@ -35,6 +35,16 @@ fn keeping_a_day(dir: &std::path::Path, durability: Durability) -> Store {
     Store::open(&cfg).unwrap()
 }
 
+/// Device times of every point in the track of `vehicle`.
+fn track_times(store: &Store, vehicle: &str) -> Vec<i64> {
+    store
+        .track(vehicle, i64::MIN, i64::MAX, 1000)
+        .unwrap()
+        .iter()
+        .map(|f| f.time_ms)
+        .collect()
+}
+
 fn device(terminal: &str, vehicle: Option<&str>) -> Device {
     Device {
         vehicle_id: vehicle.map(Into::into),
@@ -510,12 +520,7 @@ fn retention_trims_a_chunk_that_straddles_the_cutoff() {
         .collect();
     store.commit_blocking(writes).unwrap();
     assert_eq!(store.apply_retention(now).unwrap(), 2);
-    let left: Vec<i64> = store
-        .track("V", i64::MIN, i64::MAX, 100)
-        .unwrap()
-        .iter()
-        .map(|f| f.time_ms)
-        .collect();
+    let left = track_times(&store, "V");
     assert_eq!(left, vec![cutoff, cutoff + 1]);
     assert_eq!(store.apply_retention(now).unwrap(), 0);
 }
@@ -543,12 +548,7 @@ fn a_format_2_store_is_converted_with_its_track() {
         keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
     }
     let store = open(dir.path(), Durability::Fsync);
-    let got: Vec<i64> = store
-        .track("V", i64::MIN, i64::MAX, 100)
-        .unwrap()
-        .iter()
-        .map(|f| f.time_ms)
-        .collect();
+    let got = track_times(&store, "V");
     assert_eq!(got, vec![10, 20]);
     assert_eq!(store.track("V1", 0, 100, 100).unwrap().len(), 1);
     drop(store);
@@ -581,12 +581,7 @@ fn a_failed_apply_marks_every_later_batch_for_a_full_replay() {
     assert!(!store.full_replay().unwrap());
     store.commit_blocking(vec![point(30)]).unwrap();
     assert!(store.full_replay().unwrap());
-    let times: Vec<i64> = store
-        .track("V", i64::MIN, i64::MAX, 10)
-        .unwrap()
-        .iter()
-        .map(|f| f.time_ms)
-        .collect();
+    let times = track_times(&store, "V");
     assert_eq!(times, vec![10, 30]);
     // Every later batch carries it: one that clears it (start-up recovery's) is undone.
     store
@@ -672,19 +667,11 @@ fn after_a_failed_fold_positions_stay_in_the_log_and_maintenance_refuses_to_run(
     assert!(store.fold_track_blocking().is_err());
     assert!(store.purge_vehicle("V").is_err());
     assert!(store.apply_retention(i64::MAX).is_err());
-    let times = |store: &Store| -> Vec<i64> {
-        store
-            .track("V", i64::MIN, i64::MAX, 10)
-            .unwrap()
-            .iter()
-            .map(|f| f.time_ms)
-            .collect()
-    };
-    assert_eq!(times(&store), vec![10, 20], "read from the log");
+    assert_eq!(track_times(&store, "V"), vec![10, 20], "read from the log");
     drop(store);
     // The next start folds them.
     let store = small_folds(dir.path(), 1_000);
-    assert_eq!(times(&store), vec![10, 20]);
+    assert_eq!(track_times(&store, "V"), vec![10, 20]);
     assert_eq!(store.purge_vehicle("V").unwrap(), 2);
 }
 
@@ -750,11 +737,6 @@ fn purge_and_retention_count_a_re_sent_fix_once() {
     assert_eq!(store.purge_vehicle("A").unwrap(), 3);
     assert!(store.track("A", i64::MIN, i64::MAX, 10).unwrap().is_empty());
     assert_eq!(store.apply_retention(now).unwrap(), 2);
-    let left: Vec<i64> = store
-        .track("B", i64::MIN, i64::MAX, 10)
-        .unwrap()
-        .iter()
-        .map(|f| f.time_ms)
-        .collect();
+    let left = track_times(&store, "B");
     assert_eq!(left, vec![now - 1_000]);
 }
