@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
 use super::answer::{self, register_result, result};
@@ -50,6 +51,8 @@ enum Close {
     RegistrationDeferred,
     Shutdown,
     Io(std::io::Error),
+    /// Not a close: the connection authenticated and moves to its vehicle's shard thread.
+    Moved(usize),
 }
 
 impl Close {
@@ -63,6 +66,7 @@ impl Close {
             Close::RegistrationDeferred => "registration_deferred",
             Close::Shutdown => "shutdown",
             Close::Io(_) => "io_error",
+            Close::Moved(_) => "moved",
         }
     }
 }
@@ -131,13 +135,17 @@ enum Event {
     Idle,
 }
 
-pub(super) async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-    gw: Arc<Gateway>,
-    _permit: OwnedSemaphorePermit,
-) {
+/// What a connection holds for its whole life, wherever it runs: its place under
+/// `jt808.max_connections`, and its place among the tasks that shutdown waits for.
+/// Both are held only for what dropping them does.
+pub(super) struct Lease {
+    #[allow(dead_code)]
+    pub(super) permit: OwnedSemaphorePermit,
+    #[allow(dead_code)]
+    pub(super) task: TaskTrackerToken,
+}
+
+pub(super) async fn run(stream: TcpStream, peer: SocketAddr, id: u64, gw: Arc<Gateway>, lease: Lease) {
     let _ = stream.set_nodelay(true);
     metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
     // A debug-level span: at the default log level it costs nothing, where an enabled span would
@@ -145,30 +153,30 @@ pub(super) async fn run(
     // level and above name the peer and terminal themselves.
     let span = tracing::debug_span!("conn", %peer, conn = id, terminal = tracing::field::Empty);
     let control = gw.controls.register(id);
-    let mut conn = Connection::new(stream, peer, id, gw.clone(), control.clone());
-    async {
-        let reason = tokio::select! {
-            r = conn.serve() => r,
-            _ = control.any(control::HARD_STOP) => Close::Shutdown,
-        };
-        match &reason {
-            Close::Io(err) => tracing::debug!(error = %err, "connection closed by I/O error"),
-            Close::Hostile(why) => tracing::warn!(%peer, why, "closing hostile stream"),
-            other => tracing::debug!(reason = other.label(), "connection closed"),
+    let mut conn = Connection::new(peer, id, gw, control);
+    let mut stream = stream;
+    let moved_span = span.clone();
+    async move {
+        match conn.serve_until_stop(&mut stream).await {
+            Close::Moved(shard) => conn.move_to(shard, stream, lease, moved_span).await,
+            reason => conn.close(reason, lease).await,
         }
-        // Counted after the session is released so that anyone who sees the count also sees
-        // the released session.
-        Box::pin(conn.finish()).await;
-        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason.label()).increment(1);
     }
     .instrument(span)
     .await;
-    gw.controls.remove(id);
-    metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
+}
+
+/// The rest of a connection's life on the thread of its vehicle's shard (see
+/// `Connection::move_to`).
+async fn resume(stream: std::net::TcpStream, mut conn: Connection, lease: Lease) {
+    let reason = match TcpStream::from_std(stream) {
+        Ok(mut stream) => conn.serve_until_stop(&mut stream).await,
+        Err(err) => Close::Io(err),
+    };
+    conn.close(reason, lease).await;
 }
 
 struct Connection {
-    stream: TcpStream,
     peer: SocketAddr,
     id: u64,
     gw: Arc<Gateway>,
@@ -190,19 +198,16 @@ struct Connection {
     checksum_policy: Option<(TerminalId, bool)>,
     reassembler: Option<Box<Reassembler>>,
     idle_deadline: Instant,
+    /// The shard whose thread this connection runs on, once it moved there after authenticating.
+    on_shard: Option<usize>,
+    /// Set when the connection should move to its vehicle's shard thread (after authenticating).
+    move_to: Option<usize>,
 }
 
 impl Connection {
-    fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
-        id: u64,
-        gw: Arc<Gateway>,
-        control: Arc<Control>,
-    ) -> Self {
+    fn new(peer: SocketAddr, id: u64, gw: Arc<Gateway>, control: Arc<Control>) -> Self {
         let idle = gw.config.jt808.effective_idle_timeout();
         Connection {
-            stream,
             peer,
             id,
             splitter: Splitter::new(gw.config.jt808.max_frame),
@@ -218,7 +223,52 @@ impl Connection {
             checksum_policy: None,
             reassembler: None,
             idle_deadline: Instant::now() + idle,
+            on_shard: None,
+            move_to: None,
         }
+    }
+
+    /// Serves until the connection closes, the process stops hard, or it should move.
+    async fn serve_until_stop(&mut self, stream: &mut TcpStream) -> Close {
+        let control = self.control.clone();
+        tokio::select! {
+            r = self.serve(stream) => r,
+            _ = control.any(control::HARD_STOP) => Close::Shutdown,
+        }
+    }
+
+    /// Moves the connection to the thread of its vehicle's shard, where it lives from now on.
+    ///
+    /// Positions then go to the shard worker, and their commit outcomes come back, within one
+    /// thread; everything else about the connection stays as it was (its read buffer, answers
+    /// in flight, stop signals and session).
+    async fn move_to(mut self, shard: usize, stream: TcpStream, lease: Lease, span: tracing::Span) {
+        match stream.into_std() {
+            Ok(stream) => {
+                self.on_shard = Some(shard);
+                let gw = self.gw.clone();
+                gw.pipeline
+                    .spawn_on(shard, resume(stream, self, lease).instrument(span));
+            }
+            Err(err) => self.close(Close::Io(err), lease).await,
+        }
+    }
+
+    /// Logs why the connection ended, records its session and releases what it held.
+    async fn close(mut self, reason: Close, lease: Lease) {
+        let peer = self.peer;
+        match &reason {
+            Close::Io(err) => tracing::debug!(error = %err, "connection closed by I/O error"),
+            Close::Hostile(why) => tracing::warn!(%peer, why, "closing hostile stream"),
+            other => tracing::debug!(reason = other.label(), "connection closed"),
+        }
+        // Counted after the session is released so that anyone who sees the count also sees
+        // the released session.
+        Box::pin(self.finish()).await;
+        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason.label()).increment(1);
+        self.gw.controls.remove(self.id);
+        metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
+        drop(lease);
     }
 
     fn serial(&mut self) -> u16 {
@@ -227,7 +277,7 @@ impl Connection {
         s
     }
 
-    async fn serve(&mut self) -> Close {
+    async fn serve(&mut self, stream: &mut TcpStream) -> Close {
         let max_inflight = self.gw.config.jt808.max_inflight;
         // Created once and reset only when it fires early: creating a timer per loop turn
         // registered and removed a timer-wheel entry for every frame. `frame_ok` only moves
@@ -237,11 +287,16 @@ impl Connection {
         // Whether reading is held back by `max_inflight`, to count each time it starts.
         let mut held = false;
         loop {
-            if let Err(close) = self.write_ready().await {
+            if let Err(close) = self.write_ready(stream).await {
                 return close;
             }
             if self.stopping.is_some() && self.pending.is_empty() {
                 return self.stopping.take().expect("checked above");
+            }
+            if let Some(shard) = self.move_to.take() {
+                if self.stopping.is_none() {
+                    return Close::Moved(shard);
+                }
             }
             let full = self.pending.len() >= max_inflight;
             if full && !held {
@@ -259,10 +314,7 @@ impl Connection {
             }
             let event = {
                 let Connection {
-                    stream,
-                    pending,
-                    control,
-                    ..
+                    pending, control, ..
                 } = self;
                 tokio::select! {
                     biased;
@@ -319,7 +371,7 @@ impl Connection {
                         let grow = self.buf.capacity().max(512).min(limit - self.buf.len());
                         self.buf.reserve(grow);
                     }
-                    match crate::net::read_available(&mut self.stream, &mut self.buf) {
+                    match crate::net::read_available(stream, &mut self.buf) {
                         Ok(0) => return Close::Eof,
                         Ok(_) => {
                             if let Err(close) = self.process_buffer().await {
@@ -345,7 +397,7 @@ impl Connection {
     /// The answers are encoded into a buffer owned by the worker thread and written at once;
     /// only what the socket does not take right away is copied into an owned buffer and awaited.
     /// Per position that saves the allocation of an answer buffer.
-    async fn write_ready(&mut self) -> Result<(), Close> {
+    async fn write_ready(&mut self, stream: &mut TcpStream) -> Result<(), Close> {
         let rest = WRITE_SCRATCH.with_borrow_mut(|out| -> Result<Option<BytesMut>, Close> {
             out.clear();
             while let Some(front) = self.pending.front_mut() {
@@ -368,7 +420,7 @@ impl Connection {
             if out.is_empty() {
                 return Ok(None);
             }
-            let written = match self.stream.try_write(out) {
+            let written = match stream.try_write(out) {
                 Ok(n) => n,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
                 Err(err) => return Err(Close::Io(err)),
@@ -386,7 +438,7 @@ impl Connection {
         }
         let Some(rest) = rest else { return Ok(()) };
         let timeout = self.gw.config.jt808.effective_idle_timeout();
-        match tokio::time::timeout(timeout, self.stream.write_all(&rest)).await {
+        match tokio::time::timeout(timeout, stream.write_all(&rest)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(Close::Io(err)),
             Err(_) => Err(Close::Hostile("device stopped reading its answers")),
@@ -1053,6 +1105,9 @@ impl Connection {
             connected_ms: now,
             version,
         });
+        if self.on_shard.is_none() {
+            self.move_to = Some(self.authed.as_ref().expect("set above").route.shard);
+        }
         metrics::counter!(m::AUTH, "result" => "ok").increment(1);
         self.answer(&h, result::OK);
         Ok(())
@@ -1293,8 +1348,9 @@ mod tests {
         let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();
+        let task = tokio_util::task::TaskTracker::new().token();
         let peer = stream.local_addr().unwrap();
-        let fut = super::run(stream, peer, 1, gw, permit);
+        let fut = super::run(stream, peer, 1, gw, super::Lease { permit, task });
         let size = std::mem::size_of_val(&fut);
         eprintln!("connection task future: {size} bytes");
         // Every connection holds this for its whole life; the handling of a frame is boxed so

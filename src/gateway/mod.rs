@@ -88,7 +88,13 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, tasks: TaskTracker) 
                 Ok(permit) => {
                     metrics::counter!(m::CONNECTIONS_ACCEPTED).increment(1);
                     let id = gw.next_conn_id.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(connection::run(stream, peer, id, gw.clone(), permit));
+                    // Tracked by the token in its lease rather than by `tasks.spawn`: after it
+                    // authenticates, the connection goes on as a task on its shard's thread.
+                    let lease = connection::Lease {
+                        permit,
+                        task: tasks.token(),
+                    };
+                    tokio::spawn(connection::run(stream, peer, id, gw.clone(), lease));
                 }
                 Err(_) => {
                     metrics::counter!(m::CONNECTIONS_REFUSED).increment(1);

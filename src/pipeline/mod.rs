@@ -140,16 +140,22 @@ pub struct ShardThread {
     thread: std::thread::JoinHandle<()>,
 }
 
+/// Where a shard's runtime runs the connections of its vehicles' devices (see
+/// [`Pipeline::spawn_on`]).
+type ShardRuntime = tokio::runtime::Handle;
+
 impl ShardThread {
     fn spawn(
         index: usize,
         worker: shard::Shard,
         rx: mpsc::Receiver<ShardMsg>,
-    ) -> std::io::Result<ShardThread> {
+    ) -> std::io::Result<(ShardThread, ShardRuntime)> {
         // Built here so that a failure is reported by `Pipeline::start`, not lost in the thread.
+        // With I/O: the connections of the shard's devices run on it too.
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()?;
+        let handle = runtime.handle().clone();
         let (stopped_tx, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("shard-{index}"))
@@ -157,7 +163,7 @@ impl ShardThread {
                 runtime.block_on(worker.run(rx));
                 let _ = stopped_tx.send(());
             })?;
-        Ok(ShardThread { stopped, thread })
+        Ok((ShardThread { stopped, thread }, handle))
     }
 
     /// Waits until the worker has drained its queue, committed and stopped. The worker stops when
@@ -176,6 +182,7 @@ impl ShardThread {
 #[derive(Clone)]
 pub struct Pipeline {
     senders: Arc<[mpsc::Sender<ShardMsg>]>,
+    runtimes: Arc<[ShardRuntime]>,
 }
 
 impl Pipeline {
@@ -190,15 +197,19 @@ impl Pipeline {
         let depth = cfg.pipeline.effective_queue_depth();
         let mut senders = Vec::with_capacity(shards);
         let mut handles = Vec::with_capacity(shards);
+        let mut runtimes = Vec::with_capacity(shards);
         for index in 0..shards {
             let (tx, rx) = mpsc::channel(depth);
             senders.push(tx);
             let worker = shard::Shard::new(index, cfg, store.clone(), live.clone());
-            handles.push(ShardThread::spawn(index, worker, rx)?);
+            let (thread, runtime) = ShardThread::spawn(index, worker, rx)?;
+            handles.push(thread);
+            runtimes.push(runtime);
         }
         Ok((
             Pipeline {
                 senders: senders.into(),
+                runtimes: runtimes.into(),
             },
             handles,
         ))
@@ -214,6 +225,19 @@ impl Pipeline {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         vehicle_key.hash(&mut h);
         (h.finish() % self.senders.len() as u64) as usize
+    }
+
+    /// Runs `task` on the thread of shard `shard`, next to the worker that owns the shard's
+    /// vehicles. An authenticated connection moves there: its frames then reach the worker and
+    /// its answers come back without waking a thread, where a connection on the shared runtime
+    /// paid a cross-thread wake each way for every frame (benches/RESULTS.md, session 7). The
+    /// shard's runtime lives as long as its worker, which outlives every `Pipeline` handle, so
+    /// a connection that holds one never finds it gone.
+    pub fn spawn_on<F>(&self, shard: usize, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        drop(self.runtimes[shard].spawn(task));
     }
 
     /// A handle that watches the shard workers without keeping them running: the workers stop
