@@ -145,7 +145,13 @@ pub(super) struct Lease {
     pub(super) task: TaskTrackerToken,
 }
 
-pub(super) async fn run(stream: TcpStream, peer: SocketAddr, id: u64, gw: Arc<Gateway>, lease: Lease) {
+pub(super) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    gw: Arc<Gateway>,
+    lease: Lease,
+) {
     let _ = stream.set_nodelay(true);
     metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
     // A debug-level span: at the default log level it costs nothing, where an enabled span would
@@ -156,10 +162,12 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, id: u64, gw: Arc<Ga
     let mut conn = Connection::new(peer, id, gw, control);
     let mut stream = stream;
     let moved_span = span.clone();
+    // The ends are boxed: they live only once, and inline they would enlarge every connection
+    // task for its whole life.
     async move {
         match conn.serve_until_stop(&mut stream).await {
-            Close::Moved(shard) => conn.move_to(shard, stream, lease, moved_span).await,
-            reason => conn.close(reason, lease).await,
+            Close::Moved(shard) => Box::pin(conn.move_to(shard, stream, lease, moved_span)).await,
+            reason => Box::pin(conn.close(reason, lease)).await,
         }
     }
     .instrument(span)
@@ -173,7 +181,7 @@ async fn resume(stream: std::net::TcpStream, mut conn: Connection, lease: Lease)
         Ok(mut stream) => conn.serve_until_stop(&mut stream).await,
         Err(err) => Close::Io(err),
     };
-    conn.close(reason, lease).await;
+    Box::pin(conn.close(reason, lease)).await;
 }
 
 struct Connection {
@@ -1350,11 +1358,32 @@ mod tests {
             .unwrap();
         let task = tokio_util::task::TaskTracker::new().token();
         let peer = stream.local_addr().unwrap();
-        let fut = super::run(stream, peer, 1, gw, super::Lease { permit, task });
+        let control = gw.controls.register(2);
+        let conn = super::Connection::new(peer, 2, gw.clone(), control);
+        let lease = super::Lease { permit, task };
+        // Every connection holds one of these for its whole life (first the one that
+        // authenticates it, then the one on its shard's thread); the handling of a frame is boxed
+        // so that it does not count here (see `process_buffer`).
+        let std_stream = stream.into_std().unwrap();
+        let resumed = super::resume(std_stream, conn, lease);
+        let size = std::mem::size_of_val(&resumed);
+        eprintln!("connection task future on a shard: {size} bytes");
+        assert!(
+            size < 1280,
+            "connection task future on a shard is {size} bytes"
+        );
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let lease = super::Lease {
+            permit: std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+                .try_acquire_owned()
+                .unwrap(),
+            task: tokio_util::task::TaskTracker::new().token(),
+        };
+        let fut = super::run(stream, peer, 1, gw, lease);
         let size = std::mem::size_of_val(&fut);
         eprintln!("connection task future: {size} bytes");
-        // Every connection holds this for its whole life; the handling of a frame is boxed so
-        // that it does not count here (see `process_buffer`).
         assert!(size < 1280, "connection task future is {size} bytes");
     }
 

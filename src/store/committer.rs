@@ -230,13 +230,13 @@ fn run(
         }
         if logged.points >= fold_points {
             folder.submit(FoldJob {
-                pending: std::mem::take(&mut logged),
+                pending: logged.take(),
                 done: None,
             });
         }
         for done in folds {
             folder.submit(FoldJob {
-                pending: std::mem::take(&mut logged),
+                pending: logged.take(),
                 done: Some(done),
             });
         }

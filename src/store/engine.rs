@@ -4,7 +4,7 @@
 //! depend on the engine's types.
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use fjall::{Batch, Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
@@ -100,6 +100,9 @@ pub(super) struct Engine {
     track_log: PartitionHandle,
     /// The next track-log sequence.
     log_seq: Arc<AtomicU64>,
+    /// Size of the last track-log entry written: the next one reserves as much up front rather
+    /// than growing (and copying) its buffer several times per commit.
+    log_size: Arc<AtomicUsize>,
     /// The lowest track-log sequence that can still be in the log: everything below was folded.
     /// Readers and the start-up fold scan the log from here, because below it lies one tombstone
     /// per folded log entry until the next `compact_log`, and walking those was the cost of every
@@ -199,6 +202,7 @@ impl Engine {
             chunks: part("track_chunks")?,
             track_log: part("track_log")?,
             log_seq: Arc::new(AtomicU64::new(0)),
+            log_size: Arc::default(),
             log_floor: Arc::new(AtomicU64::new(0)),
             fold_failed: Arc::default(),
             unfolded: Arc::new(AtomicU64::new(0)),
@@ -410,7 +414,7 @@ impl Engine {
             .durability(Some(Self::persist_mode(durability)));
         let mut positions = 0u64;
         // The batch's positions, as one track-log entry (see `track.rs`).
-        let mut log = Vec::new();
+        let mut log = Vec::with_capacity(self.log_size.load(Ordering::Relaxed));
         // Devices written earlier in this batch: their index entries are not visible to reads
         // until the batch commits, so a second write of the same device must see the first.
         let mut devices_in_batch: HashMap<&str, Option<&str>> = HashMap::new();
@@ -454,6 +458,7 @@ impl Engine {
         let log_seq = if log.is_empty() {
             None
         } else {
+            self.log_size.store(log.len(), Ordering::Relaxed);
             let seq = self.log_seq.fetch_add(1, Ordering::Relaxed);
             batch.insert(&self.track_log, keys::log_key(seq), log);
             Some(seq)

@@ -122,12 +122,34 @@ pub(super) struct Pending {
     /// Sequence numbers of the log entries holding these points (removed by the fold).
     pub seqs: Vec<u64>,
     pub points: usize,
+    /// Room reserved for a vehicle's points when its first one arrives: the average of the
+    /// previous fold. Growing each vehicle's vector from empty moved every point several times
+    /// (a fold gathers tens of points per vehicle), which was a quarter of the committer's work.
+    reserve: usize,
 }
 
 impl Pending {
     pub fn push(&mut self, vehicle_id: Arc<str>, fix: Fix) {
-        self.by_vehicle.entry(vehicle_id).or_default().push(fix);
+        let reserve = self.reserve;
+        self.by_vehicle
+            .entry(vehicle_id)
+            .or_insert_with(|| Vec::with_capacity(reserve))
+            .push(fix);
         self.points += 1;
+    }
+
+    /// Takes everything gathered so far (for a fold job), leaving an empty set that reserves
+    /// for each vehicle what this one gathered on average.
+    pub fn take(&mut self) -> Pending {
+        /// The reservation's bound: a few vehicles with many points must not make every
+        /// vehicle of the next fold reserve as much.
+        const MAX_RESERVE: usize = 256;
+        let vehicles = self.by_vehicle.len();
+        let reserve = (self.points / vehicles.max(1)).min(MAX_RESERVE);
+        let taken = std::mem::take(self);
+        self.reserve = reserve;
+        self.by_vehicle.reserve(vehicles);
+        taken
     }
 
     pub fn is_empty(&self) -> bool {
