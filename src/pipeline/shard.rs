@@ -305,24 +305,35 @@ impl Shard {
         // Past the first epoch a commit has failed: states are loaded from the live view, which
         // may be behind the store (see `DeviceState::reloaded`).
         let reloaded = *epoch > NO_FAILURE + 1;
-        // One lookup per map and frame: this runs for every position.
-        let dev = devices.entry(tid.clone()).or_insert_with(|| DeviceState {
-            reloaded,
-            ..load_device(live, tid, state_cfg)
-        });
+        // A lookup by reference first: `entry` takes an owned key, and cloning and dropping
+        // the id's `Arc` cost two atomic writes per position. The second lookup happens only
+        // for a key's first position.
+        let dev = match devices.get_mut(tid) {
+            Some(dev) => dev,
+            None => devices.entry(tid.clone()).or_insert_with(|| DeviceState {
+                reloaded,
+                ..load_device(live, tid, state_cfg)
+            }),
+        };
         if let Some(key) = p.key {
             if !dev.recent.insert(key) {
                 metrics::counter!(m::FRAMES_DUPLICATE).increment(1);
                 return Committed::Duplicate;
             }
         }
-        let mut vehicle = route.vehicle_id.as_ref().map(|vid| {
-            let v = vehicles.entry(vid.clone()).or_insert_with(|| VehicleState {
-                reloaded,
-                ..load_vehicle(live, vid, state_cfg)
-            });
-            (vid, v)
-        });
+        let mut vehicle = match route.vehicle_id.as_ref() {
+            Some(vid) => {
+                let v = match vehicles.get_mut(vid) {
+                    Some(v) => v,
+                    None => vehicles.entry(vid.clone()).or_insert_with(|| VehicleState {
+                        reloaded,
+                        ..load_vehicle(live, vid, state_cfg)
+                    }),
+                };
+                Some((vid, v))
+            }
+            None => None,
+        };
         let last_frame_ms = route.vehicle_activity.get().max(p.received_ms);
         let device_frame_ms = route.device_activity.get().max(p.received_ms);
         let mut device_moved = false;
