@@ -165,9 +165,18 @@ pub(super) async fn run(
     // The ends are boxed: they live only once, and inline they would enlarge every connection
     // task for its whole life.
     async move {
-        match conn.serve_until_stop(&mut stream).await {
-            Close::Moved(shard) => Box::pin(conn.move_to(shard, stream, lease, moved_span)).await,
-            reason => Box::pin(conn.close(reason, lease)).await,
+        loop {
+            match conn.serve_until_stop(&mut stream).await {
+                Close::Moved(shard) if conn.gw.pipeline.is_running(shard) => {
+                    break Box::pin(conn.move_to(shard, stream, lease, moved_span)).await;
+                }
+                // The shard's worker has stopped, which it only does on a panic, and its thread
+                // with it: the connection stays here, and its positions are answered with
+                // failure as the worker no longer takes them. (Connections already on that
+                // thread were dropped with it; their devices reconnect to this path.)
+                Close::Moved(_) => continue,
+                reason => break Box::pin(conn.close(reason, lease)).await,
+            }
         }
     }
     .instrument(span)

@@ -240,6 +240,11 @@ impl Pipeline {
         drop(self.runtimes[shard].spawn(task));
     }
 
+    /// Whether shard `shard`'s worker, and so its thread, still runs.
+    pub fn is_running(&self, shard: usize) -> bool {
+        !self.senders[shard].is_closed()
+    }
+
     /// A handle that watches the shard workers without keeping them running: the workers stop
     /// when the last `Pipeline` is dropped, and the health endpoint must not delay that.
     pub fn probe(&self) -> ShardProbe {
