@@ -136,8 +136,8 @@ enum Event {
 }
 
 /// What a connection holds for its whole life, wherever it runs: its place under
-/// `jt808.max_connections`, and its place among the tasks that shutdown waits for.
-/// Both are held only for what dropping them does.
+/// `jt808.max_connections` and its place among the tasks that shutdown waits for. Both are held
+/// only for what dropping them does.
 pub(super) struct Lease {
     #[allow(dead_code)]
     pub(super) permit: OwnedSemaphorePermit,
@@ -221,6 +221,15 @@ struct Connection {
     move_to: Option<usize>,
 }
 
+/// Releases the connection's stop signals and its count in `connections_open` however it ends,
+/// including a task dropped without closing (its shard's thread ended on a panic).
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.gw.controls.remove(self.id);
+        metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
+    }
+}
+
 impl Connection {
     fn new(peer: SocketAddr, id: u64, gw: Arc<Gateway>, control: Arc<Control>) -> Self {
         let idle = gw.config.jt808.effective_idle_timeout();
@@ -283,8 +292,9 @@ impl Connection {
         // the released session.
         Box::pin(self.finish()).await;
         metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason.label()).increment(1);
-        self.gw.controls.remove(self.id);
-        metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
+        // The connection (its stop signals and its count, see `Drop`) before its lease: whoever
+        // waits for the lease (shutdown) then finds it gone everywhere.
+        drop(self);
         drop(lease);
     }
 
