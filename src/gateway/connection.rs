@@ -153,7 +153,6 @@ pub(super) async fn run(
     lease: Lease,
 ) {
     let _ = stream.set_nodelay(true);
-    metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
     // A debug-level span: at the default log level it costs nothing, where an enabled span would
     // cost every connection a few hundred bytes for its whole life. Events that matter at info
     // level and above name the peer and terminal themselves.
@@ -215,14 +214,15 @@ struct Connection {
     checksum_policy: Option<(TerminalId, bool)>,
     reassembler: Option<Box<Reassembler>>,
     idle_deadline: Instant,
-    /// The shard whose thread this connection runs on, once it moved there after authenticating.
-    on_shard: Option<usize>,
+    /// Whether the connection runs on its shard's thread (it moved there after authenticating).
+    on_shard: bool,
     /// Set when the connection should move to its vehicle's shard thread (after authenticating).
     move_to: Option<usize>,
 }
 
-/// Releases the connection's stop signals and its count in `connections_open` however it ends,
-/// including a task dropped without closing (its shard's thread ended on a panic).
+/// Releases the connection's stop signals and its count in `connections_open` (taken in
+/// `Connection::new`) however it ends, including a task dropped without closing (its shard's
+/// thread ended on a panic).
 impl Drop for Connection {
     fn drop(&mut self) {
         self.gw.controls.remove(self.id);
@@ -232,6 +232,7 @@ impl Drop for Connection {
 
 impl Connection {
     fn new(peer: SocketAddr, id: u64, gw: Arc<Gateway>, control: Arc<Control>) -> Self {
+        metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
         let idle = gw.config.jt808.effective_idle_timeout();
         Connection {
             peer,
@@ -249,7 +250,7 @@ impl Connection {
             checksum_policy: None,
             reassembler: None,
             idle_deadline: Instant::now() + idle,
-            on_shard: None,
+            on_shard: false,
             move_to: None,
         }
     }
@@ -271,7 +272,7 @@ impl Connection {
     async fn move_to(mut self, shard: usize, stream: TcpStream, lease: Lease, span: tracing::Span) {
         match stream.into_std() {
             Ok(stream) => {
-                self.on_shard = Some(shard);
+                self.on_shard = true;
                 let gw = self.gw.clone();
                 gw.pipeline
                     .spawn_on(shard, resume(stream, self, lease).instrument(span));
@@ -1132,7 +1133,7 @@ impl Connection {
             connected_ms: now,
             version,
         });
-        if self.on_shard.is_none() {
+        if !self.on_shard {
             self.move_to = Some(self.authed.as_ref().expect("set above").route.shard);
         }
         metrics::counter!(m::AUTH, "result" => "ok").increment(1);
@@ -1372,19 +1373,20 @@ mod tests {
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
-            .try_acquire_owned()
-            .unwrap();
-        let task = tokio_util::task::TaskTracker::new().token();
+        let lease = || super::Lease {
+            permit: std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+                .try_acquire_owned()
+                .unwrap(),
+            task: tokio_util::task::TaskTracker::new().token(),
+        };
         let peer = stream.local_addr().unwrap();
         let control = gw.controls.register(2);
         let conn = super::Connection::new(peer, 2, gw.clone(), control);
-        let lease = super::Lease { permit, task };
         // Every connection holds one of these for its whole life (first the one that
         // authenticates it, then the one on its shard's thread); the handling of a frame is boxed
         // so that it does not count here (see `process_buffer`).
         let std_stream = stream.into_std().unwrap();
-        let resumed = super::resume(std_stream, conn, lease);
+        let resumed = super::resume(std_stream, conn, lease());
         let size = std::mem::size_of_val(&resumed);
         eprintln!("connection task future on a shard: {size} bytes");
         assert!(
@@ -1394,13 +1396,7 @@ mod tests {
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let lease = super::Lease {
-            permit: std::sync::Arc::new(tokio::sync::Semaphore::new(1))
-                .try_acquire_owned()
-                .unwrap(),
-            task: tokio_util::task::TaskTracker::new().token(),
-        };
-        let fut = super::run(stream, peer, 1, gw, lease);
+        let fut = super::run(stream, peer, 1, gw, lease());
         let size = std::mem::size_of_val(&fut);
         eprintln!("connection task future: {size} bytes");
         assert!(size < 1280, "connection task future is {size} bytes");
