@@ -74,16 +74,17 @@ SIM_PID=$(pgrep -P "$SIM" -n)
 snapshot() {
     for t in /proc/"$PID"/task/*; do
         name=$(tr ' ' _ <"$t/comm" 2>/dev/null) || continue
-        ticks=$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null) || continue
+        ticks=$(awk '{print $14, $15}' "$t/stat" 2>/dev/null) || continue
         echo "${name%%-[0-9]*} $ticks"
-    done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+    done | awk '{u[$1] += $2; s[$1] += $3} END {for (k in u) print k, u[k], s[k]}' | sort
 }
-proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+proc_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
 # The window starts after registration and ends before the simulator drains.
 sleep 3
 snapshot >"$DIR/t0"
 SIM0=$(proc_ticks "$SIM_PID")
+STAT0=$(head -1 /proc/stat)
 T0=$(date +%s.%N)
 if [[ "${PERF:-0}" == 1 ]]; then
     perf record -F 999 -g --call-graph dwarf,16384 -p "$PID" -o perf.data -- sleep 5 >/dev/null 2>&1
@@ -92,30 +93,45 @@ else
 fi
 snapshot >"$DIR/t1"
 SIM1=$(proc_ticks "$SIM_PID")
+STAT1=$(head -1 /proc/stat)
 T1=$(date +%s.%N)
 wait "$SIM"
 SIM=
 SIM_PID=
 
-python3 - "$DIR" "$SIM0" "$SIM1" "$T0" "$T1" "$(getconf CLK_TCK)" <<'EOF'
+python3 - "$DIR" "$SIM0" "$SIM1" "$T0" "$T1" "$(getconf CLK_TCK)" "$STAT0" "$STAT1" <<'EOF'
 import json, sys
-d, sim0, sim1, t0, t1, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+d, t0, t1, hz = sys.argv[1], float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+sim0, sim1 = [list(map(int, a.split())) for a in (sys.argv[2], sys.argv[3])]
 summary = json.load(open(f"{d}/sim.json"))
 rate = summary["acked_positions_per_s"]
 print(f"acked positions/s {rate:,.0f}  answer p50 {summary['latency']['p50_us'] / 1000:.2f} ms  errors {summary['error_total']}")
-before = dict(line.split() for line in open(f"{d}/t0"))
-after = dict(line.split() for line in open(f"{d}/t1"))
+def ticks(path):
+    return {n: (int(u), int(s)) for n, u, s in (line.split() for line in open(path))}
+before, after = ticks(f"{d}/t0"), ticks(f"{d}/t1")
 dt = t1 - t0
-total = 0.0
-def row(name, seconds):
-    print(f"{name:24s} {seconds / dt * 100:6.1f} % of a core  {seconds / dt / rate * 1e6:6.2f} µs/position")
+def row(name, user, system):
+    us = lambda s: s / dt / rate * 1e6
+    print(f"{name:24s} {(user + system) / dt * 100:6.1f} % of a core  {us(user + system):6.2f} µs/position"
+          f"  (user {us(user):5.2f}, kernel {us(system):5.2f})")
+total = [0.0, 0.0]
 for name in sorted(after):
-    cpu = (int(after[name]) - int(before.get(name, 0))) / hz
-    total += cpu
-    if cpu > 0:
-        row(name, cpu)
-row("server total", total)
-row("simulator", (sim1 - sim0) / hz)
+    (u1, s1), (u0, s0) = after[name], before.get(name, (0, 0))
+    user, system = (u1 - u0) / hz, (s1 - s0) / hz
+    total[0] += user
+    total[1] += system
+    if user + system > 0:
+        row(name, user, system)
+row("server total", *total)
+row("simulator", (sim1[0] - sim0[0]) / hz, (sim1[1] - sim0[1]) / hz)
+# The whole machine, kernel threads included (softirq, journal, workers), and what stayed idle:
+# a closed loop that leaves cores idle is waiting, not computing.
+stat0, stat1 = [list(map(int, a.split()[1:])) for a in (sys.argv[7], sys.argv[8])]
+delta = [b - a for a, b in zip(stat0, stat1)]
+idle = (delta[3] + delta[4]) / hz
+busy = sum(delta[:8]) / hz - idle
+print(f"{'machine busy':24s} {busy / dt * 100:6.1f} % of a core  {busy / dt / rate * 1e6:6.2f} µs/position"
+      f"  (idle {idle / dt * 100:.1f} % of a core)")
 EOF
 kill -TERM "$SRV" 2>/dev/null || true
 wait "$SRV" 2>/dev/null || true
