@@ -12,6 +12,8 @@
 #   DEVICES=1000 RUN_SECONDS=12 SIM_ARGS=--closed-loop (e.g. SIM_ARGS="--rate 50" for 50 reports/s each)
 #   CONFIG_EXTRA=$'[pipeline]\nshards = 1'   appended to the gateway's config
 #   PERF=1               record `perf record --call-graph dwarf` of the server to perf.data meanwhile
+#   EVENTS=a,b           count these perf events (e.g. syscalls:sys_enter_write,sched:sched_switch)
+#                        in the server and the simulator meanwhile, printed per position
 #
 # The gateway imports a registry pairing terminals 2k and 2k+1 as one vehicle's wired and wireless
 # trackers, as scripts/bench-e2e.sh does with REGISTRY=pairs.
@@ -88,6 +90,11 @@ STAT0=$(head -1 /proc/stat)
 T0=$(date +%s.%N)
 if [[ "${PERF:-0}" == 1 ]]; then
     perf record -F 999 -g --call-graph dwarf,16384 -p "$PID" -o perf.data -- sleep 5 >/dev/null 2>&1
+elif [[ -n "${EVENTS:-}" ]]; then
+    perf stat -x, -e "$EVENTS" -p "$PID" -o "$DIR/events.server" -- sleep $((SECONDS_RUN / 2)) &
+    STAT=$!
+    perf stat -x, -e "$EVENTS" -p "$SIM_PID" -o "$DIR/events.sim" -- sleep $((SECONDS_RUN / 2))
+    wait "$STAT"
 else
     sleep $((SECONDS_RUN / 2))
 fi
@@ -130,6 +137,14 @@ stat0, stat1 = [list(map(int, a.split()[1:])) for a in (sys.argv[7], sys.argv[8]
 delta = [b - a for a, b in zip(stat0, stat1)]
 idle = (delta[3] + delta[4]) / hz
 busy = sum(delta[:8]) / hz - idle
+import os
+for who in ("server", "sim"):
+    path = f"{d}/events.{who}"
+    if os.path.exists(path):
+        for line in open(path):
+            f = line.strip().split(",")
+            if len(f) > 2 and f[0].replace(".", "").isdigit():
+                print(f"{who + ' ' + f[2]:48s} {float(f[0]) / dt / rate:8.3f} per position")
 print(f"{'machine busy':24s} {busy / dt * 100:6.1f} % of a core  {busy / dt / rate * 1e6:6.2f} µs/position"
       f"  (idle {idle / dt * 100:.1f} % of a core)")
 EOF
