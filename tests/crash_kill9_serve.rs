@@ -276,12 +276,15 @@ fn kill9_mid_stream(durability: &str) {
     import_registry(dir.path(), &data, terminals);
 
     let mut server = spawn_server(&data, &config, &dir.path().join("serve-1.log"));
-    // Device times an hour in the past, one second apart per terminal: valid and in order.
+    // Device times a day in the past, one second apart per terminal: valid and in order. Each
+    // terminal keeps several frames in flight and can send thousands a second, so an hour of
+    // device time was used up in about a second on a fast run: the later reports were then
+    // "too far in the future", rightly flagged and kept out of the last known position.
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let first_secs = now - 3_600;
+    let first_secs = now - 86_400;
     let tallies: Vec<_> = (0..terminals)
         .map(|_| Arc::new(Mutex::new(Tally::default())))
         .collect();
