@@ -130,7 +130,12 @@ for name in sorted(after):
     if user + system > 0:
         row(name, user, system)
 row("server total", *total)
+sim_cpu = (sim1[0] - sim0[0] + sim1[1] - sim0[1]) / hz
 row("simulator", (sim1[0] - sim0[0]) / hz, (sim1[1] - sim0[1]) / hz)
+# The same simulator costs more or less per position as the shared machine gets busier or
+# quieter; the server's CPU in units of the simulator's is the steadier figure to compare.
+if sim_cpu > 0:
+    print(f"{'server / simulator':24s} {sum(total) / sim_cpu:6.3f}")
 # The whole machine, kernel threads included (softirq, journal, workers), and what stayed idle:
 # a closed loop that leaves cores idle is waiting, not computing.
 stat0, stat1 = [list(map(int, a.split()[1:])) for a in (sys.argv[7], sys.argv[8])]

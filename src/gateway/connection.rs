@@ -6,19 +6,17 @@
 //! came in: an acknowledgement for a position waits in the queue until its shard reports the
 //! position durable. The read buffer is released whenever it is empty so that an idle connection
 //! costs little memory.
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use liengate_protocols::jt808::{
     parse_packet, DecodeOptions, Error as CodecError, ErrorKind, Header, Message, Quirks,
     Reassembler, Reassembly, ReassemblyLimits, Split, Splitter, TerminalId, MAX_LOGICAL_FRAME,
 };
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
@@ -28,14 +26,14 @@ use super::auth_limit::Failure;
 use super::control::{self, Control};
 use super::enrollment::Admission;
 use super::inbound::{interpret, trim_padding, Inbound};
+use super::outbox::{Flushed, Outbox};
 use super::Gateway;
 use crate::config::{ModelConfig, UnknownDevicePolicy};
 use crate::metrics as m;
 use crate::model::Device;
 use crate::pipeline::live::Activity;
 use crate::pipeline::{
-    device_key, now_ms, CommitFailed, Committed, DeviceRoute, FrameKey, Positions, Report,
-    TrySubmit,
+    device_key, now_ms, Ack, DeviceRoute, FrameKey, Positions, Report, TrySubmit,
 };
 use crate::store::{SessionFacts, Write};
 
@@ -71,32 +69,10 @@ impl Close {
     }
 }
 
-/// An answer waiting to be written, in frame order.
-enum Pending {
-    Ready(Bytes),
-    /// 0x8001 for a position frame, sent once the shard reports the commit.
-    Ack {
-        rx: oneshot::Receiver<Result<Committed, CommitFailed>>,
-        to: Header,
-        serial: u16,
-    },
-    /// A position's commit outcome is known; encoded when written.
-    Acked {
-        to: Header,
-        serial: u16,
-        result: u8,
-    },
-}
-
-/// Positions that wait for room in their shard queue, and the answer that waits for them.
-struct Waiting {
-    positions: Positions,
-    answer: Option<(oneshot::Receiver<Result<Committed, CommitFailed>>, Header)>,
-}
-
 /// Why positions could not be queued at once.
 enum Blocked {
-    Full(Waiting),
+    /// The shard queue is full: the positions wait for room (their answer is queued already).
+    Full(Positions),
     Closed,
 }
 
@@ -128,7 +104,9 @@ enum Step {
 }
 
 enum Event {
-    Ack(Result<Committed, CommitFailed>),
+    /// The outbox has news: answers went out while the task waited for them, or a write was
+    /// short or failed.
+    Outbox,
     Readable(std::io::Result<()>),
     Replaced,
     Shutdown,
@@ -158,16 +136,15 @@ pub(super) async fn run(
     // level and above name the peer and terminal themselves.
     let span = tracing::debug_span!("conn", %peer, conn = id, terminal = tracing::field::Empty);
     let control = gw.controls.register(id);
-    let mut conn = Connection::new(peer, id, gw, control);
-    let mut stream = stream;
+    let mut conn = Connection::new(peer, id, gw, control, stream);
     let moved_span = span.clone();
     // The ends are boxed: they live only once, and inline they would enlarge every connection
     // task for its whole life.
     async move {
         loop {
-            match conn.serve_until_stop(&mut stream).await {
+            match conn.serve_until_stop().await {
                 Close::Moved(shard) if conn.gw.pipeline.is_running(shard) => {
-                    break Box::pin(conn.move_to(shard, stream, lease, moved_span)).await;
+                    break Box::pin(conn.move_to(shard, lease, moved_span)).await;
                 }
                 // The shard's worker has stopped, which it only does on a panic, and its thread
                 // with it: the connection stays here, and its positions are answered with
@@ -186,7 +163,10 @@ pub(super) async fn run(
 /// `Connection::move_to`).
 async fn resume(stream: std::net::TcpStream, mut conn: Connection, lease: Lease) {
     let reason = match TcpStream::from_std(stream) {
-        Ok(mut stream) => conn.serve_until_stop(&mut stream).await,
+        Ok(stream) => {
+            conn.outbox.put_stream(stream);
+            conn.serve_until_stop().await
+        }
         Err(err) => Close::Io(err),
     };
     Box::pin(conn.close(reason, lease)).await;
@@ -198,7 +178,9 @@ struct Connection {
     gw: Arc<Gateway>,
     buf: BytesMut,
     splitter: Splitter,
-    pending: VecDeque<Pending>,
+    /// The socket and the answers waiting to go out on it (shared with the shard, which writes
+    /// acknowledgements as commits complete).
+    outbox: Arc<Outbox>,
     next_serial: u16,
     authed: Option<Authed>,
     /// Signalled when a newer connection of the same terminal authenticates, at shutdown and
@@ -220,18 +202,25 @@ struct Connection {
     move_to: Option<usize>,
 }
 
-/// Releases the connection's stop signals and its count in `connections_open` (taken in
-/// `Connection::new`) however it ends, including a task dropped without closing (its shard's
-/// thread ended on a panic).
+/// Releases the connection's socket, its stop signals and its count in `connections_open`
+/// (taken in `Connection::new`) however it ends, including a task dropped without closing (its
+/// shard's thread ended on a panic).
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.outbox.close();
         self.gw.controls.remove(self.id);
         metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
     }
 }
 
 impl Connection {
-    fn new(peer: SocketAddr, id: u64, gw: Arc<Gateway>, control: Arc<Control>) -> Self {
+    fn new(
+        peer: SocketAddr,
+        id: u64,
+        gw: Arc<Gateway>,
+        control: Arc<Control>,
+        stream: TcpStream,
+    ) -> Self {
         metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
         let idle = gw.config.jt808.effective_idle_timeout();
         Connection {
@@ -240,7 +229,7 @@ impl Connection {
             splitter: Splitter::new(gw.config.jt808.max_frame),
             gw,
             buf: BytesMut::new(),
-            pending: VecDeque::new(),
+            outbox: Arc::new(Outbox::new(stream)),
             next_serial: 0,
             authed: None,
             control,
@@ -256,10 +245,10 @@ impl Connection {
     }
 
     /// Serves until the connection closes, the process stops hard, or it should move.
-    async fn serve_until_stop(&mut self, stream: &mut TcpStream) -> Close {
+    async fn serve_until_stop(&mut self) -> Close {
         let control = self.control.clone();
         tokio::select! {
-            r = self.serve(stream) => r,
+            r = self.serve() => r,
             _ = control.any(control::HARD_STOP) => Close::Shutdown,
         }
     }
@@ -269,7 +258,11 @@ impl Connection {
     /// Positions then go to the shard worker, and their commit outcomes come back, within one
     /// thread; everything else about the connection stays as it was (its read buffer, answers
     /// in flight, stop signals and session).
-    async fn move_to(mut self, shard: usize, stream: TcpStream, lease: Lease, span: tracing::Span) {
+    async fn move_to(mut self, shard: usize, lease: Lease, span: tracing::Span) {
+        let Some(stream) = self.outbox.take_stream() else {
+            let gone = std::io::Error::from(std::io::ErrorKind::NotConnected);
+            return self.close(Close::Io(gone), lease).await;
+        };
         match stream.into_std() {
             Ok(stream) => {
                 self.on_shard = true;
@@ -305,7 +298,7 @@ impl Connection {
         s
     }
 
-    async fn serve(&mut self, stream: &mut TcpStream) -> Close {
+    async fn serve(&mut self) -> Close {
         let max_inflight = self.gw.config.jt808.max_inflight;
         // Created once and reset only when it fires early: creating a timer per loop turn
         // registered and removed a timer-wheel entry for every frame. `frame_ok` only moves
@@ -315,10 +308,10 @@ impl Connection {
         // Whether reading is held back by `max_inflight`, to count each time it starts.
         let mut held = false;
         loop {
-            if let Err(close) = self.write_ready(stream).await {
+            if let Err(close) = self.write_ready().await {
                 return close;
             }
-            if self.stopping.is_some() && self.pending.is_empty() {
+            if self.stopping.is_some() && self.outbox.is_empty() {
                 return self.stopping.take().expect("checked above");
             }
             if let Some(shard) = self.move_to.take() {
@@ -326,7 +319,7 @@ impl Connection {
                     return Close::Moved(shard);
                 }
             }
-            let full = self.pending.len() >= max_inflight;
+            let full = self.outbox.len() >= max_inflight;
             if full && !held {
                 metrics::counter!(m::CONNECTION_INFLIGHT_FULL).increment(1);
             }
@@ -340,13 +333,16 @@ impl Connection {
                     idle.as_mut().reset(wake);
                 }
             }
+            // The outbox wakes the task only for what it waits for: room under
+            // `max_inflight`, or an empty queue to close with.
+            let wants_progress = full || self.stopping.is_some();
             let event = {
                 let Connection {
-                    pending, control, ..
+                    outbox, control, ..
                 } = self;
                 tokio::select! {
                     biased;
-                    r = front_ack(pending) => Event::Ack(r),
+                    () = std::future::poll_fn(|cx| outbox.poll_signal(cx, wants_progress)) => Event::Outbox,
                     bits = control.any(control::REPLACED | control::SHUTDOWN), if running => {
                         if bits & control::SHUTDOWN != 0 {
                             Event::Shutdown
@@ -356,21 +352,13 @@ impl Connection {
                     }
                     // `poll_read_ready` keeps the waker in the socket's own reader slot; the
                     // `readable()` future queued and dequeued a waiter under a lock every turn.
-                    r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if can_read => Event::Readable(r),
+                    r = std::future::poll_fn(|cx| outbox.poll_read_ready(cx)), if can_read => Event::Readable(r),
                     _ = &mut idle, if running => Event::Idle,
                 }
             };
             match event {
-                Event::Ack(r) => {
-                    let Some(Pending::Ack { to, serial, .. }) = self.pending.pop_front() else {
-                        unreachable!("front_ack only completes for an Ack at the front");
-                    };
-                    self.pending.push_front(Pending::Acked {
-                        to,
-                        serial,
-                        result: ack_result(r),
-                    });
-                }
+                // Whatever it was, the next turn's flush and checks deal with it.
+                Event::Outbox => {}
                 Event::Replaced => {
                     tracing::info!(peer = %self.peer, terminal = ?self.authed.as_ref().map(|a| a.route.terminal_id.clone()), "a newer connection of this terminal took over");
                     self.stopping = Some(Close::Replaced);
@@ -399,7 +387,7 @@ impl Connection {
                         let grow = self.buf.capacity().max(512).min(limit - self.buf.len());
                         self.buf.reserve(grow);
                     }
-                    match crate::net::read_available(stream, &mut self.buf) {
+                    match self.outbox.read_available(&mut self.buf) {
                         Ok(0) => return Close::Eof,
                         Ok(_) => {
                             if let Err(close) = self.process_buffer().await {
@@ -420,61 +408,25 @@ impl Connection {
         }
     }
 
-    /// Writes every answer at the front of the queue that is ready, in one write.
-    ///
-    /// The answers are encoded into a buffer owned by the worker thread and written at once;
-    /// only what the socket does not take right away is copied into an owned buffer and awaited.
-    /// Per position that saves the allocation of an answer buffer.
-    async fn write_ready(&mut self, stream: &mut TcpStream) -> Result<(), Close> {
-        let rest = WRITE_SCRATCH.with_borrow_mut(|out| -> Result<Option<BytesMut>, Close> {
-            out.clear();
-            while let Some(front) = self.pending.front_mut() {
-                match front {
-                    Pending::Ready(bytes) => out.extend_from_slice(bytes),
-                    Pending::Acked { to, serial, result } => {
-                        answer::general(to, *serial, *result, out)
-                    }
-                    Pending::Ack { rx, to, serial } => {
-                        let r = match rx.try_recv() {
-                            Ok(r) => r,
-                            Err(oneshot::error::TryRecvError::Empty) => break,
-                            Err(oneshot::error::TryRecvError::Closed) => Err(CommitFailed),
-                        };
-                        answer::general(to, *serial, ack_result(r), out);
-                    }
+    /// Writes every answer at the front of the queue that is ready, in one write, and what the
+    /// socket did not take once it can (with the idle timeout as deadline).
+    async fn write_ready(&mut self) -> Result<(), Close> {
+        match self.outbox.flush() {
+            Ok(Flushed::Done) => Ok(()),
+            Ok(Flushed::Rest) => {
+                let timeout = self.gw.config.jt808.effective_idle_timeout();
+                match tokio::time::timeout(timeout, self.outbox.write_rest()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err(Close::Io(err)),
+                    Err(_) => Err(Close::Hostile("device stopped reading its answers")),
                 }
-                self.pending.pop_front();
             }
-            if out.is_empty() {
-                return Ok(None);
-            }
-            let written = match stream.try_write(out) {
-                Ok(n) => n,
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
-                Err(err) => return Err(Close::Io(err)),
-            };
-            let rest = (written < out.len()).then(|| BytesMut::from(&out[written..]));
-            if out.capacity() > WRITE_SCRATCH_KEEP {
-                // One large burst of answers must not pin a large buffer to the thread.
-                *out = BytesMut::new();
-            }
-            Ok(rest)
-        })?;
-        if self.pending.is_empty() && self.pending.capacity() > 0 {
-            // An idle connection should not keep its answer queue allocated.
-            self.pending = VecDeque::new();
-        }
-        let Some(rest) = rest else { return Ok(()) };
-        let timeout = self.gw.config.jt808.effective_idle_timeout();
-        match tokio::time::timeout(timeout, stream.write_all(&rest)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(Close::Io(err)),
-            Err(_) => Err(Close::Hostile("device stopped reading its answers")),
+            Err(err) => Err(Close::Io(err)),
         }
     }
 
     fn push_ready(&mut self, out: BytesMut) {
-        self.pending.push_back(Pending::Ready(out.freeze()));
+        self.outbox.push_ready(out.freeze());
     }
 
     /// Splits and handles every complete frame in the read buffer.
@@ -496,8 +448,8 @@ impl Connection {
                             self.frame_ok();
                             match self.queue_positions(header, reports, ack, first_time_ms) {
                                 Ok(()) => {}
-                                Err(Blocked::Full(wait)) => {
-                                    Box::pin(self.wait_for_room(wait)).await?
+                                Err(Blocked::Full(positions)) => {
+                                    Box::pin(self.wait_for_room(positions)).await?
                                 }
                                 Err(Blocked::Closed) => return Err(Close::Shutdown),
                             }
@@ -852,7 +804,7 @@ impl Connection {
                 }
                 match self.queue_positions(h, reports, ack, first_time_ms) {
                     Ok(()) => Ok(()),
-                    Err(Blocked::Full(wait)) => self.wait_for_room(wait).await,
+                    Err(Blocked::Full(positions)) => self.wait_for_room(positions).await,
                     Err(Blocked::Closed) => Err(Close::Shutdown),
                 }
             }
@@ -869,12 +821,13 @@ impl Connection {
         first_time_ms: Option<i64>,
     ) -> Result<(), Blocked> {
         let route = self.authed.as_ref().expect("caller checked").route.clone();
-        let (tx, rx) = if ack {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
+        // The answer takes its place in the queue now, so that answers leave in frame order even
+        // when the positions must wait for room in the shard queue.
+        let done = ack.then(|| {
+            let serial = self.serial();
+            let seq = self.outbox.push_ack(h, serial);
+            Ack::new(self.outbox.clone(), seq)
+        });
         let positions = Positions {
             route,
             key: first_time_ms.map(|t| FrameKey {
@@ -884,38 +837,23 @@ impl Connection {
             }),
             reports,
             received_ms: now_ms(),
-            done: tx,
+            done,
         };
-        let answer = rx.map(|rx| (rx, h));
         match self.gw.pipeline.try_submit(positions) {
-            Ok(()) => {
-                self.push_ack(answer);
-                Ok(())
-            }
-            Err(TrySubmit::Full(positions)) => Err(Blocked::Full(Waiting { positions, answer })),
+            Ok(()) => Ok(()),
+            Err(TrySubmit::Full(positions)) => Err(Blocked::Full(positions)),
             Err(TrySubmit::Closed) => Err(Blocked::Closed),
         }
     }
 
     /// Waits while the shard queue is full: this is the backpressure point. The connection reads
     /// nothing meanwhile, so TCP pushes back on the device.
-    async fn wait_for_room(&mut self, wait: Waiting) -> Result<(), Close> {
+    async fn wait_for_room(&mut self, positions: Positions) -> Result<(), Close> {
         metrics::counter!(m::SHARD_QUEUE_FULL).increment(1);
-        if self.gw.pipeline.submit(wait.positions).await.is_err() {
+        if self.gw.pipeline.submit(positions).await.is_err() {
             return Err(Close::Shutdown);
         }
-        self.push_ack(wait.answer);
         Ok(())
-    }
-
-    fn push_ack(
-        &mut self,
-        answer: Option<(oneshot::Receiver<Result<Committed, CommitFailed>>, Header)>,
-    ) {
-        if let Some((rx, to)) = answer {
-            let serial = self.serial();
-            self.pending.push_back(Pending::Ack { rx, to, serial });
-        }
     }
 
     async fn register(&mut self, h: Header, model: String) -> Result<(), Close> {
@@ -1309,30 +1247,6 @@ impl FrameCounters {
     }
 }
 
-thread_local! {
-    /// Where a worker thread encodes the answers it writes (see `Connection::write_ready`).
-    static WRITE_SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
-}
-
-/// Largest answer scratch buffer a worker thread keeps between writes.
-const WRITE_SCRATCH_KEEP: usize = 16 * 1024;
-
-/// Waits for the commit outcome of the answer at the front of the queue, if it is an Ack.
-async fn front_ack(pending: &mut VecDeque<Pending>) -> Result<Committed, CommitFailed> {
-    match pending.front_mut() {
-        Some(Pending::Ack { rx, .. }) => rx.await.unwrap_or(Err(CommitFailed)),
-        _ => std::future::pending().await,
-    }
-}
-
-fn ack_result(r: Result<Committed, CommitFailed>) -> u8 {
-    match r {
-        Ok(_) => result::OK,
-        // "Failure" makes the device keep the position and send it again.
-        Err(CommitFailed) => result::FAILURE,
-    }
-}
-
 /// Device time of the first fix in a position message, for duplicate detection.
 fn first_fix_time(msg: &Message<'_>) -> Option<i64> {
     let loc = match msg {
@@ -1381,7 +1295,10 @@ mod tests {
         };
         let peer = stream.local_addr().unwrap();
         let control = gw.controls.register(2);
-        let conn = super::Connection::new(peer, 2, gw.clone(), control);
+        let other = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let conn = super::Connection::new(peer, 2, gw.clone(), control, other);
         // Every connection holds one of these for its whole life (first the one that
         // authenticates it, then the one on its shard's thread); the handling of a frame is boxed
         // so that it does not count here (see `process_buffer`).

@@ -21,6 +21,7 @@ mod connection;
 pub mod control;
 pub mod enrollment;
 pub mod inbound;
+mod outbox;
 pub mod sessions;
 
 /// Everything a connection task needs, shared by all of them.

@@ -73,7 +73,7 @@ impl Rig {
     }
 
     async fn send(&self, serial: u16, reports: Vec<Report>) -> bool {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = super::Ack::channel();
         let first = reports[0].time_ms.unwrap();
         self.pipe
             .submit(Positions {

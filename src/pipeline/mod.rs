@@ -8,7 +8,7 @@
 //! `Store::commit` per batch (group commit across connections) and only then tells the connections
 //! that they may acknowledge the frames.
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -106,7 +106,67 @@ pub struct Positions {
     pub reports: Vec<Report>,
     pub received_ms: i64,
     /// Answered once the positions are durable; `None` when nobody waits (e.g. 0x0201 replies).
-    pub done: Option<oneshot::Sender<Result<Committed, CommitFailed>>>,
+    pub done: Option<Ack>,
+}
+
+/// Whoever waits for the commit outcome of frames: a connection, which writes the answer.
+pub trait AckSink: Send + Sync {
+    /// The outcome of the frame the sink numbered `seq`.
+    fn complete(&self, seq: u64, outcome: Result<Committed, CommitFailed>);
+}
+
+/// The promise to tell a frame's commit outcome to its sink, kept exactly once: a frame whose
+/// `Ack` is dropped unanswered (its shard stopped, its batch was discarded) is told
+/// `CommitFailed`, so that the device is never left without an answer nor told a lie.
+///
+/// A shared sink per connection, rather than a channel per frame, lets the shard's commit stage
+/// write the answer itself: a channel woke the connection's task a second time for every frame
+/// only to write one answer (benches/RESULTS.md, session 8).
+pub struct Ack {
+    sink: Arc<dyn AckSink>,
+    seq: u64,
+    told: bool,
+}
+
+impl Ack {
+    pub fn new(sink: Arc<dyn AckSink>, seq: u64) -> Self {
+        Ack {
+            sink,
+            seq,
+            told: false,
+        }
+    }
+
+    /// An `Ack` whose outcome arrives on a channel, for callers that wait for one frame.
+    pub fn channel() -> (Self, oneshot::Receiver<Result<Committed, CommitFailed>>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack::new(Arc::new(ChannelSink(Mutex::new(Some(tx)))), 0), rx)
+    }
+
+    pub fn complete(mut self, outcome: Result<Committed, CommitFailed>) {
+        self.told = true;
+        self.sink.complete(self.seq, outcome);
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if !self.told {
+            self.sink.complete(self.seq, Err(CommitFailed));
+        }
+    }
+}
+
+struct ChannelSink(Mutex<Option<oneshot::Sender<Result<Committed, CommitFailed>>>>);
+
+impl AckSink for ChannelSink {
+    fn complete(&self, _seq: u64, outcome: Result<Committed, CommitFailed>) {
+        let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            // Nobody waiting is not an error: the data is stored regardless.
+            let _ = tx.send(outcome);
+        }
+    }
 }
 
 /// Messages a shard worker handles.

@@ -26,12 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::live::{LiveView, Records, Slot, Table};
 use super::sanitize::{self, JumpDetector, Point};
 use super::tracker::Tracker;
-use super::{CommitFailed, Committed, FrameKey, Positions, ShardMsg};
+use super::{Ack, CommitFailed, Committed, FrameKey, Positions, ShardMsg};
 use crate::config::{Config, SanitationConfig, StateConfig};
 use crate::metrics as m;
 use crate::model::{Fix, FixFlags, LastKnown, Signals};
@@ -133,7 +133,7 @@ const NO_FAILURE: u64 = 0;
 struct Batch {
     epoch: u64,
     writes: Vec<Write>,
-    waiting: Vec<(oneshot::Sender<Result<Committed, CommitFailed>>, Committed)>,
+    waiting: Vec<(Ack, Committed)>,
     publish: Publish,
 }
 
@@ -707,7 +707,7 @@ async fn finish_commits(
                 }
                 for (done, outcome) in batch.waiting {
                     // The connection may have gone away meanwhile; the data is stored regardless.
-                    let _ = done.send(Ok(outcome));
+                    done.complete(Ok(outcome));
                 }
             }
             Err(err) => {
@@ -718,7 +718,7 @@ async fn finish_commits(
                     failed_epoch.fetch_max(batch.epoch, Ordering::AcqRel);
                 }
                 for (done, _) in batch.waiting {
-                    let _ = done.send(Err(CommitFailed));
+                    done.complete(Err(CommitFailed));
                 }
             }
         }

@@ -1,0 +1,324 @@
+//! A connection's socket and the answers waiting to go out on it, in frame order.
+//!
+//! Both the connection's task and its shard's commit stage write here. The connection queues
+//! answers as frames come in; a position's acknowledgement waits in the queue until its shard
+//! reports the commit outcome through [`AckSink::complete`], which writes every answer that is
+//! then ready at the front of the queue straight to the socket. So a position costs its
+//! connection's task one poll, to read it, rather than a second one to write its answer
+//! (benches/RESULTS.md, session 8).
+//!
+//! The socket lives here, under the same lock as the queue, so that whoever writes holds it
+//! and the descriptor cannot be closed (and reused by another connection) meanwhile. The task
+//! takes the socket out while it moves to another thread and puts it back there; answers
+//! completed in between wait in the queue. A write the socket does not take whole leaves its
+//! rest here for the task, which waits for the socket to be writable (with a deadline); nothing
+//! else is written before it.
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use liengate_protocols::jt808::Header;
+use tokio::net::TcpStream;
+
+use super::answer::{self, result};
+use crate::pipeline::{AckSink, CommitFailed, Committed};
+
+/// An answer waiting to be written.
+enum Entry {
+    Ready(Bytes),
+    /// 0x8001 for a position frame, written once its commit outcome is known.
+    Ack {
+        seq: u64,
+        to: Header,
+        serial: u16,
+    },
+    /// A position's commit outcome is known; encoded when written.
+    Acked {
+        to: Header,
+        serial: u16,
+        result: u8,
+    },
+}
+
+pub(super) struct Outbox {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// `None` while the connection moves between threads, and once it closed.
+    stream: Option<TcpStream>,
+    queue: VecDeque<Entry>,
+    next_seq: u64,
+    /// What a short write left: written before anything else, by the connection's task.
+    rest: Option<Bytes>,
+    /// A write error met by the commit stage, for the task to close the connection with.
+    error: Option<std::io::Error>,
+    /// Set by the task while it waits for the queue to drain (too many answers outstanding, or
+    /// closing): the commit stage then wakes it whenever it wrote something.
+    wants_progress: bool,
+    /// Something the task waits for happened since it last looked.
+    signalled: bool,
+    waker: Option<Waker>,
+}
+
+/// What writing the ready answers came to.
+pub(super) enum Flushed {
+    /// Everything ready is written (or the socket is away, moving).
+    Done,
+    /// The socket took only part: the task must write the rest (see [`Outbox::write_rest`]).
+    Rest,
+}
+
+impl Outbox {
+    pub(super) fn new(stream: TcpStream) -> Self {
+        Outbox {
+            inner: Mutex::new(Inner {
+                stream: Some(stream),
+                queue: VecDeque::new(),
+                next_seq: 0,
+                rest: None,
+                error: None,
+                wants_progress: false,
+                signalled: false,
+                waker: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves nothing half-done that matters more than
+        // answering the device: go on with the state as it is.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        let inner = self.lock();
+        inner.queue.is_empty() && inner.rest.is_none()
+    }
+
+    pub(super) fn push_ready(&self, bytes: Bytes) {
+        self.lock().queue.push_back(Entry::Ready(bytes));
+    }
+
+    /// Queues the acknowledgement of a position frame; the number identifies it to
+    /// [`AckSink::complete`].
+    pub(super) fn push_ack(&self, to: Header, serial: u16) -> u64 {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.queue.push_back(Entry::Ack { seq, to, serial });
+        seq
+    }
+
+    /// Writes every answer at the front of the queue that is ready, in one write.
+    pub(super) fn flush(&self) -> std::io::Result<Flushed> {
+        let mut inner = self.lock();
+        if let Some(err) = inner.error.take() {
+            return Err(err);
+        }
+        inner.write_ready()?;
+        Ok(if inner.rest.is_some() {
+            Flushed::Rest
+        } else {
+            Flushed::Done
+        })
+    }
+
+    /// Writes what a short write left, waiting for the socket to take it.
+    pub(super) async fn write_rest(&self) -> std::io::Result<()> {
+        loop {
+            std::future::poll_fn(|cx| {
+                let inner = self.lock();
+                match (&inner.rest, &inner.stream) {
+                    (Some(_), Some(stream)) => stream.poll_write_ready(cx),
+                    _ => Poll::Ready(Ok(())),
+                }
+            })
+            .await?;
+            let mut inner = self.lock();
+            let Inner { stream, rest, .. } = &mut *inner;
+            let (Some(stream), Some(bytes)) = (stream.as_ref(), rest.as_mut()) else {
+                return Ok(());
+            };
+            match stream.try_write(bytes) {
+                Ok(n) if n == bytes.len() => {
+                    *rest = None;
+                    // What became ready meanwhile goes out now.
+                    inner.write_ready()?;
+                    if inner.rest.is_none() {
+                        return Ok(());
+                    }
+                }
+                Ok(n) => {
+                    let _ = bytes.split_to(n);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Ready when something the task waits for happened: an answer was written while it waited
+    /// for the queue to drain, a write was short or failed. `wants_progress` says whether the
+    /// task waits for the queue to drain.
+    pub(super) fn poll_signal(&self, cx: &mut Context<'_>, wants_progress: bool) -> Poll<()> {
+        let mut inner = self.lock();
+        inner.wants_progress = wants_progress;
+        if std::mem::take(&mut inner.signalled) {
+            return Poll::Ready(());
+        }
+        match &inner.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => inner.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    pub(super) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &self.lock().stream {
+            Some(stream) => stream.poll_read_ready(cx),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    /// Reads what the socket has (see [`crate::net::read_available`]).
+    pub(super) fn read_available(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match &mut self.lock().stream {
+            Some(stream) => crate::net::read_available(stream, buf),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Takes the socket out, to move the connection to another thread.
+    pub(super) fn take_stream(&self) -> Option<TcpStream> {
+        self.lock().stream.take()
+    }
+
+    /// Puts the socket back after a move; the answers that became ready meanwhile are written
+    /// by the task's next flush.
+    pub(super) fn put_stream(&self, stream: TcpStream) {
+        self.lock().stream = Some(stream);
+    }
+
+    /// Closes the socket and forgets the answers that did not go out.
+    pub(super) fn close(&self) {
+        let mut inner = self.lock();
+        inner.stream = None;
+        inner.queue = VecDeque::new();
+        inner.rest = None;
+        inner.waker = None;
+    }
+}
+
+impl AckSink for Outbox {
+    fn complete(&self, seq: u64, outcome: Result<Committed, CommitFailed>) {
+        let mut inner = self.lock();
+        // Outcomes mostly come in queue order: the entry is nearly always at the front.
+        let Some(entry) = inner
+            .queue
+            .iter_mut()
+            .find(|e| matches!(e, Entry::Ack { seq: s, .. } if *s == seq))
+        else {
+            // The connection closed and dropped its queue.
+            return;
+        };
+        let Entry::Ack { to, serial, .. } = *entry else {
+            unreachable!("matched above")
+        };
+        *entry = Entry::Acked {
+            to,
+            serial,
+            result: ack_result(outcome),
+        };
+        let wrote = match inner.write_ready() {
+            Ok(wrote) => wrote,
+            Err(err) => {
+                inner.error = Some(err);
+                true
+            }
+        };
+        if (wrote && inner.wants_progress) || inner.rest.is_some() || inner.error.is_some() {
+            inner.signalled = true;
+            if let Some(waker) = inner.waker.take() {
+                drop(inner);
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Writes the ready answers at the front of the queue; true when it wrote any. Does nothing
+    /// while a rest is pending (it goes first) or the socket is away.
+    fn write_ready(&mut self) -> std::io::Result<bool> {
+        if self.rest.is_some() {
+            return Ok(false);
+        }
+        let Some(stream) = &self.stream else {
+            return Ok(false);
+        };
+        let queue = &mut self.queue;
+        let rest = WRITE_SCRATCH.with_borrow_mut(|out| -> std::io::Result<Option<Bytes>> {
+            out.clear();
+            while let Some(front) = queue.front() {
+                match front {
+                    Entry::Ready(bytes) => out.extend_from_slice(bytes),
+                    Entry::Acked { to, serial, result } => {
+                        answer::general(to, *serial, *result, out)
+                    }
+                    Entry::Ack { .. } => break,
+                }
+                queue.pop_front();
+            }
+            if out.is_empty() {
+                return Ok(None);
+            }
+            let written = match stream.try_write(out) {
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(err) => return Err(err),
+            };
+            let rest = (written < out.len()).then(|| Bytes::copy_from_slice(&out[written..]));
+            if out.capacity() > WRITE_SCRATCH_KEEP {
+                // One large burst of answers must not pin a large buffer to the thread.
+                *out = BytesMut::new();
+            }
+            Ok(Some(rest.unwrap_or_default()))
+        })?;
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            // An idle connection should not keep its answer queue allocated.
+            self.queue = VecDeque::new();
+        }
+        match rest {
+            None => Ok(false),
+            Some(rest) => {
+                if !rest.is_empty() {
+                    self.rest = Some(rest);
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+fn ack_result(r: Result<Committed, CommitFailed>) -> u8 {
+    match r {
+        Ok(_) => result::OK,
+        // "Failure" makes the device keep the position and send it again.
+        Err(CommitFailed) => result::FAILURE,
+    }
+}
+
+thread_local! {
+    /// Where answers are encoded before their write: one buffer per thread rather than one
+    /// allocation per answer.
+    static WRITE_SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// Largest answer scratch buffer a thread keeps between writes.
+const WRITE_SCRATCH_KEEP: usize = 16 * 1024;
