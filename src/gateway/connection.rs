@@ -1109,6 +1109,7 @@ impl Connection {
             device_key: Arc::from(dkey),
             vehicle_activity,
             device_activity,
+            hints: Default::default(),
         };
         Ok((Arc::new(route), model))
     }

@@ -62,6 +62,7 @@ impl Rig {
             shard: 0,
             vehicle_activity: Arc::new(Activity::new(0)),
             device_activity: Arc::new(Activity::new(0)),
+            hints: Default::default(),
         });
         Rig {
             _dir: dir,

@@ -48,6 +48,16 @@ pub struct DeviceRoute {
     pub shard: usize,
     pub vehicle_activity: Arc<Activity>,
     pub device_activity: Arc<Activity>,
+    /// Where the shard keeps this device's and its vehicle's state: hints that save it a hash
+    /// lookup per position, checked against the key before use (see `shard::States`).
+    pub hints: StateHints,
+}
+
+/// Positions in a shard's state tables, remembered per route by the shard that owns it.
+#[derive(Debug, Default)]
+pub struct StateHints {
+    pub(crate) device: std::sync::atomic::AtomicU32,
+    pub(crate) vehicle: std::sync::atomic::AtomicU32,
 }
 
 impl DeviceRoute {

@@ -22,7 +22,7 @@
 //! reloading it from the live view, which only ever holds committed data. A device's re-send
 //! after the failure is then processed again, not taken for a duplicate.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,73 @@ use crate::store::{Chain, QueuedCommit, Store, StoreError, Write};
 /// random per-process seed against crafted collisions.
 type RandomState = foldhash::fast::RandomState;
 type FastMap<K, V> = HashMap<K, V, RandomState>;
+
+/// The states of one kind (devices or vehicles) of a shard, by key.
+///
+/// The states sit in a vector and the map holds their places, so that a route can remember where
+/// its device's and vehicle's states are (`DeviceRoute::hints`) and find them without hashing the
+/// key and probing the map for every position: those two lookups, with the key comparisons they
+/// make, were a visible share of the shard's time per position (benches/RESULTS.md, session 8). A
+/// hint is only ever a guess: the key stored beside the state is compared before the hint is used
+/// (by address first, which is the same `Arc` for the route that set the hint), so a stale hint,
+/// after the states were cleared or from another shard's table, just means a lookup.
+struct States<S> {
+    index: FastMap<Arc<str>, u32>,
+    slots: Vec<(Arc<str>, S)>,
+}
+
+impl<S> Default for States<S> {
+    fn default() -> Self {
+        States {
+            index: FastMap::default(),
+            slots: Vec::new(),
+        }
+    }
+}
+
+impl<S> States<S> {
+    fn get(&self, key: &str) -> Option<&S> {
+        let &i = self.index.get(key)?;
+        Some(&self.slots[i as usize].1)
+    }
+
+    fn get_mut(&mut self, key: &str) -> Option<&mut S> {
+        let &i = self.index.get(key)?;
+        Some(&mut self.slots[i as usize].1)
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+    }
+
+    /// The state of `key`, through `hint` when it still points there, otherwise looked up (or
+    /// created by `make`) and the hint set.
+    fn find(&mut self, key: &Arc<str>, hint: &AtomicU32, make: impl FnOnce() -> S) -> &mut S {
+        // Relaxed: only the shard that owns the route reads and writes its hints.
+        let guess = hint.load(Ordering::Relaxed) as usize;
+        let hit = self
+            .slots
+            .get(guess)
+            .is_some_and(|(k, _)| Arc::ptr_eq(k, key) || **k == **key);
+        let i = if hit {
+            guess
+        } else {
+            let i = match self.index.get(&**key) {
+                Some(&i) => i,
+                None => {
+                    let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 keys a shard");
+                    self.slots.push((key.clone(), make()));
+                    self.index.insert(key.clone(), i);
+                    i
+                }
+            };
+            hint.store(i, Ordering::Relaxed);
+            i as usize
+        };
+        &mut self.slots[i].1
+    }
+}
 
 /// Most messages folded into one commit. Bounds the batch's memory and the latency of its first frame.
 const MAX_BATCH: usize = 1024;
@@ -105,8 +172,8 @@ pub(super) struct Shard {
     live: Arc<LiveView>,
     sanitation: SanitationConfig,
     state_cfg: StateConfig,
-    vehicles: FastMap<Arc<str>, VehicleState>,
-    devices: FastMap<Arc<str>, DeviceState>,
+    vehicles: States<VehicleState>,
+    devices: States<DeviceState>,
     label: String,
     /// Raised past every failed epoch whenever the state is dropped after a failed commit.
     epoch: u64,
@@ -145,8 +212,8 @@ impl Shard {
             live,
             sanitation: cfg.sanitation.clone(),
             state_cfg: cfg.state.clone(),
-            vehicles: FastMap::default(),
-            devices: FastMap::default(),
+            vehicles: States::default(),
+            devices: States::default(),
             label: index.to_string(),
             epoch: NO_FAILURE + 1,
             failed_epoch: Arc::new(AtomicU64::new(NO_FAILURE)),
@@ -305,16 +372,10 @@ impl Shard {
         // Past the first epoch a commit has failed: states are loaded from the live view, which
         // may be behind the store (see `DeviceState::reloaded`).
         let reloaded = *epoch > NO_FAILURE + 1;
-        // A lookup by reference first: `entry` takes an owned key, and cloning and dropping
-        // the id's `Arc` cost two atomic writes per position. The second lookup happens only
-        // for a key's first position.
-        let dev = match devices.get_mut(tid) {
-            Some(dev) => dev,
-            None => devices.entry(tid.clone()).or_insert_with(|| DeviceState {
-                reloaded,
-                ..load_device(live, tid, state_cfg)
-            }),
-        };
+        let dev = devices.find(tid, &route.hints.device, || DeviceState {
+            reloaded,
+            ..load_device(live, tid, state_cfg)
+        });
         if let Some(key) = p.key {
             if !dev.recent.insert(key) {
                 metrics::counter!(m::FRAMES_DUPLICATE).increment(1);
@@ -323,13 +384,10 @@ impl Shard {
         }
         let mut vehicle = match route.vehicle_id.as_ref() {
             Some(vid) => {
-                let v = match vehicles.get_mut(vid) {
-                    Some(v) => v,
-                    None => vehicles.entry(vid.clone()).or_insert_with(|| VehicleState {
-                        reloaded,
-                        ..load_vehicle(live, vid, state_cfg)
-                    }),
-                };
+                let v = vehicles.find(vid, &route.hints.vehicle, || VehicleState {
+                    reloaded,
+                    ..load_vehicle(live, vid, state_cfg)
+                });
                 Some((vid, v))
             }
             None => None,
@@ -535,7 +593,7 @@ impl Record for VehicleState {
 /// (vehicle id, terminal id) into its record key.
 fn flush_records<S: Record>(
     pending: &mut Vec<Arc<str>>,
-    states: &mut FastMap<Arc<str>, S>,
+    states: &mut States<S>,
     live: &Records<LastKnown>,
     live_signals: &Table<Arc<Signals>>,
     record_key: impl Fn(&Arc<str>) -> Arc<str>,
@@ -729,5 +787,33 @@ fn count_flags(flags: FixFlags) {
     for (name, flag) in flags.iter_names() {
         metrics::counter!(m::POSITIONS_FLAGGED, "flag" => name.to_ascii_lowercase()).increment(1);
         let _ = flag;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::States;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_hint_is_checked_against_the_key() {
+        let mut states: States<u32> = States::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("A".into(), "B".into());
+        let (hint_a, hint_b) = (AtomicU32::new(0), AtomicU32::new(0));
+        *states.find(&a, &hint_a, || 1) += 10;
+        // B's hint points at A's place: B gets a state of its own, and the hint follows it.
+        assert_eq!(*states.find(&b, &hint_b, || 2), 2);
+        assert_eq!(hint_b.load(Ordering::Relaxed), 1);
+        assert_eq!(*states.find(&a, &hint_a, || 99), 11);
+        // Another `Arc` of the same key, with a wrong hint, finds the same state.
+        let a2: Arc<str> = "A".into();
+        assert_eq!(*states.find(&a2, &AtomicU32::new(1), || 99), 11);
+        assert_eq!(states.get("B"), Some(&2));
+        // After a reset every hint is stale: the states are made anew.
+        states.clear();
+        assert_eq!(*states.find(&b, &hint_b, || 3), 3);
+        assert_eq!(*states.find(&a, &hint_a, || 4), 4);
+        assert_eq!(states.get_mut("A"), Some(&mut 4));
     }
 }
