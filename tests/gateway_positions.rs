@@ -509,3 +509,69 @@ fn a_settled_vehicles_movement_data_can_be_purged() {
     let (status, body) = server.get_json(&format!("/v1/devices/{tid}/location"));
     assert_eq!(status, 404, "{body}");
 }
+
+#[test]
+fn a_device_that_stops_reading_its_acknowledgements_is_closed_and_others_go_on() {
+    // Acknowledgements of positions are written by the shard's commit stage. A device that sends
+    // positions and never reads fills its socket buffers: the gateway must keep the rest it could
+    // not write, stop reading from that device, and close it once the idle timeout passes without
+    // the device taking its answers, while another device is served as usual.
+    let server = start(Some(
+        "[jt808]\nidle_timeout = \"2s\"\nmax_inflight = 64\n[store]\ndurability = \"buffered\"\n",
+    ));
+    let tid = "013800000601";
+    let mut c = Client::connect_with_buffers(server.jt808, 4096);
+    c.login(tid);
+    c.stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    // One device second per frame, from 40 days back: the socket buffers take a few hundred
+    // thousand answers before the gateway has to hold one back.
+    let base = now_s() - 40 * 86_400;
+    let mut n: i64 = 0;
+    let blocked = loop {
+        let mut burst = Vec::new();
+        for _ in 0..1000 {
+            let p = Pos::at(base + n, 22.5, 114.0);
+            burst.extend_from_slice(&location_frame(tid, n as u16, p));
+            n += 1;
+        }
+        match std::io::Write::write_all(&mut c.stream, &burst) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break true
+            }
+            Err(e) => panic!("send failed: {e}"),
+        }
+        if n > 2_000_000 {
+            break false;
+        }
+    };
+    assert!(
+        blocked,
+        "the gateway kept reading without its answers being read"
+    );
+    // Another device is not held up by the blocked one.
+    let mut other = server.connect();
+    other.login("013800000602");
+    let p = Pos::at(base, 22.6, 114.1);
+    assert_eq!(
+        other.request(&location_frame("013800000602", 7, p), 7, 0x0200),
+        0
+    );
+    server.eventually("the non-reading device to be closed as hostile", || {
+        server.metric("connections_closed_total", &[("reason", "hostile")]) >= 1.0
+    });
+    assert!(
+        server
+            .stderr()
+            .contains("device stopped reading its answers"),
+        "{}",
+        server.stderr()
+    );
+}
