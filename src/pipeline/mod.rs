@@ -8,7 +8,7 @@
 //! `Store::commit` per batch (group commit across connections) and only then tells the connections
 //! that they may acknowledge the frames.
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -147,10 +147,14 @@ impl Ack {
         }
     }
 
-    /// An `Ack` whose outcome arrives on a channel, for callers that wait for one frame.
+    /// An `Ack` whose outcome arrives on a channel, for tests that wait for one frame.
+    #[cfg(test)]
     pub fn channel() -> (Self, oneshot::Receiver<Result<Committed, CommitFailed>>) {
         let (tx, rx) = oneshot::channel();
-        (Ack::new(Arc::new(ChannelSink(Mutex::new(Some(tx)))), 0), rx)
+        (
+            Ack::new(Arc::new(ChannelSink(std::sync::Mutex::new(Some(tx)))), 0),
+            rx,
+        )
     }
 
     pub fn complete(mut self, outcome: Result<Committed, CommitFailed>) {
@@ -167,8 +171,10 @@ impl Drop for Ack {
     }
 }
 
-struct ChannelSink(Mutex<Option<oneshot::Sender<Result<Committed, CommitFailed>>>>);
+#[cfg(test)]
+struct ChannelSink(std::sync::Mutex<Option<oneshot::Sender<Result<Committed, CommitFailed>>>>);
 
+#[cfg(test)]
 impl AckSink for ChannelSink {
     fn complete(&self, _seq: u64, outcome: Result<Committed, CommitFailed>) {
         let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();

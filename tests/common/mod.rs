@@ -341,6 +341,31 @@ impl Client {
         Client::over(socket.into())
     }
 
+    /// Sends bursts from `next` until a write blocks for half a second (the gateway stopped
+    /// reading: true) or `limit` bytes went out (false). The device reads nothing meanwhile.
+    pub fn send_until_blocked(&mut self, limit: usize, mut next: impl FnMut() -> Vec<u8>) -> bool {
+        self.stream
+            .set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut sent = 0usize;
+        while sent <= limit {
+            let burst = next();
+            match std::io::Write::write_all(&mut self.stream, &burst) {
+                Ok(()) => sent += burst.len(),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return true
+                }
+                Err(e) => panic!("send failed: {e}"),
+            }
+        }
+        false
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }
@@ -379,14 +404,7 @@ impl Client {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None
-                }
+                // A read timeout, a reset or any other error: no answer came.
                 Err(_) => return None,
             }
         }
