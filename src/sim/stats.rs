@@ -99,6 +99,14 @@ impl LatencyRecorder {
         shard.saturating_record(us);
     }
 
+    /// Records a value that is not a latency (e.g. a count per terminal); `key` picks the shard.
+    pub fn record_value(&self, key: usize, value: u64) {
+        let mut shard = self.shards[key % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.saturating_record(value);
+    }
+
     /// Merges the shards into one histogram.
     pub fn merged(&self) -> Histogram<u64> {
         let mut all = new_histogram();
@@ -145,6 +153,9 @@ pub struct Stats {
     /// Time from starting to connect (after waiting for a connect slot) to the authentication
     /// answer, per terminal.
     pub registration_latency: LatencyRecorder,
+    /// Positions acknowledged per terminal during the reporting phase, one value per terminal:
+    /// how evenly the server served its devices.
+    pub acked_per_device: LatencyRecorder,
 }
 
 impl Stats {

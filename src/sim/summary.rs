@@ -43,6 +43,64 @@ impl Latency {
     }
 }
 
+/// How evenly the server served its devices: positions acknowledged per device during the
+/// reporting phase. A closed loop lets a server that favours some connections (e.g. the ones it
+/// served last, whose state is still in the cache) show a higher total than one that serves all
+/// devices in turn; these figures make that visible next to the throughput.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PerDevice {
+    pub devices: u64,
+    pub min: u64,
+    pub p10: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub max: u64,
+    /// Share of all acknowledged positions that went to the busiest tenth of the devices
+    /// (0.1 when every device was served equally).
+    pub top_tenth_share: f64,
+}
+
+impl PerDevice {
+    fn from(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return PerDevice::default();
+        }
+        let total: u64 = h
+            .iter_recorded()
+            .map(|v| v.value_iterated_to() * v.count_at_value())
+            .sum();
+        // Walk down from the busiest devices until a tenth of them is counted.
+        let tenth = h.len().div_ceil(10);
+        let mut values: Vec<(u64, u64)> = h
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        values.reverse();
+        let (mut taken, mut top) = (0u64, 0u64);
+        for (value, count) in values {
+            let n = count.min(tenth - taken);
+            top += value * n;
+            taken += n;
+            if taken == tenth {
+                break;
+            }
+        }
+        PerDevice {
+            devices: h.len(),
+            min: h.min(),
+            p10: h.value_at_quantile(0.10),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            max: h.max(),
+            top_tenth_share: if total > 0 {
+                rounded(top as f64 / total as f64, 3)
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// What one run measured. Field names are the JSON keys `--json` prints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
@@ -89,6 +147,11 @@ pub struct Summary {
     /// summaries of several simulator processes exactly.
     pub latency_hist: String,
     pub registration_latency_hist: String,
+    /// Positions acknowledged per device (absent in summaries of older versions).
+    #[serde(default)]
+    pub per_device: PerDevice,
+    #[serde(default)]
+    pub per_device_hist: String,
 }
 
 fn one() -> u32 {
@@ -137,6 +200,7 @@ pub fn merge(parts: &[Summary]) -> Result<Summary, MergeError> {
     let first = parts.first().ok_or(MergeError::Empty)?;
     let mut latency = Histogram::<u64>::new(3).expect("valid precision");
     let mut registration = Histogram::<u64>::new(3).expect("valid precision");
+    let mut per_device = Histogram::<u64>::new(3).expect("valid precision");
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for (index, part) in parts.iter().enumerate() {
         latency
@@ -151,6 +215,14 @@ pub fn merge(parts: &[Summary]) -> Result<Summary, MergeError> {
                 index,
                 detail: format!("{e:?}"),
             })?;
+        if !part.per_device_hist.is_empty() {
+            per_device
+                .add(histogram_from_hex(&part.per_device_hist, index)?)
+                .map_err(|e| MergeError::Histogram {
+                    index,
+                    detail: format!("{e:?}"),
+                })?;
+        }
         for (kind, n) in &part.errors {
             *errors.entry(kind.clone()).or_default() += n;
         }
@@ -195,6 +267,8 @@ pub fn merge(parts: &[Summary]) -> Result<Summary, MergeError> {
         errors,
         latency_hist: histogram_hex(&latency),
         registration_latency_hist: histogram_hex(&registration),
+        per_device: PerDevice::from(&per_device),
+        per_device_hist: histogram_hex(&per_device),
     })
 }
 
@@ -219,6 +293,7 @@ impl Summary {
         };
         let latency = stats.report_latency.merged();
         let registration = stats.registration_latency.merged();
+        let per_device = stats.acked_per_device.merged();
         Summary {
             target: plan.target.to_string(),
             processes: 1,
@@ -261,6 +336,8 @@ impl Summary {
             wrong_answers,
             latency_hist: histogram_hex(&latency),
             registration_latency_hist: histogram_hex(&registration),
+            per_device: PerDevice::from(&per_device),
+            per_device_hist: histogram_hex(&per_device),
         }
     }
 }
@@ -325,6 +402,19 @@ impl fmt::Display for Summary {
             ms(l.max_us),
             l.count
         )?;
+        let d = &self.per_device;
+        if d.devices > 0 {
+            writeln!(
+                f,
+                "  per device    positions acked min {}, p10 {}, p50 {}, p90 {}, max {}; the busiest tenth of the devices had {:.1} % of them",
+                d.min,
+                d.p10,
+                d.p50,
+                d.p90,
+                d.max,
+                d.top_tenth_share * 100.0
+            )?;
+        }
         writeln!(
             f,
             "  other         {} heartbeats acked, {} connects, {} deferred ticks, {} platform requests",
@@ -388,7 +478,40 @@ mod tests {
             wrong_answers: 0,
             latency_hist: histogram_hex(&h),
             registration_latency_hist: histogram_hex(&h),
+            per_device: PerDevice::from(&h),
+            per_device_hist: histogram_hex(&h),
         }
+    }
+
+    fn counts(values: &[u64]) -> Histogram<u64> {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for &v in values {
+            h.record(v).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn devices_served_alike_give_the_busiest_tenth_a_tenth() {
+        let d = PerDevice::from(&counts(&[50; 20]));
+        assert_eq!(d.devices, 20);
+        assert_eq!((d.min, d.p50, d.max), (50, 50, 50));
+        assert_eq!(d.top_tenth_share, 0.1);
+    }
+
+    #[test]
+    fn a_server_that_favours_a_few_devices_shows_it() {
+        // Two of twenty devices got 900 positions each, the others 10 each.
+        let mut values = vec![10; 18];
+        values.extend([900, 900]);
+        let d = PerDevice::from(&counts(&values));
+        assert_eq!((d.min, d.p10, d.p50), (10, 10, 10));
+        assert!(d.max >= 899 && d.max <= 901, "{d:?}");
+        // 1,800 of 1,980 positions.
+        assert!((d.top_tenth_share - 0.909).abs() < 0.002, "{d:?}");
+        // No devices, no figures (and no division by zero).
+        assert_eq!(PerDevice::from(&counts(&[])), PerDevice::default());
+        assert_eq!(PerDevice::from(&counts(&[0, 0])).top_tenth_share, 0.0);
     }
 
     #[test]
@@ -408,6 +531,14 @@ mod tests {
         assert!(m.latency.p50_us >= 199 && m.latency.p50_us <= 201);
         assert_eq!(m.errors["timeout"], 4);
         assert_eq!(m.error_total, 4);
+        assert_eq!(m.per_device.devices, 4);
+        // A summary without per-device figures (an older simulator) still merges.
+        let mut old = serde_json::to_value(part(20, 1_000, 1_400, &[100])).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("per_device");
+        fields.remove("per_device_hist");
+        let old: Summary = serde_json::from_value(old).unwrap();
+        assert_eq!(merge(&[m, old]).unwrap().per_device.devices, 4);
     }
 
     #[test]

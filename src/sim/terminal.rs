@@ -47,6 +47,8 @@ pub struct Terminal {
     gap_left: u32,
     rng: SmallRng,
     body: BytesMut,
+    /// Positions acknowledged during the reporting phase.
+    acked: u64,
 }
 
 enum Flow {
@@ -80,6 +82,7 @@ impl Terminal {
             gap_left: 0,
             rng,
             body: BytesMut::with_capacity(128),
+            acked: 0,
         }
     }
 
@@ -109,6 +112,7 @@ impl Terminal {
             Err(kind) => {
                 stats.error(kind);
                 Stats::add(&stats.registration_failed, 1);
+                stats.acked_per_device.record_value(self.index, 0);
                 run.registration_done.notify_one();
                 return;
             }
@@ -122,6 +126,7 @@ impl Terminal {
             _ = start.wait_for(|go| *go) => {}
             _ = run.stop.cancelled() => {
                 Self::close(&mut link, stats);
+                stats.acked_per_device.record_value(self.index, 0);
                 return;
             }
         }
@@ -129,6 +134,8 @@ impl Terminal {
         loop {
             match self.traffic(&mut link, &run).await {
                 Flow::Ended => {
+                    // Counted before the drain, which lies outside the reporting window.
+                    stats.acked_per_device.record_value(self.index, self.acked);
                     self.drain(&mut link, &run).await;
                     Self::close(&mut link, stats);
                     return;
@@ -140,12 +147,16 @@ impl Terminal {
                     Self::close(&mut link, stats);
                     tokio::select! {
                         _ = tokio::time::sleep(RECONNECT_DELAY) => {}
-                        _ = run.stop.cancelled() => return,
+                        _ = run.stop.cancelled() => {
+                            stats.acked_per_device.record_value(self.index, self.acked);
+                            return;
+                        }
                     }
                     link = match self.login(&run).await {
                         Ok((link, _)) => link,
                         Err(kind) => {
                             stats.error(kind);
+                            stats.acked_per_device.record_value(self.index, self.acked);
                             return;
                         }
                     };
@@ -333,6 +344,7 @@ impl Terminal {
                     stats.error(ErrorKind::ResultNotOk);
                 } else if is_report {
                     Stats::add(&stats.positions_acked, p.positions as u64);
+                    self.acked += p.positions as u64;
                     stats.report_latency.record(self.index, p.sent.elapsed());
                 } else if p.message_id == MSG_HEARTBEAT {
                     Stats::add(&stats.heartbeats_acked, 1);
