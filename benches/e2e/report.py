@@ -52,10 +52,10 @@ def main(out):
         lines.append("```")
         lines.append("")
     lines.append(
-        "| server | devices | mode | acked positions/s | × ceiling | p50 ms | p99 ms | max ms "
-        "| registration ms | SYN drops | errors | server CPU µs/position | server RSS end MB | sim exit |"
+        "| server | devices | mode | acked positions/s | × ceiling | p50 ms | p90 ms | p99 ms | max ms "
+        "| positions per device p10 / p50 / p90 | registration ms | SYN drops | errors | server CPU µs/position | server RSS end MB | sim exit |"
     )
-    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for server, sim in runs:
         rate = sim.get("acked_positions_per_s", 0.0)
         base = ceiling.get((server["devices"], server["mode"]))
@@ -67,10 +67,12 @@ def main(out):
         acked = sim.get("positions_acked_total", 0)
         cpu = server.get("server_cpu_s")
         per_pos = f"{cpu * 1e6 / acked:.1f}" if cpu is not None and acked else "–"
+        dev = sim.get("per_device") or {}
+        spread = f"{dev['p10']} / {dev['p50']} / {dev['p90']}" if dev.get("devices") else "–"
         lines.append(
             f"| {server['server']} | {server['devices']} | {server['mode']} | {rate:,.0f} | {ratio} "
-            f"| {ms(lat.get('p50_us', 0))} | {ms(lat.get('p99_us', 0))} | {ms(lat.get('max_us', 0))} "
-            f"| {reg if reg is not None else 'incomplete'} | {server.get('listen_overflows', '?')} | {err} | {per_pos} "
+            f"| {ms(lat.get('p50_us', 0))} | {ms(lat.get('p90_us', 0))} | {ms(lat.get('p99_us', 0))} "
+            f"| {ms(lat.get('max_us', 0))} | {spread} | {reg if reg is not None else 'incomplete'} | {server.get('listen_overflows', '?')} | {err} | {per_pos} "
             f"| {server.get('rss_end_kb', 0) / 1024:.1f} | {server['exit']} |"
         )
     lines.append("")
