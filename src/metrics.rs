@@ -62,6 +62,11 @@ pub const SHARD_BATCH_WRITES: &str = "shard_batch_writes";
 /// Times a connection stopped reading because `jt808.max_inflight` of its frames were waiting for
 /// their answers (the store or a shard is slower than the device sends).
 pub const CONNECTION_INFLIGHT_FULL: &str = "connection_inflight_full_total";
+/// Times a connection with data to read waited for its turn because its shard had more than
+/// `pipeline.admission_limit` frames in flight (see `gateway::admission`).
+pub const ADMISSION_WAITS: &str = "connection_admission_waits_total";
+/// Turns that ended after `gateway::admission::MAX_WAIT` rather than with a turn.
+pub const ADMISSION_WAIT_TIMEOUTS: &str = "connection_admission_wait_timeouts_total";
 /// Sub-package resend requests (0x8003) sent.
 pub const RESEND_REQUESTS: &str = "subpackage_resend_requests_total";
 
@@ -169,6 +174,14 @@ fn describe() {
         "Times a connection stopped reading because jt808.max_inflight frames awaited their answers."
     );
     describe_counter!(
+        ADMISSION_WAITS,
+        "Times a connection waited for its turn to read because its shard was above pipeline.admission_limit."
+    );
+    describe_counter!(
+        ADMISSION_WAIT_TIMEOUTS,
+        "Waits for a turn to read that ended after the longest wait rather than with a turn."
+    );
+    describe_counter!(
         RESEND_REQUESTS,
         "Sub-package resend requests (0x8003) sent."
     );
@@ -190,6 +203,8 @@ fn zero() {
         RESEND_REQUESTS,
         SHARD_QUEUE_FULL,
         CONNECTION_INFLIGHT_FULL,
+        ADMISSION_WAITS,
+        ADMISSION_WAIT_TIMEOUTS,
     ] {
         metrics::counter!(name).absolute(0);
     }

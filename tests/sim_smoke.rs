@@ -236,3 +236,32 @@ fn an_unreachable_target_is_a_transport_error() {
     assert_eq!(summary["errors"]["connect"], 20, "{summary}");
     assert_eq!(summary["wrong_answers"], 0);
 }
+
+/// A gateway that falls behind (here: one shard allowed 2 streak slots, with 20 terminals in a
+/// closed loop) serves a few devices at a time in streaks and lets the others take turns: every
+/// position is still answered, and every device gets its share.
+#[test]
+fn a_gateway_that_falls_behind_takes_devices_in_turns_and_answers_every_position() {
+    let server = common::start(Some(
+        "[pipeline]\nshards = 1\nadmission_limit = 2\nadmission_streak = 3\n",
+    ));
+    let addr = server.jt808.to_string();
+    let (code, summary) = run_sim(&addr, "2", &["--closed-loop", "--blind-area-every", "5"]);
+    assert_eq!(code, Some(0), "summary: {summary}");
+    assert_eq!(summary["error_total"], 0, "{summary}");
+    assert_eq!(
+        summary["positions_acked_total"].as_u64().unwrap(),
+        summary["positions_sent"].as_u64().unwrap(),
+        "{summary}"
+    );
+    let per_device = &summary["per_device"];
+    assert_eq!(per_device["devices"], 20, "{summary}");
+    assert!(
+        per_device["min"].as_u64().unwrap() > 0,
+        "a device was starved: {summary}"
+    );
+    assert!(
+        server.metric("connection_admission_waits_total", &[]) > 0.0,
+        "the policy never engaged"
+    );
+}

@@ -226,13 +226,30 @@ impl Default for HttpConfig {
 }
 
 /// Shard workers between the connections and the store.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Number of shard workers; 0 (the default) means one per CPU core.
     pub shards: usize,
     /// Bounded queue per shard, in messages; 0 means the built-in default (4096).
     pub queue_depth: usize,
+    /// Position frames of a shard awaiting their commit outcome above which only recently served
+    /// devices read at once and the others take turns (`gateway::admission`); 0 turns it off.
+    pub admission_limit: usize,
+    /// Most frames a recently served device reads in a row before it takes its turn like the
+    /// others, while the shard is above `admission_limit`.
+    pub admission_streak: u32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            shards: 0,
+            queue_depth: 0,
+            admission_limit: 256,
+            admission_streak: 16,
+        }
+    }
 }
 
 impl PipelineConfig {
@@ -405,6 +422,12 @@ impl Config {
         }
         if j.max_inflight == 0 {
             return invalid("jt808.max_inflight", "must be > 0");
+        }
+        if self.pipeline.admission_limit > 0 && self.pipeline.admission_streak == 0 {
+            return invalid(
+                "pipeline.admission_streak",
+                "must be > 0 while pipeline.admission_limit is set (0 turns admission off)",
+            );
         }
         if j.max_bad_frames == 0 {
             return invalid("jt808.max_bad_frames", "must be > 0");

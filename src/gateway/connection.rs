@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
+use super::admission::{self, Decision};
 use super::answer::{self, register_result, result};
 use super::auth_limit::Failure;
 use super::control::{self, Control};
@@ -107,6 +108,8 @@ enum Event {
     /// The outbox has news: answers went out while the task waited for them, or a write was
     /// short or failed.
     Outbox,
+    /// The turn this connection waited for (see `admission`) came.
+    Turn,
     Readable(std::io::Result<()>),
     Replaced,
     Shutdown,
@@ -200,6 +203,34 @@ struct Connection {
     on_shard: bool,
     /// Set when the connection should move to its vehicle's shard thread (after authenticating).
     move_to: Option<usize>,
+    /// The admission of the shard the connection runs on, once it moved there (and the policy
+    /// is on): who reads next when the shard falls behind.
+    admission: Option<Arc<admission::Admission>>,
+    turn: Turn,
+    streak: admission::Streak,
+}
+
+/// Passes a turn on when the read it allowed is over (see [`admission::Admission::admit`]).
+struct PassOn(Option<Arc<admission::Admission>>);
+
+impl Drop for PassOn {
+    fn drop(&mut self) {
+        if let Some(a) = &self.0 {
+            a.admit();
+        }
+    }
+}
+
+/// Where a connection stands with its shard's admission.
+#[derive(Clone, Copy)]
+enum Turn {
+    /// Reads when it has data, if admission lets it.
+    Free,
+    /// Has data and waits for its ticket's turn, or until `until`.
+    Waiting { ticket: u64, until: Instant },
+    /// Its turn came (with the ticket it waited with; `None` when it waited long enough):
+    /// reads next.
+    Granted { ticket: Option<u64> },
 }
 
 /// Releases the connection's socket, its stop signals and its count in `connections_open`
@@ -207,6 +238,7 @@ struct Connection {
 /// shard's thread ended on a panic).
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.leave_admission();
         self.outbox.close();
         self.gw.controls.remove(self.id);
         metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
@@ -241,6 +273,33 @@ impl Connection {
             idle_deadline: Instant::now() + idle,
             on_shard: false,
             move_to: None,
+            admission: None,
+            turn: Turn::Free,
+            streak: admission::Streak::default(),
+        }
+    }
+
+    /// Gives up a wait for a turn (the connection stops reading, or closes), so that the turn
+    /// goes to the next connection.
+    fn stop_waiting(&mut self) {
+        let ticket = match self.turn {
+            Turn::Waiting { ticket, .. }
+            | Turn::Granted {
+                ticket: Some(ticket),
+            } => Some(ticket),
+            _ => None,
+        };
+        if let (Some(ticket), Some(a)) = (ticket, &self.admission) {
+            a.cancel(ticket);
+        }
+        self.turn = Turn::Free;
+    }
+
+    /// Leaves admission: no wait, no streak slot (the connection stops reading, or closes).
+    fn leave_admission(&mut self) {
+        self.stop_waiting();
+        if let Some(a) = &self.admission {
+            a.release(self.id, &mut self.streak);
         }
     }
 
@@ -266,6 +325,12 @@ impl Connection {
         match stream.into_std() {
             Ok(stream) => {
                 self.on_shard = true;
+                let admission = &self.gw.admissions[shard];
+                if admission.enabled() {
+                    // Acknowledgements queued from here on count in the shard's frames in flight.
+                    self.outbox.set_admission(admission.clone());
+                    self.admission = Some(admission.clone());
+                }
                 let gw = self.gw.clone();
                 gw.pipeline
                     .spawn_on(shard, resume(stream, self, lease).instrument(span));
@@ -311,8 +376,11 @@ impl Connection {
             if let Err(close) = self.write_ready().await {
                 return close;
             }
-            if self.stopping.is_some() && self.outbox.is_empty() {
-                return self.stopping.take().expect("checked above");
+            if self.stopping.is_some() {
+                self.leave_admission();
+                if self.outbox.is_empty() {
+                    return self.stopping.take().expect("checked above");
+                }
             }
             if let Some(shard) = self.move_to.take() {
                 if self.stopping.is_none() {
@@ -324,7 +392,11 @@ impl Connection {
                 metrics::counter!(m::CONNECTION_INFLIGHT_FULL).increment(1);
             }
             held = full;
-            let can_read = self.stopping.is_none() && !full;
+            let waiting = match self.turn {
+                Turn::Waiting { ticket, .. } => Some(ticket),
+                _ => None,
+            };
+            let can_read = self.stopping.is_none() && !full && waiting.is_none();
             let running = self.stopping.is_none();
             if self.reassembler.is_some() {
                 // A subpackaged message in progress may time out before the connection does.
@@ -338,11 +410,18 @@ impl Connection {
             let wants_progress = full || self.stopping.is_some();
             let event = {
                 let Connection {
-                    outbox, control, ..
+                    outbox,
+                    control,
+                    admission,
+                    ..
                 } = self;
                 tokio::select! {
                     biased;
                     () = std::future::poll_fn(|cx| outbox.poll_signal(cx, wants_progress)) => Event::Outbox,
+                    () = std::future::poll_fn(|cx| match (admission.as_ref(), waiting) {
+                        (Some(a), Some(ticket)) => a.poll_turn(ticket, cx),
+                        _ => std::task::Poll::Ready(()),
+                    }), if waiting.is_some() => Event::Turn,
                     bits = control.any(control::REPLACED | control::SHUTDOWN), if running => {
                         if bits & control::SHUTDOWN != 0 {
                             Event::Shutdown
@@ -359,12 +438,22 @@ impl Connection {
             match event {
                 // Whatever it was, the next turn's flush and checks deal with it.
                 Event::Outbox => {}
+                Event::Turn => self.turn = Turn::Granted { ticket: waiting },
                 Event::Replaced => {
                     tracing::info!(peer = %self.peer, terminal = ?self.authed.as_ref().map(|a| a.route.terminal_id.clone()), "a newer connection of this terminal took over");
                     self.stopping = Some(Close::Replaced);
                 }
                 Event::Shutdown => self.stopping = Some(Close::Shutdown),
                 Event::Idle => {
+                    if let Turn::Waiting { until, .. } = self.turn {
+                        if Instant::now() >= until {
+                            metrics::counter!(m::ADMISSION_WAIT_TIMEOUTS).increment(1);
+                            self.stop_waiting();
+                            self.turn = Turn::Granted { ticket: None };
+                        }
+                        idle.as_mut().reset(self.next_wake());
+                        continue;
+                    }
                     self.reassembly_timeouts((now_ms() / 1000) as u64);
                     if Instant::now() < self.idle_deadline {
                         idle.as_mut().reset(self.next_wake());
@@ -374,6 +463,31 @@ impl Connection {
                 }
                 Event::Readable(Err(err)) => return Close::Io(err),
                 Event::Readable(Ok(())) => {
+                    // With admission on, a turn taken is passed on after the read if the read
+                    // brought nothing in flight (a heartbeat, say).
+                    let mut granted = None;
+                    if let Some(a) = &self.admission {
+                        match self.turn {
+                            Turn::Granted { ticket } => {
+                                self.turn = Turn::Free;
+                                a.granted(self.id, ticket, &mut self.streak);
+                                granted = Some(a.clone());
+                            }
+                            _ => match a.decide(self.id, &mut self.streak) {
+                                Decision::Read => {}
+                                Decision::Wait(ticket) => {
+                                    metrics::counter!(m::ADMISSION_WAITS).increment(1);
+                                    let until = Instant::now() + admission::MAX_WAIT;
+                                    self.turn = Turn::Waiting { ticket, until };
+                                    if until < idle.deadline() {
+                                        idle.as_mut().reset(until);
+                                    }
+                                    continue;
+                                }
+                            },
+                        }
+                    }
+                    let _pass_on = PassOn(granted);
                     let limit = self.gw.config.jt808.read_buffer;
                     if self.buf.len() >= limit {
                         self.stopping =
@@ -659,7 +773,10 @@ impl Connection {
     /// When the connection's timer must fire next: the idle deadline, or earlier when a
     /// subpackaged message times out before it.
     fn next_wake(&self) -> Instant {
-        let at = self.idle_deadline;
+        let at = match self.turn {
+            Turn::Waiting { until, .. } => self.idle_deadline.min(until),
+            _ => self.idle_deadline,
+        };
         let Some(secs) = self.reassembler.as_ref().and_then(|r| r.next_timeout()) else {
             return at;
         };
@@ -825,7 +942,7 @@ impl Connection {
         // when the positions must wait for room in the shard queue.
         let done = ack.then(|| {
             let serial = self.serial();
-            let seq = self.outbox.push_ack(h, serial);
+            let seq = self.outbox.push_ack(h, serial, self.streak.slot());
             Ack::new(self.outbox.clone(), seq)
         });
         let positions = Positions {

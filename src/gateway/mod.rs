@@ -15,6 +15,7 @@ use crate::pipeline::live::LiveView;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
 
+pub mod admission;
 pub mod answer;
 pub mod auth_limit;
 mod connection;
@@ -41,6 +42,8 @@ pub struct Gateway {
     pub controls: control::Controls,
     frame_counters: connection::FrameCounters,
     next_conn_id: AtomicU64,
+    /// Per shard: which of its connections read next when it falls behind.
+    admissions: Box<[Arc<admission::Admission>]>,
 }
 
 impl Gateway {
@@ -53,6 +56,14 @@ impl Gateway {
     ) -> Self {
         let auth_limiter = auth_limit::AuthLimiter::new(&config.jt808.auth);
         let enrollment = enrollment::Enrollment::new(&config.jt808, std::time::Instant::now());
+        let admissions = (0..pipeline.shards())
+            .map(|_| {
+                Arc::new(admission::Admission::new(
+                    config.pipeline.admission_limit,
+                    config.pipeline.admission_streak,
+                ))
+            })
+            .collect();
         Gateway {
             config,
             store,
@@ -65,6 +76,7 @@ impl Gateway {
             controls: control::Controls::default(),
             frame_counters: connection::FrameCounters::new(),
             next_conn_id: AtomicU64::new(1),
+            admissions,
         }
     }
 

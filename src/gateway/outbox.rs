@@ -14,13 +14,14 @@
 //! rest here for the task, which waits for the socket to be writable (with a deadline); nothing
 //! else is written before it.
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use liengate_protocols::jt808::Header;
 use tokio::net::TcpStream;
 
+use super::admission::{Admission, SlotRef};
 use super::answer::{self, result};
 use crate::pipeline::{AckSink, CommitFailed, Committed};
 
@@ -32,6 +33,10 @@ enum Entry {
         seq: u64,
         to: Header,
         serial: u16,
+        /// Counted in its shard's frames in flight (see [`Outbox::set_admission`]), and against
+        /// the connection's streak slot if it held one.
+        counted: bool,
+        slot: Option<SlotRef>,
     },
     /// A position's commit outcome is known; encoded when written.
     Acked {
@@ -60,6 +65,9 @@ struct Inner {
     /// Something the task waits for happened since it last looked.
     signalled: bool,
     waker: Option<Waker>,
+    /// The admission of the connection's shard, once it runs there: acknowledgements queued
+    /// from then on count as the shard's frames in flight until their outcome arrives.
+    admission: Option<Arc<Admission>>,
 }
 
 /// What writing the ready answers came to.
@@ -82,6 +90,7 @@ impl Outbox {
                 wants_progress: false,
                 signalled: false,
                 waker: None,
+                admission: None,
             }),
         }
     }
@@ -107,12 +116,30 @@ impl Outbox {
 
     /// Queues the acknowledgement of a position frame; the number identifies it to
     /// [`AckSink::complete`].
-    pub(super) fn push_ack(&self, to: Header, serial: u16) -> u64 {
+    pub(super) fn push_ack(&self, to: Header, serial: u16, slot: Option<SlotRef>) -> u64 {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        inner.queue.push_back(Entry::Ack { seq, to, serial });
+        let counted = match &inner.admission {
+            Some(a) => {
+                a.enter(slot);
+                true
+            }
+            None => false,
+        };
+        inner.queue.push_back(Entry::Ack {
+            seq,
+            to,
+            serial,
+            counted,
+            slot,
+        });
         seq
+    }
+
+    /// Counts the acknowledgements queued from now on in `admission`'s frames in flight.
+    pub(super) fn set_admission(&self, admission: Arc<Admission>) {
+        self.lock().admission = Some(admission);
     }
 
     /// Writes every answer at the front of the queue that is ready, in one write.
@@ -209,9 +236,24 @@ impl Outbox {
     pub(super) fn close(&self) {
         let mut inner = self.lock();
         inner.stream = None;
-        inner.queue = VecDeque::new();
+        let queue = std::mem::take(&mut inner.queue);
         inner.rest = None;
         inner.waker = None;
+        let admission = inner.admission.clone();
+        drop(inner);
+        // Outcomes still to come find no entry: their frames leave the count now.
+        if let Some(a) = admission {
+            for e in &queue {
+                if let Entry::Ack {
+                    counted: true,
+                    slot,
+                    ..
+                } = e
+                {
+                    a.leave(*slot);
+                }
+            }
+        }
     }
 }
 
@@ -227,7 +269,14 @@ impl AckSink for Outbox {
             // The connection closed and dropped its queue.
             return;
         };
-        let Entry::Ack { to, serial, .. } = *entry else {
+        let Entry::Ack {
+            to,
+            serial,
+            counted,
+            slot,
+            ..
+        } = *entry
+        else {
             unreachable!("matched above")
         };
         *entry = Entry::Acked {
@@ -242,12 +291,20 @@ impl AckSink for Outbox {
                 true
             }
         };
+        let mut waker = None;
         if (wrote && inner.wants_progress) || inner.rest.is_some() || inner.error.is_some() {
             inner.signalled = true;
-            if let Some(waker) = inner.waker.take() {
-                drop(inner);
-                waker.wake();
+            waker = inner.waker.take();
+        }
+        if counted {
+            // Under the lock, saving an `Arc` clone: admission takes no outbox lock.
+            if let Some(a) = &inner.admission {
+                a.leave(slot);
             }
+        }
+        drop(inner);
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 }

@@ -1,0 +1,579 @@
+//! Which of a shard's connections read next when the shard falls behind: devices in a streak
+//! first, a bounded number of them for a bounded number of frames each, then the others in turn.
+//!
+//! A shard serves its connections in the order their sockets become readable. While it keeps
+//! up, that order does not matter: every frame is read at once. When it does not (a fleet
+//! reconnecting and uploading its blind-area backlog, or a closed-loop benchmark), serving every
+//! waiting device in turn means that each frame finds its connection, its socket and its
+//! vehicle's state cold in the cache, and a frame costs the shard about half as much again as
+//! when the devices it serves are few (benches/RESULTS.md, session 9). A server that answers a
+//! device and then serves that device's next frame soon after, for a while, keeps a small
+//! working set hot: tokio's own scheduler does this with its LIFO slot, and it is what lets the
+//! benchmark's ceiling server stay fast at 10,000 connections.
+//!
+//! So a shard has `limit` streak slots. A connection that reads takes a slot if it can and
+//! keeps it for up to `streak` reads; a slot whose holder has no frame awaiting its outcome and
+//! has been quiet for [`HOT_WINDOW`] is free for the taking (a clock hand finds such slots, as
+//! in page replacement). The shard is *behind* from the moment twice `limit` of its position
+//! frames await their commit outcome until no more than `limit` do. While it is behind, a
+//! connection without a slot reads only if it gets one and nobody is waiting; otherwise it
+//! takes a ticket and waits, in ticket order, for a turn, which comes with a slot, or for at
+//! most [`MAX_WAIT`], which bounds what the policy can cost a device. A shard that keeps up
+//! never makes anyone wait.
+//!
+//! Hand-written because it is a scheduling policy over our own counters, not a primitive that a
+//! crate offers: tokio's semaphore hands out permits in FIFO order, and its permits cannot tell
+//! a shard that keeps up from one that does not, nor expire.
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A slot whose holder has had nothing in flight for this long is free: the device is not in a
+/// burst, so there is nothing to keep in the cache for it. Above the time a device in a burst
+/// takes to send its next frame once answered, well below any device's report interval.
+pub const HOT_WINDOW: Duration = Duration::from_millis(20);
+
+/// The longest a connection waits for its turn before it reads anyway. Devices resend after
+/// their answer timeout (JT/T 808: 10 s and more by default); this stays well below it, and it
+/// also makes a lost turn (a waiting connection that went away) cost a delay, never a stall.
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// Slots the clock hand looks at for a free one before it gives up.
+const PROBES: usize = 8;
+
+/// One streak slot: who holds it, and whether the holder is busy.
+struct Slot {
+    /// Connection id of the holder; 0 when free.
+    owner: AtomicU64,
+    /// Counts the takings, so that a frame counted for an earlier holder is not counted
+    /// against a later one.
+    generation: AtomicU32,
+    /// The holder's position frames awaiting their outcome.
+    busy: AtomicU32,
+    /// When the holder last read or last had an outcome, in milliseconds since the epoch.
+    last: AtomicU64,
+}
+
+/// A slot as one holder took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotRef {
+    index: u32,
+    generation: u32,
+}
+
+/// The admission state of one shard, shared by its connections and its commit stage (all on
+/// the shard's thread in practice, so the atomics are uncontended).
+pub struct Admission {
+    /// Position frames in flight at which the shard is behind; 0 turns the policy off.
+    limit: usize,
+    /// Most reads of one streak.
+    streak: u32,
+    slots: Box<[Slot]>,
+    hand: AtomicUsize,
+    epoch: Instant,
+    /// Position frames of this shard's connections that await their commit outcome.
+    in_flight: AtomicUsize,
+    behind: AtomicBool,
+    /// Tickets below this number may read.
+    admitted: AtomicU64,
+    next_ticket: AtomicU64,
+    queue: Mutex<Queue>,
+}
+
+/// Connection id that marks a slot as given to a ticket whose connection has not picked it up
+/// yet.
+const RESERVED: u64 = u64::MAX;
+
+#[derive(Default)]
+struct Queue {
+    /// The waiting connections' wakers in ticket order.
+    waiters: VecDeque<(u64, Waker)>,
+    /// Slots given with a turn, by ticket, until the connection picks them up.
+    grants: Vec<(u64, SlotRef)>,
+}
+
+/// A connection's place in its shard's streaks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Streak {
+    /// The slot it took, if any (it may have been taken over since).
+    slot: Option<SlotRef>,
+    /// Reads made with the slot.
+    reads: u32,
+}
+
+impl Streak {
+    /// The slot to count the connection's next frame in flight against (see
+    /// [`Admission::enter`]).
+    pub fn slot(&self) -> Option<SlotRef> {
+        self.slot
+    }
+}
+
+/// What a connection does with data to read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Read,
+    /// Wait for the ticket's turn (see [`Admission::poll_turn`]).
+    Wait(u64),
+}
+
+impl Admission {
+    pub fn new(limit: usize, streak: u32) -> Self {
+        Admission {
+            limit,
+            streak,
+            slots: (0..limit)
+                .map(|_| Slot {
+                    owner: AtomicU64::new(0),
+                    generation: AtomicU32::new(0),
+                    busy: AtomicU32::new(0),
+                    last: AtomicU64::new(0),
+                })
+                .collect(),
+            hand: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            behind: AtomicBool::new(false),
+            admitted: AtomicU64::new(0),
+            next_ticket: AtomicU64::new(0),
+            queue: Mutex::new(Queue::default()),
+        }
+    }
+
+    /// Whether the policy is on (`pipeline.admission_limit` > 0).
+    pub fn enabled(&self) -> bool {
+        self.limit > 0
+    }
+
+    /// Frames in flight from which the shard is behind: twice the slots, so that a shard whose
+    /// connections are no more than its slots (each with a frame in commit) is not behind; it
+    /// is behind no longer once they are down to the slots.
+    fn behind_at(&self) -> usize {
+        2 * self.limit
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn is_free(&self, slot: &Slot, now: u64) -> bool {
+        slot.owner.load(Ordering::Relaxed) == 0
+            || (slot.busy.load(Ordering::Relaxed) == 0
+                && now.saturating_sub(slot.last.load(Ordering::Relaxed))
+                    >= HOT_WINDOW.as_millis() as u64)
+    }
+
+    /// The slot `r` points at, if it is still that holder's.
+    fn held(&self, r: SlotRef) -> Option<&Slot> {
+        let slot = &self.slots[r.index as usize];
+        (slot.generation.load(Ordering::Relaxed) == r.generation).then_some(slot)
+    }
+
+    /// Finds a free slot with the clock hand and takes it for `conn`.
+    fn find_slot(&self, conn: u64, now: u64) -> Option<SlotRef> {
+        for _ in 0..PROBES.min(self.slots.len()) {
+            let i = self.hand.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+            let slot = &self.slots[i];
+            if !self.is_free(slot, now) {
+                continue;
+            }
+            let index = i as u32;
+            let seen = slot.owner.load(Ordering::Relaxed);
+            if slot
+                .owner
+                .compare_exchange(seen, conn, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                slot.busy.store(0, Ordering::Relaxed);
+                slot.last.store(now, Ordering::Relaxed);
+                return Some(SlotRef { index, generation });
+            }
+        }
+        None
+    }
+
+    fn take(&self, conn: u64, s: &mut Streak, now: u64) -> bool {
+        match self.find_slot(conn, now) {
+            Some(i) => {
+                *s = Streak {
+                    slot: Some(i),
+                    reads: 1,
+                };
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn anyone_waiting(&self) -> bool {
+        self.admitted.load(Ordering::Relaxed) < self.next_ticket.load(Ordering::Relaxed)
+    }
+
+    fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::Relaxed)
+    }
+
+    /// Decides for connection `conn` (its id, not 0), which has data to read.
+    pub fn decide(&self, conn: u64, s: &mut Streak) -> Decision {
+        if !self.enabled() {
+            return Decision::Read;
+        }
+        if let Some(r) = s.slot {
+            if self.held(r).is_some() {
+                if s.reads < self.streak {
+                    s.reads += 1;
+                    return Decision::Read;
+                }
+                self.release(conn, s);
+            } else {
+                // Taken over while the connection was quiet.
+                *s = Streak::default();
+            }
+        }
+        let now = self.now_ms();
+        // Nobody jumps the queue: with connections waiting, a newcomer waits behind them.
+        if !self.anyone_waiting() && (self.take(conn, s, now) || !self.is_behind()) {
+            return Decision::Read;
+        }
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        // A slot may have gone quiet since the last outcome: nothing else would notice.
+        self.admit();
+        Decision::Wait(ticket)
+    }
+
+    /// The connection's turn came with `ticket` (or, `None`, it waited [`MAX_WAIT`]): it reads,
+    /// starting a streak with the slot given with the turn, or a free one.
+    pub fn granted(&self, conn: u64, ticket: Option<u64>, s: &mut Streak) {
+        let given = ticket.and_then(|t| {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let at = q.grants.iter().position(|(g, _)| *g == t)?;
+            Some(q.grants.swap_remove(at).1)
+        });
+        if let Some(r) = given {
+            if let Some(slot) = self.held(r) {
+                slot.owner.store(conn, Ordering::Relaxed);
+                *s = Streak {
+                    slot: Some(r),
+                    reads: 1,
+                };
+                return;
+            }
+        }
+        self.take(conn, s, self.now_ms());
+    }
+
+    /// Gives the connection's slot back (its streak is over, or it closes).
+    pub fn release(&self, conn: u64, s: &mut Streak) {
+        let Some(r) = std::mem::take(s).slot else {
+            return;
+        };
+        let freed = self.held(r).is_some_and(|slot| {
+            slot.owner
+                .compare_exchange(conn, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        });
+        if freed {
+            self.admit();
+        }
+    }
+
+    /// Ready when `ticket` may read.
+    pub fn poll_turn(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<()> {
+        if self.admitted.load(Ordering::Acquire) > ticket {
+            return Poll::Ready(());
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let waiters = &mut q.waiters;
+        // Checked again under the lock: `admit` takes it before waking.
+        if self.admitted.load(Ordering::Acquire) > ticket {
+            return Poll::Ready(());
+        }
+        match waiters.iter_mut().find(|(t, _)| *t == ticket) {
+            Some((_, w)) => w.clone_from(cx.waker()),
+            None => {
+                // Tickets are taken in order, so the queue stays sorted.
+                let at = waiters.partition_point(|(t, _)| *t < ticket);
+                waiters.insert(at, (ticket, cx.waker().clone()));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// A position frame of one of the shard's connections now awaits its commit outcome;
+    /// `slot` is the connection's streak slot, if it holds one: the slot is busy meanwhile.
+    pub fn enter(&self, slot: Option<SlotRef>) {
+        if let Some(slot) = slot.and_then(|r| self.held(r)) {
+            slot.busy.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.behind_at() && !self.is_behind() {
+            self.behind.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A position frame's outcome came back (or its connection dropped it); `slot` as given to
+    /// [`Admission::enter`].
+    pub fn leave(&self, slot: Option<SlotRef>) {
+        if let Some(slot) = slot.and_then(|r| self.held(r)) {
+            let _ = slot
+                .busy
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+            slot.last.store(self.now_ms(), Ordering::Relaxed);
+        }
+        // Saturating: a miscount must not leave the shard behind for ever.
+        let before = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                debug_assert!(n > 0, "more outcomes than frames in flight");
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if before <= self.limit && self.is_behind() {
+            self.behind.store(false, Ordering::Relaxed);
+        }
+        self.admit();
+    }
+
+    /// Gives the next waiting connection its turn with a free slot, which it keeps for the
+    /// connection. Turns come only with a slot: turns without one, given whenever the shard
+    /// was briefly below its limit or to several waiters for one free slot, let every waiting
+    /// device through in turn and brought back the cold working set this is for. Called with
+    /// every outcome, every slot given back and every new wait.
+    pub fn admit(&self) {
+        loop {
+            if !self.anyone_waiting() {
+                return;
+            }
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.anyone_waiting() {
+                return;
+            }
+            let Some(r) = self.find_slot(RESERVED, self.now_ms()) else {
+                return;
+            };
+            let ticket = self.admitted.fetch_add(1, Ordering::AcqRel);
+            // Wakers of earlier tickets are gone already (see `cancel`); drop any left.
+            while q.waiters.front().is_some_and(|(t, _)| *t < ticket) {
+                q.waiters.pop_front();
+            }
+            match q.waiters.front() {
+                Some((t, _)) if *t == ticket => {
+                    let (_, waker) = q.waiters.pop_front().expect("front checked");
+                    q.grants.push((ticket, r));
+                    drop(q);
+                    return waker.wake();
+                }
+                // The ticket's connection stopped waiting (it read after `MAX_WAIT`, or
+                // closed): the slot and the turn go to the next one.
+                _ => self.give_back(r),
+            }
+        }
+    }
+
+    /// Frees a slot reserved for a ticket.
+    fn give_back(&self, r: SlotRef) {
+        if let Some(slot) = self.held(r) {
+            let _ = slot
+                .owner
+                .compare_exchange(RESERVED, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets a ticket whose connection stopped waiting (or never picked up its turn): its
+    /// waker, and the slot given with its turn.
+    pub fn cancel(&self, ticket: u64) {
+        let given = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.waiters.retain(|(t, _)| *t != ticket);
+            q.grants
+                .iter()
+                .position(|(g, _)| *g == ticket)
+                .map(|at| q.grants.swap_remove(at).1)
+        };
+        if let Some(r) = given {
+            self.give_back(r);
+            self.admit();
+        }
+    }
+
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn flag() -> (Arc<Flag>, Waker) {
+        let f = Arc::new(Flag(false.into()));
+        (f.clone(), Waker::from(f))
+    }
+
+    fn woken(f: &Flag) -> bool {
+        f.0.swap(false, Ordering::SeqCst)
+    }
+
+    fn poll(a: &Admission, ticket: u64, waker: &Waker) -> Poll<()> {
+        a.poll_turn(ticket, &mut Context::from_waker(waker))
+    }
+
+    /// Puts `n` frames in flight that belong to no streak.
+    fn load(a: &Admission, n: usize) {
+        for _ in 0..n {
+            a.enter(None);
+        }
+    }
+
+    fn wait(d: Decision) -> u64 {
+        match d {
+            Decision::Wait(t) => t,
+            Decision::Read => panic!("expected to wait"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_that_keeps_up_lets_everyone_read() {
+        let a = Admission::new(2, 4);
+        // More frames in flight than slots, but fewer than twice as many: not behind.
+        load(&a, 3);
+        let mut streaks = [Streak::default(); 5];
+        for (conn, s) in streaks.iter_mut().enumerate() {
+            assert_eq!(a.decide(conn as u64 + 1, s), Decision::Read);
+        }
+        // Two of them got the slots, the others read without one.
+        assert_eq!(streaks.iter().filter(|s| s.slot().is_some()).count(), 2);
+        // Turned off: never waits.
+        let off = Admission::new(0, 4);
+        assert!(!off.enabled());
+        load(&off, 100);
+        assert_eq!(off.decide(1, &mut Streak::default()), Decision::Read);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn behind_a_streak_goes_on_and_the_others_take_turns_that_come_with_a_slot() {
+        let a = Admission::new(1, 3);
+        let (mut hot, mut cold, mut late) =
+            (Streak::default(), Streak::default(), Streak::default());
+        // Connection 1 takes the only slot while the shard keeps up.
+        assert_eq!(a.decide(1, &mut hot), Decision::Read);
+        a.enter(hot.slot());
+        load(&a, 1);
+        // Two frames in flight with one slot: behind.
+        let first = wait(a.decide(2, &mut cold));
+        let (f_cold, w_cold) = flag();
+        assert!(poll(&a, first, &w_cold).is_pending());
+        // The streak goes on while its slot is busy, however long the commit takes.
+        tokio::time::advance(HOT_WINDOW * 3).await;
+        a.leave(hot.slot());
+        assert!(!woken(&f_cold), "a slot in its streak is not given away");
+        assert_eq!(a.decide(1, &mut hot), Decision::Read);
+        a.enter(hot.slot());
+        assert_eq!(a.decide(1, &mut hot), Decision::Read);
+        a.enter(hot.slot());
+        // A frame without a slot comes back: the shard is below its limit, but no slot is
+        // free, so nobody gets a turn.
+        a.leave(None);
+        assert!(!woken(&f_cold));
+        // The streak is used up: the slot goes to the first ticket, the hot connection queues.
+        let second = wait(a.decide(1, &mut hot));
+        assert!(woken(&f_cold));
+        assert!(poll(&a, first, &w_cold).is_ready());
+        a.granted(2, Some(first), &mut cold);
+        assert!(cold.slot().is_some(), "the turn came with the slot");
+        // A newcomer does not jump the queue.
+        let third = wait(a.decide(3, &mut late));
+        assert!(second < third);
+        a.leave(None);
+        a.leave(None);
+        assert_eq!(a.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_slot_is_taken_over_and_its_old_holder_finds_out() {
+        let a = Admission::new(1, 100);
+        let (mut quiet, mut other) = (Streak::default(), Streak::default());
+        assert_eq!(a.decide(1, &mut quiet), Decision::Read);
+        a.enter(quiet.slot());
+        a.leave(quiet.slot());
+        load(&a, 2);
+        // Behind, and the slot's holder answered but has not read since: not yet free.
+        let ticket = wait(a.decide(2, &mut other));
+        let (f, w) = flag();
+        assert!(poll(&a, ticket, &w).is_pending());
+        tokio::time::advance(HOT_WINDOW).await;
+        // The next outcome finds the quiet slot and gives it to the waiting connection.
+        a.leave(None);
+        assert!(woken(&f));
+        assert!(poll(&a, ticket, &w).is_ready());
+        a.granted(2, Some(ticket), &mut other);
+        assert!(other.slot().is_some());
+        // The old holder's next read is no longer hot: it waits like anyone else.
+        wait(a.decide(1, &mut quiet));
+        assert!(quiet.slot().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tickets_that_leave_pass_their_turn_and_their_slot_on() {
+        let a = Admission::new(1, 1);
+        let mut holder = Streak::default();
+        assert_eq!(a.decide(1, &mut holder), Decision::Read);
+        a.enter(holder.slot());
+        load(&a, 1);
+        let (mut s2, mut s3, mut s4) = (Streak::default(), Streak::default(), Streak::default());
+        let t2 = wait(a.decide(2, &mut s2));
+        let t3 = wait(a.decide(3, &mut s3));
+        let t4 = wait(a.decide(4, &mut s4));
+        let (f2, w2) = flag();
+        let (f3, w3) = flag();
+        let (f4, w4) = flag();
+        for (t, w) in [(t2, &w2), (t3, &w3), (t4, &w4)] {
+            assert!(poll(&a, t, w).is_pending());
+        }
+        // Connection 2 gives up (it read after MAX_WAIT, or closed).
+        a.cancel(t2);
+        // The holder closes: its slot skips the cancelled ticket and goes to connection 3.
+        a.release(1, &mut holder);
+        assert!(!woken(&f2));
+        assert!(woken(&f3));
+        // Connection 3 closes before it picks its turn up: the slot goes on to 4.
+        a.cancel(t3);
+        assert!(woken(&f4));
+        assert!(poll(&a, t4, &w4).is_ready());
+        a.granted(4, Some(t4), &mut s4);
+        assert!(s4.slot().is_some());
+        // A turn taken after the longest wait has no slot given with it: it takes a free one
+        // if there is one (here: none).
+        a.granted(2, None, &mut s2);
+        assert!(s2.slot().is_none());
+    }
+
+    #[test]
+    fn outcomes_never_count_below_zero() {
+        let a = Admission::new(1, 1);
+        a.enter(None);
+        a.leave(None);
+        // A miscount (in release builds; debug builds assert) leaves the count at zero.
+        if !cfg!(debug_assertions) {
+            a.leave(None);
+        }
+        assert_eq!(a.in_flight(), 0);
+    }
+}
