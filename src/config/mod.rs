@@ -247,7 +247,7 @@ impl Default for PipelineConfig {
             shards: 0,
             queue_depth: 0,
             admission_limit: 256,
-            admission_streak: 16,
+            admission_streak: 8,
         }
     }
 }
