@@ -233,11 +233,11 @@ pub struct PipelineConfig {
     pub shards: usize,
     /// Bounded queue per shard, in messages; 0 means the built-in default (4096).
     pub queue_depth: usize,
-    /// Position frames of a shard awaiting their commit outcome above which only recently served
-    /// devices read at once and the others take turns (`gateway::admission`); 0 turns it off.
+    /// Streak slots per shard: when a shard falls behind (four times this many position frames
+    /// await their commit outcome), the devices holding a slot read on and the others take
+    /// turns (`gateway::admission`); 0 turns it off.
     pub admission_limit: usize,
-    /// Most frames a recently served device reads in a row before it takes its turn like the
-    /// others, while the shard is above `admission_limit`.
+    /// Most reads a device makes with one slot before it gives the slot back.
     pub admission_streak: u32,
 }
 

@@ -14,8 +14,9 @@
 //! So a shard has `limit` streak slots. A connection that reads takes a slot if it can and
 //! keeps it for up to `streak` reads; a slot whose holder has no frame awaiting its outcome and
 //! has been quiet for [`HOT_WINDOW`] is free for the taking (a clock hand finds such slots, as
-//! in page replacement). The shard is *behind* from the moment twice `limit` of its position
-//! frames await their commit outcome until no more than `limit` do. While it is behind, a
+//! in page replacement). The shard is *behind* from the moment four times `limit` of its
+//! position frames await their commit outcome until no more than twice `limit` do (with the
+//! default 256, a full shard batch of 1,024). While it is behind, a
 //! connection without a slot reads only if it gets one and nobody is waiting; otherwise it
 //! takes a ticket and waits, in ticket order, for a turn, which comes with a slot, or for at
 //! most [`MAX_WAIT`], which bounds what the policy can cost a device. A shard that keeps up
@@ -149,11 +150,12 @@ impl Admission {
         self.limit > 0
     }
 
-    /// Frames in flight from which the shard is behind: twice the slots, so that a shard whose
-    /// connections are no more than its slots (each with a frame in commit) is not behind; it
-    /// is behind no longer once they are down to the slots.
+    /// Frames in flight from which the shard is behind: four times the slots. At twice, a
+    /// shard with 540 terminals in a closed loop (1,000 terminals on two shards), each with one
+    /// frame in commit, counted as behind, and its devices were served unevenly for nothing:
+    /// that few fit in the cache anyway. It is behind no longer once they are down to twice.
     fn behind_at(&self) -> usize {
-        2 * self.limit
+        4 * self.limit
     }
 
     fn now_ms(&self) -> u64 {
@@ -335,7 +337,7 @@ impl Admission {
                 Some(n.saturating_sub(1))
             })
             .unwrap_or(0);
-        if before <= self.limit && self.is_behind() {
+        if before <= 2 * self.limit && self.is_behind() {
             self.behind.store(false, Ordering::Relaxed);
         }
         self.admit();
@@ -452,7 +454,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_shard_that_keeps_up_lets_everyone_read() {
         let a = Admission::new(2, 4);
-        // More frames in flight than slots, but fewer than twice as many: not behind.
+        // More frames in flight than slots, but fewer than four times as many: not behind.
         load(&a, 3);
         let mut streaks = [Streak::default(); 5];
         for (conn, s) in streaks.iter_mut().enumerate() {
@@ -475,8 +477,8 @@ mod tests {
         // Connection 1 takes the only slot while the shard keeps up.
         assert_eq!(a.decide(1, &mut hot), Decision::Read);
         a.enter(hot.slot());
-        load(&a, 1);
-        // Two frames in flight with one slot: behind.
+        load(&a, 3);
+        // Four frames in flight with one slot: behind.
         let first = wait(a.decide(2, &mut cold));
         let (f_cold, w_cold) = flag();
         assert!(poll(&a, first, &w_cold).is_pending());
@@ -501,8 +503,9 @@ mod tests {
         // A newcomer does not jump the queue.
         let third = wait(a.decide(3, &mut late));
         assert!(second < third);
-        a.leave(None);
-        a.leave(None);
+        for _ in 0..4 {
+            a.leave(None);
+        }
         assert_eq!(a.in_flight(), 0);
     }
 
@@ -513,7 +516,7 @@ mod tests {
         assert_eq!(a.decide(1, &mut quiet), Decision::Read);
         a.enter(quiet.slot());
         a.leave(quiet.slot());
-        load(&a, 2);
+        load(&a, 4);
         // Behind, and the slot's holder answered but has not read since: not yet free.
         let ticket = wait(a.decide(2, &mut other));
         let (f, w) = flag();
@@ -536,7 +539,7 @@ mod tests {
         let mut holder = Streak::default();
         assert_eq!(a.decide(1, &mut holder), Decision::Read);
         a.enter(holder.slot());
-        load(&a, 1);
+        load(&a, 3);
         let (mut s2, mut s3, mut s4) = (Streak::default(), Streak::default(), Streak::default());
         let t2 = wait(a.decide(2, &mut s2));
         let t3 = wait(a.decide(3, &mut s3));
