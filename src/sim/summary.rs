@@ -188,6 +188,15 @@ fn histogram_from_hex(text: &str, index: usize) -> Result<Histogram<u64>, MergeE
         })
 }
 
+/// Adds the histogram in `hex` (from summary `index`) to `into`.
+fn add_hex(into: &mut Histogram<u64>, hex: &str, index: usize) -> Result<(), MergeError> {
+    into.add(histogram_from_hex(hex, index)?)
+        .map_err(|e| MergeError::Histogram {
+            index,
+            detail: format!("{e:?}"),
+        })
+}
+
 fn rounded(value: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (value * f).round() / f
@@ -203,25 +212,10 @@ pub fn merge(parts: &[Summary]) -> Result<Summary, MergeError> {
     let mut per_device = Histogram::<u64>::new(3).expect("valid precision");
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for (index, part) in parts.iter().enumerate() {
-        latency
-            .add(histogram_from_hex(&part.latency_hist, index)?)
-            .map_err(|e| MergeError::Histogram {
-                index,
-                detail: format!("{e:?}"),
-            })?;
-        registration
-            .add(histogram_from_hex(&part.registration_latency_hist, index)?)
-            .map_err(|e| MergeError::Histogram {
-                index,
-                detail: format!("{e:?}"),
-            })?;
+        add_hex(&mut latency, &part.latency_hist, index)?;
+        add_hex(&mut registration, &part.registration_latency_hist, index)?;
         if !part.per_device_hist.is_empty() {
-            per_device
-                .add(histogram_from_hex(&part.per_device_hist, index)?)
-                .map_err(|e| MergeError::Histogram {
-                    index,
-                    detail: format!("{e:?}"),
-                })?;
+            add_hex(&mut per_device, &part.per_device_hist, index)?;
         }
         for (kind, n) in &part.errors {
             *errors.entry(kind.clone()).or_default() += n;
