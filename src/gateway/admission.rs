@@ -20,7 +20,9 @@
 //! connection without a slot reads only if it gets one and nobody is waiting; otherwise it
 //! takes a ticket and waits, in ticket order, for a turn, which comes with a slot, or for at
 //! most [`MAX_WAIT`], which bounds what the policy can cost a device. A shard that keeps up
-//! never makes anyone wait.
+//! makes nobody wait; once a queue has formed, it lasts while more devices are active than
+//! there are slots, rotating them through the slots a streak at a time, and ends when a
+//! device finds a free slot and nobody waiting.
 //!
 //! Hand-written because it is a scheduling policy over our own counters, not a primitive that a
 //! crate offers: tokio's semaphore hands out permits in FIFO order, and its permits cannot tell
@@ -163,10 +165,24 @@ impl Admission {
     }
 
     fn is_free(&self, slot: &Slot, now: u64) -> bool {
-        slot.owner.load(Ordering::Relaxed) == 0
+        let owner = slot.owner.load(Ordering::Relaxed);
+        // A slot reserved for a turn waits for its connection, which a busy shard may poll
+        // only after a whole batch; it is free again only once that connection would have
+        // stopped waiting anyway (it gives the slot back then, or when it closes).
+        let quiet = if owner == RESERVED {
+            MAX_WAIT
+        } else {
+            HOT_WINDOW
+        };
+        owner == 0
             || (slot.busy.load(Ordering::Relaxed) == 0
                 && now.saturating_sub(slot.last.load(Ordering::Relaxed))
-                    >= HOT_WINDOW.as_millis() as u64)
+                    >= quiet.as_millis() as u64)
+    }
+
+    /// Whether `ticket` is the next to get a turn.
+    pub fn is_next(&self, ticket: u64) -> bool {
+        self.admitted.load(Ordering::Relaxed) == ticket
     }
 
     /// The slot `r` points at, if it is still that holder's.
@@ -566,6 +582,33 @@ mod tests {
         // if there is one (here: none).
         a.granted(2, None, &mut s2);
         assert!(s2.slot().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_reserved_for_a_turn_waits_for_its_connection() {
+        let a = Admission::new(1, 1);
+        let mut holder = Streak::default();
+        assert_eq!(a.decide(1, &mut holder), Decision::Read);
+        a.enter(holder.slot());
+        load(&a, 3);
+        let mut turn = Streak::default();
+        let ticket = wait(a.decide(2, &mut turn));
+        assert!(a.is_next(ticket));
+        let (f, w) = flag();
+        assert!(poll(&a, ticket, &w).is_pending());
+        // The holder's streak ends: the slot is reserved for the first ticket.
+        a.release(1, &mut holder);
+        assert!(woken(&f));
+        assert!(!a.is_next(ticket), "the turn was given");
+        // Its connection is slow to come (a busy shard): the slot is not taken from it by a
+        // newcomer, although no frame is in flight on it and the hot window went by.
+        tokio::time::advance(HOT_WINDOW * 2).await;
+        let mut newcomer = Streak::default();
+        wait(a.decide(3, &mut newcomer));
+        assert!(newcomer.slot().is_none());
+        assert!(poll(&a, ticket, &w).is_ready());
+        a.granted(2, Some(ticket), &mut turn);
+        assert!(turn.slot().is_some());
     }
 
     #[test]

@@ -251,29 +251,29 @@ impl Admitted {
         self.admission.release(conn, &mut self.streak);
     }
 
-    /// Before a read: `Ok(turn)` to read now (`turn`: with a turn it waited for, to pass on
-    /// after the read), `Err(until)` to wait, at most until then.
-    fn before_read(&mut self, conn: u64) -> Result<bool, Instant> {
+    /// Before a read: `Some(turn)` to read now (`turn`: with a turn it waited for, to pass on
+    /// after the read), `None` to wait (see `wake_at`).
+    fn before_read(&mut self, conn: u64) -> Option<bool> {
         match self.turn {
             Turn::Granted { ticket } => {
                 self.turn = Turn::Free;
                 self.admission.granted(conn, ticket, &mut self.streak);
-                Ok(true)
+                Some(true)
             }
             _ => match self.admission.decide(conn, &mut self.streak) {
-                Decision::Read => Ok(false),
+                Decision::Read => Some(false),
                 Decision::Wait(ticket) => {
                     metrics::counter!(m::ADMISSION_WAITS).increment(1);
                     let until = Instant::now() + admission::MAX_WAIT;
                     self.turn = Turn::Waiting { ticket, until };
-                    Err(until)
+                    None
                 }
             },
         }
     }
 
-    /// At a timer: if the wait is over, the connection reads without a turn. False when it is
-    /// not waiting.
+    /// At a timer: if the wait is over, the connection reads without a turn; if not, it looks
+    /// for a slot that went quiet (see `wake_at`). False when it is not waiting.
     fn check_wait(&mut self) -> bool {
         let Turn::Waiting { until, .. } = self.turn else {
             return false;
@@ -282,8 +282,25 @@ impl Admitted {
             metrics::counter!(m::ADMISSION_WAIT_TIMEOUTS).increment(1);
             self.stop_waiting();
             self.turn = Turn::Granted { ticket: None };
+        } else {
+            self.admission.admit();
         }
         true
+    }
+
+    /// When a waiting connection's timer should fire: at the end of its wait, and, for the
+    /// first in line, every `HOT_WINDOW` before that. A slot whose holder went quiet is free
+    /// without any event that would give out a turn (the end of a burst); the first waiter
+    /// looking for it restarts the turns, and each turn's read passes the next one on.
+    fn wake_at(&self) -> Option<Instant> {
+        let Turn::Waiting { ticket, until } = self.turn else {
+            return None;
+        };
+        Some(if self.admission.is_next(ticket) {
+            until.min(Instant::now() + admission::HOT_WINDOW)
+        } else {
+            until
+        })
     }
 }
 
@@ -513,12 +530,10 @@ impl Connection {
                 }
                 Event::Shutdown => self.stopping = Some(Close::Shutdown),
                 Event::Idle => {
-                    if self.admitted.as_mut().is_some_and(|a| a.check_wait()) {
-                        idle.as_mut().reset(self.next_wake());
-                        continue;
-                    }
+                    // A connection waiting for its turn has data: it is not idle.
+                    let waiting = self.admitted.as_mut().is_some_and(|a| a.check_wait());
                     self.reassembly_timeouts((now_ms() / 1000) as u64);
-                    if Instant::now() < self.idle_deadline {
+                    if waiting || Instant::now() < self.idle_deadline {
                         idle.as_mut().reset(self.next_wake());
                         continue;
                     }
@@ -532,11 +547,9 @@ impl Connection {
                     let id = self.id;
                     if let Some(a) = &mut self.admitted {
                         match a.before_read(id) {
-                            Ok(turn) => granted = turn.then(|| a.admission.clone()),
-                            Err(until) => {
-                                if until < idle.deadline() {
-                                    idle.as_mut().reset(until);
-                                }
+                            Some(turn) => granted = turn.then(|| a.admission.clone()),
+                            None => {
+                                idle.as_mut().reset(self.next_wake());
                                 continue;
                             }
                         }
@@ -827,9 +840,12 @@ impl Connection {
     /// When the connection's timer must fire next: the idle deadline, or earlier when a
     /// subpackaged message times out before it.
     fn next_wake(&self) -> Instant {
-        let at = match self.admitted.as_ref().map(|a| a.turn) {
-            Some(Turn::Waiting { until, .. }) => self.idle_deadline.min(until),
-            _ => self.idle_deadline,
+        // While waiting for a turn, the wait's own timer instead of the idle deadline, which
+        // may have passed (a device quiet for a long time, then sending while its shard is
+        // behind): re-armed to it, the timer would fire at once, again and again.
+        let at = match self.admitted.as_ref().and_then(|a| a.wake_at()) {
+            Some(at) => at,
+            None => self.idle_deadline,
         };
         let Some(secs) = self.reassembler.as_ref().and_then(|r| r.next_timeout()) else {
             return at;
