@@ -267,12 +267,7 @@ impl Admission {
     /// The connection's turn came with `ticket` (or, `None`, it waited [`MAX_WAIT`]): it reads,
     /// starting a streak with the slot given with the turn, or a free one.
     pub fn granted(&self, conn: u64, ticket: Option<u64>, s: &mut Streak) {
-        let given = ticket.and_then(|t| {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let at = q.grants.iter().position(|(g, _)| *g == t)?;
-            Some(q.grants.swap_remove(at).1)
-        });
-        if let Some(r) = given {
+        if let Some(r) = ticket.and_then(|t| self.take_grant(t)) {
             if let Some(slot) = self.held(r) {
                 slot.owner.store(conn, Ordering::Relaxed);
                 *s = Streak {
@@ -395,6 +390,13 @@ impl Admission {
         }
     }
 
+    /// The slot given with `ticket`'s turn, if it was given and not yet taken.
+    fn take_grant(&self, ticket: u64) -> Option<SlotRef> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let at = q.grants.iter().position(|(g, _)| *g == ticket)?;
+        Some(q.grants.swap_remove(at).1)
+    }
+
     /// Frees a slot reserved for a ticket.
     fn give_back(&self, r: SlotRef) {
         if let Some(slot) = self.held(r) {
@@ -407,15 +409,12 @@ impl Admission {
     /// Forgets a ticket whose connection stopped waiting (or never picked up its turn): its
     /// waker, and the slot given with its turn.
     pub fn cancel(&self, ticket: u64) {
-        let given = {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.waiters.retain(|(t, _)| *t != ticket);
-            q.grants
-                .iter()
-                .position(|(g, _)| *g == ticket)
-                .map(|at| q.grants.swap_remove(at).1)
-        };
-        if let Some(r) = given {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiters
+            .retain(|(t, _)| *t != ticket);
+        if let Some(r) = self.take_grant(ticket) {
             self.give_back(r);
             self.admit();
         }

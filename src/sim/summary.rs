@@ -65,19 +65,15 @@ impl PerDevice {
         if h.is_empty() {
             return PerDevice::default();
         }
-        let total: u64 = h
-            .iter_recorded()
-            .map(|v| v.value_iterated_to() * v.count_at_value())
-            .sum();
-        // Walk down from the busiest devices until a tenth of them is counted.
-        let tenth = h.len().div_ceil(10);
-        let mut values: Vec<(u64, u64)> = h
+        let values: Vec<(u64, u64)> = h
             .iter_recorded()
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
             .collect();
-        values.reverse();
+        let total: u64 = values.iter().map(|(value, count)| value * count).sum();
+        // Walk down from the busiest devices until a tenth of them is counted.
+        let tenth = h.len().div_ceil(10);
         let (mut taken, mut top) = (0u64, 0u64);
-        for (value, count) in values {
+        for &(value, count) in values.iter().rev() {
             let n = count.min(tenth - taken);
             top += value * n;
             taken += n;

@@ -47,7 +47,7 @@ pub struct Terminal {
     gap_left: u32,
     rng: SmallRng,
     body: BytesMut,
-    /// Positions acknowledged during the reporting phase.
+    /// Positions acknowledged during the reporting phase (not the drain after it).
     acked: u64,
 }
 
@@ -100,10 +100,17 @@ impl Terminal {
         serial
     }
 
-    /// Runs the terminal until the run stops.
+    /// Runs the terminal until the run stops, then records its acknowledged positions.
     pub async fn run(mut self, run: Arc<Run>) {
+        self.run_until_stopped(&run).await;
+        run.stats
+            .acked_per_device
+            .record_value(self.index, self.acked);
+    }
+
+    async fn run_until_stopped(&mut self, run: &Arc<Run>) {
         let stats = &run.stats;
-        let first_login = tokio::time::timeout_at(run.registration_deadline, self.login(&run));
+        let first_login = tokio::time::timeout_at(run.registration_deadline, self.login(run));
         let (mut link, took) = match first_login
             .await
             .unwrap_or(Err(ErrorKind::RegistrationTimeout))
@@ -112,7 +119,6 @@ impl Terminal {
             Err(kind) => {
                 stats.error(kind);
                 Stats::add(&stats.registration_failed, 1);
-                stats.acked_per_device.record_value(self.index, 0);
                 run.registration_done.notify_one();
                 return;
             }
@@ -126,17 +132,14 @@ impl Terminal {
             _ = start.wait_for(|go| *go) => {}
             _ = run.stop.cancelled() => {
                 Self::close(&mut link, stats);
-                stats.acked_per_device.record_value(self.index, 0);
                 return;
             }
         }
 
         loop {
-            match self.traffic(&mut link, &run).await {
+            match self.traffic(&mut link, run).await {
                 Flow::Ended => {
-                    // Counted before the drain, which lies outside the reporting window.
-                    stats.acked_per_device.record_value(self.index, self.acked);
-                    self.drain(&mut link, &run).await;
+                    self.drain(&mut link, run).await;
                     Self::close(&mut link, stats);
                     return;
                 }
@@ -147,16 +150,12 @@ impl Terminal {
                     Self::close(&mut link, stats);
                     tokio::select! {
                         _ = tokio::time::sleep(RECONNECT_DELAY) => {}
-                        _ = run.stop.cancelled() => {
-                            stats.acked_per_device.record_value(self.index, self.acked);
-                            return;
-                        }
+                        _ = run.stop.cancelled() => return,
                     }
-                    link = match self.login(&run).await {
+                    link = match self.login(run).await {
                         Ok((link, _)) => link,
                         Err(kind) => {
                             stats.error(kind);
-                            stats.acked_per_device.record_value(self.index, self.acked);
                             return;
                         }
                     };
@@ -344,7 +343,10 @@ impl Terminal {
                     stats.error(ErrorKind::ResultNotOk);
                 } else if is_report {
                     Stats::add(&stats.positions_acked, p.positions as u64);
-                    self.acked += p.positions as u64;
+                    // Only within the reporting window: the drain after it is not counted.
+                    if !run.stop.is_cancelled() {
+                        self.acked += p.positions as u64;
+                    }
                     stats.report_latency.record(self.index, p.sent.elapsed());
                 } else if p.message_id == MSG_HEARTBEAT {
                     Stats::add(&stats.heartbeats_acked, 1);
