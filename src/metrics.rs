@@ -40,6 +40,9 @@ pub const SHARD_QUEUE_DEPTH: &str = "shard_queue_depth";
 pub const SHARD_QUEUE_FULL: &str = "shard_queue_full_total";
 /// Seconds per store group commit (histogram; recorded by the store).
 pub const STORE_COMMIT_SECONDS: &str = "store_commit_seconds";
+/// Seconds per disk sync of the store's journal (histogram; recorded by the syncer): the disk's
+/// part of `store_commit_seconds`, the rest being the wait for the syncer thread and the write.
+pub const STORE_FSYNC_SECONDS: &str = "store_fsync_seconds";
 /// Writes per store group commit (histogram; recorded by the store): how well commits group.
 pub const STORE_COMMIT_BATCH_SIZE: &str = "store_commit_batch_size";
 /// Failed store commits (recorded by the store).
@@ -79,6 +82,12 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full(STORE_COMMIT_SECONDS.to_string()),
             &[
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(STORE_FSYNC_SECONDS.to_string()),
+            &[
+                0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
             ],
         )?
         .set_buckets_for_metric(
@@ -140,6 +149,11 @@ fn describe() {
         STORE_COMMIT_SECONDS,
         Unit::Seconds,
         "Store group-commit latency."
+    );
+    describe_histogram!(
+        STORE_FSYNC_SECONDS,
+        Unit::Seconds,
+        "Disk sync of the store journal (fsync durability)."
     );
     describe_histogram!(STORE_COMMIT_BATCH_SIZE, "Writes per store group commit.");
     describe_counter!(STORE_COMMIT_ERRORS, "Failed store commits.");
