@@ -10,6 +10,7 @@
 # Knobs (environment): SIZES="1000 10000" (empty = idle memory only) DURATION=15 RATE=1 CHUNK=5000 IDLE_DEVICES=10000 (0 = skip)
 #   SERVERS="ceiling fsync buffered" MODES="closed fixed" OUT=benches/e2e/runs/<utc time>
 #   REGISTRY=pairs|none SKIP_BUILD=1 (use the existing binary) BIN=path/to/liengate (default target/release/liengate)
+#   CONFIG_EXTRA=$'[pipeline]\nadmission_limit = 0'   appended to the gateway's config
 #
 # Every server and simulator process is bounded by `timeout`; targets are 127.0.0.1 only.
 set -euo pipefail
@@ -75,6 +76,7 @@ log "results in $OUT"
     echo "nofile=$NOFILE"
     echo "sizes=$SIZES duration=$DURATION rate=$RATE chunk=$CHUNK idle_devices=$IDLE_DEVICES"
     echo "servers=$SERVERS modes=$MODES source_ips=$SOURCE_IPS registry=$REGISTRY"
+    echo "config_extra=$(printf %q "${CONFIG_EXTRA:-}")"
 } >"$OUT/env.txt"
 
 # The registry covers the largest run; terminal ids are those `liengate sim` uses (prefix 0139,
@@ -120,7 +122,7 @@ start_server() {
             >"$SRV_DIR/stdout" 2>"$OUT/$label.server.log" &
         ;;
     fsync | buffered)
-        bench_gateway_config "$SRV_DIR/liengate.toml" "$SRV_DIR/data" "$kind" "$REGISTRY_CSV"
+        bench_gateway_config "$SRV_DIR/liengate.toml" "$SRV_DIR/data" "$kind" "$REGISTRY_CSV" "${CONFIG_EXTRA:-}"
         LIENGATE_LOG=${LIENGATE_LOG:-warn} timeout --kill-after=5 3600 "$BIN" serve \
             --config "$SRV_DIR/liengate.toml" >"$SRV_DIR/stdout" 2>"$OUT/$label.server.log" &
         ;;

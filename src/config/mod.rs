@@ -235,7 +235,8 @@ pub struct PipelineConfig {
     pub queue_depth: usize,
     /// Streak slots per shard: when a shard falls behind (four times this many position frames
     /// await their commit outcome), the devices holding a slot read on and the others take
-    /// turns (`gateway::admission`); 0 turns it off.
+    /// turns (`gateway::admission`); 0 (the default) turns it off. Whether it pays depends on
+    /// the machine's caches (benches/RESULTS.md, sessions 9 and 10).
     pub admission_limit: usize,
     /// Most reads a device makes with one slot before it gives the slot back.
     pub admission_streak: u32,
@@ -246,7 +247,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             shards: 0,
             queue_depth: 0,
-            admission_limit: 256,
+            admission_limit: 0,
             admission_streak: 8,
         }
     }

@@ -48,6 +48,10 @@ pub const MAX_WAIT: Duration = Duration::from_secs(2);
 /// Slots the clock hand looks at for a free one before it gives up.
 const PROBES: usize = 8;
 
+/// The most slots in use, in multiples of `limit`: at four, the slot holders alone can put the
+/// shard behind.
+const GROWTH: usize = 4;
+
 /// One streak slot: who holds it, and whether the holder is busy.
 struct Slot {
     /// Connection id of the holder; 0 when free.
@@ -75,7 +79,11 @@ pub struct Admission {
     limit: usize,
     /// Most reads of one streak.
     streak: u32,
+    /// `limit` times [`GROWTH`] slots, of which the first `active` are in use.
     slots: Box<[Slot]>,
+    /// Slots in use: `limit`, more while the shard goes idle with connections waiting (see
+    /// [`Admission::shard_idle`]), back to `limit` once nobody waits.
+    active: AtomicUsize,
     hand: AtomicUsize,
     epoch: Instant,
     /// Position frames of this shard's connections that await their commit outcome.
@@ -93,10 +101,53 @@ const RESERVED: u64 = u64::MAX;
 
 #[derive(Default)]
 struct Queue {
-    /// The waiting connections' wakers in ticket order.
-    waiters: VecDeque<(u64, Waker)>,
+    /// The ticket of `waiters[0]`.
+    first: u64,
+    /// The waiting connections' wakers, indexed by ticket from `first` on: `None` for a ticket
+    /// whose connection has not registered yet or stopped waiting. Indexed rather than
+    /// searched: with thousands of devices waiting, finding and removing tickets by a scan was
+    /// the costliest part of admission (session 10).
+    waiters: VecDeque<Option<Waker>>,
     /// Slots given with a turn, by ticket, until the connection picks them up.
     grants: Vec<(u64, SlotRef)>,
+}
+
+impl Queue {
+    /// The waker entry of `ticket`, made room for; `None` for a ticket already passed.
+    fn entry(&mut self, ticket: u64) -> Option<&mut Option<Waker>> {
+        let at = usize::try_from(ticket.checked_sub(self.first)?).ok()?;
+        if at >= self.waiters.len() {
+            self.waiters.resize(at + 1, None);
+        }
+        self.waiters.get_mut(at)
+    }
+
+    /// Drops the entries of the tickets below `ticket`.
+    fn pass(&mut self, ticket: u64) {
+        while self.first < ticket {
+            if self.waiters.pop_front().is_none() {
+                self.first = ticket;
+                return;
+            }
+            self.first += 1;
+        }
+    }
+
+    /// Forgets `ticket`'s waker.
+    fn forget(&mut self, ticket: u64) {
+        if let Some(at) = ticket
+            .checked_sub(self.first)
+            .and_then(|at| usize::try_from(at).ok())
+        {
+            if let Some(w) = self.waiters.get_mut(at) {
+                *w = None;
+            }
+        }
+        // Trailing entries of tickets nobody waits with any more need no room.
+        while self.waiters.back().is_some_and(Option::is_none) {
+            self.waiters.pop_back();
+        }
+    }
 }
 
 /// A connection's place in its shard's streaks.
@@ -129,7 +180,7 @@ impl Admission {
         Admission {
             limit,
             streak,
-            slots: (0..limit)
+            slots: (0..limit * GROWTH)
                 .map(|_| Slot {
                     owner: AtomicU64::new(0),
                     generation: AtomicU32::new(0),
@@ -137,6 +188,7 @@ impl Admission {
                     last: AtomicU64::new(0),
                 })
                 .collect(),
+            active: AtomicUsize::new(limit),
             hand: AtomicUsize::new(0),
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -193,8 +245,9 @@ impl Admission {
 
     /// Finds a free slot with the clock hand and takes it for `conn`.
     fn find_slot(&self, conn: u64, now: u64) -> Option<SlotRef> {
-        for _ in 0..PROBES.min(self.slots.len()) {
-            let i = self.hand.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let active = self.active.load(Ordering::Relaxed);
+        for _ in 0..PROBES.min(active) {
+            let i = self.hand.fetch_add(1, Ordering::Relaxed) % active;
             let slot = &self.slots[i];
             if !self.is_free(slot, now) {
                 continue;
@@ -301,18 +354,15 @@ impl Admission {
             return Poll::Ready(());
         }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let waiters = &mut q.waiters;
         // Checked again under the lock: `admit` takes it before waking.
         if self.admitted.load(Ordering::Acquire) > ticket {
             return Poll::Ready(());
         }
-        match waiters.iter_mut().find(|(t, _)| *t == ticket) {
-            Some((_, w)) => w.clone_from(cx.waker()),
-            None => {
-                // Tickets are taken in order, so the queue stays sorted.
-                let at = waiters.partition_point(|(t, _)| *t < ticket);
-                waiters.insert(at, (ticket, cx.waker().clone()));
-            }
+        match q.entry(ticket) {
+            Some(Some(w)) => w.clone_from(cx.waker()),
+            Some(w @ None) => *w = Some(cx.waker().clone()),
+            // Below the first entry: admitted, which was checked above.
+            None => return Poll::Ready(()),
         }
         Poll::Pending
     }
@@ -354,6 +404,24 @@ impl Admission {
         self.admit();
     }
 
+    /// The shard's thread ran out of work. With connections waiting, the slot holders alone
+    /// cannot keep it busy (their frames wait for commits that take longer than the shard needs
+    /// to serve them): another quarter of `limit` slots come into use, and turns with them, up
+    /// to [`GROWTH`] times `limit`. A shard that idles while devices wait loses throughput for
+    /// nothing; one fixed number of slots either idled where commits are slow (a slower disk,
+    /// a busier machine) or let in more devices than the cache holds where they are fast.
+    pub fn shard_idle(&self) {
+        if !self.enabled() || !self.anyone_waiting() {
+            return;
+        }
+        let active = self.active.load(Ordering::Relaxed);
+        let grown = (active + self.limit.div_ceil(4)).min(self.slots.len());
+        if grown > active {
+            self.active.store(grown, Ordering::Relaxed);
+        }
+        self.admit();
+    }
+
     /// Gives the next waiting connection its turn with a free slot, which it keeps for the
     /// connection. Turns come only with a slot: turns without one, given whenever the shard
     /// was briefly below its limit or to several waiters for one free slot, let every waiting
@@ -362,6 +430,11 @@ impl Admission {
     pub fn admit(&self) {
         loop {
             if !self.anyone_waiting() {
+                // The queue is gone: the slots that idle time added are not needed any more.
+                // Their holders keep them to the end of their streaks (`held` still finds them).
+                if self.active.load(Ordering::Relaxed) != self.limit {
+                    self.active.store(self.limit, Ordering::Relaxed);
+                }
                 return;
             }
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -373,19 +446,23 @@ impl Admission {
             };
             let ticket = self.admitted.fetch_add(1, Ordering::AcqRel);
             // Wakers of earlier tickets are gone already (see `cancel`); drop any left.
-            while q.waiters.front().is_some_and(|(t, _)| *t < ticket) {
-                q.waiters.pop_front();
-            }
-            match q.waiters.front() {
-                Some((t, _)) if *t == ticket => {
-                    let (_, waker) = q.waiters.pop_front().expect("front checked");
+            q.pass(ticket);
+            match q.waiters.pop_front() {
+                Some(Some(waker)) => {
+                    q.first += 1;
                     q.grants.push((ticket, r));
                     drop(q);
                     return waker.wake();
                 }
                 // The ticket's connection stopped waiting (it read after `MAX_WAIT`, or
-                // closed): the slot and the turn go to the next one.
-                _ => self.give_back(r),
+                // closed) or has not registered yet (it reads at once when it does): the slot
+                // and the turn go to the next one.
+                popped => {
+                    if popped.is_some() {
+                        q.first += 1;
+                    }
+                    self.give_back(r);
+                }
             }
         }
     }
@@ -412,8 +489,7 @@ impl Admission {
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .waiters
-            .retain(|(t, _)| *t != ticket);
+            .forget(ticket);
         if let Some(r) = self.take_grant(ticket) {
             self.give_back(r);
             self.admit();
@@ -581,6 +657,108 @@ mod tests {
         // if there is one (here: none).
         a.granted(2, None, &mut s2);
         assert!(s2.slot().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_waiters_get_their_turns_in_order_whatever_leaves_in_between() {
+        let a = Admission::new(1, 1);
+        let mut holder = Streak::default();
+        assert_eq!(a.decide(1, &mut holder), Decision::Read);
+        a.enter(holder.slot());
+        load(&a, 3);
+        let waiting: Vec<_> = (0..100u64)
+            .map(|i| {
+                let mut s = Streak::default();
+                let t = wait(a.decide(i + 10, &mut s));
+                let (f, w) = flag();
+                assert!(poll(&a, t, &w).is_pending());
+                // A second poll (a spurious wake) keeps the place.
+                assert!(poll(&a, t, &w).is_pending());
+                (i, t, f, w)
+            })
+            .collect();
+        // Every odd one gives up, and so do the last ten, in no particular order.
+        for (i, t, ..) in waiting.iter().rev() {
+            if i % 2 == 1 || *i >= 90 {
+                a.cancel(*t);
+            }
+        }
+        let mut turns = Vec::new();
+        let mut slot_holder = (1, holder);
+        for _ in 0..45 {
+            // Whoever holds the slot gives it back: the next one in line gets it.
+            a.release(slot_holder.0, &mut slot_holder.1);
+            let (i, t, _, w) = waiting
+                .iter()
+                .find(|(_, _, f, _)| woken(f))
+                .expect("a turn was given");
+            assert!(poll(&a, *t, w).is_ready());
+            let mut s = Streak::default();
+            a.granted(i + 10, Some(*t), &mut s);
+            assert!(s.slot().is_some());
+            turns.push(*i);
+            slot_holder = (i + 10, s);
+        }
+        let expected: Vec<u64> = (0..90).filter(|i| i % 2 == 0).collect();
+        assert_eq!(turns, expected);
+        // Nobody is left: the queue holds nothing, and the next release wakes nobody.
+        a.release(slot_holder.0, &mut slot_holder.1);
+        assert!(waiting.iter().all(|(_, _, f, _)| !woken(f)));
+        assert!(a.queue.lock().unwrap().waiters.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_that_idles_while_devices_wait_brings_more_slots_into_use() {
+        let a = Admission::new(4, 100);
+        let mut holders: Vec<Streak> = (0..4).map(|_| Streak::default()).collect();
+        for (i, h) in holders.iter_mut().enumerate() {
+            assert_eq!(a.decide(i as u64 + 1, h), Decision::Read);
+            a.enter(h.slot());
+        }
+        load(&a, 12);
+        // Behind, every slot busy: the next two wait.
+        let mut w1 = Streak::default();
+        let mut w2 = Streak::default();
+        let t1 = wait(a.decide(10, &mut w1));
+        let t2 = wait(a.decide(11, &mut w2));
+        let (f1, k1) = flag();
+        let (f2, k2) = flag();
+        assert!(poll(&a, t1, &k1).is_pending());
+        assert!(poll(&a, t2, &k2).is_pending());
+        // An idle shard thread with nobody waiting changes nothing.
+        let idle = Admission::new(4, 100);
+        idle.shard_idle();
+        assert_eq!(idle.active.load(Ordering::Relaxed), 4);
+        // This one idles with two waiting: a quarter of the limit more, and a turn with it.
+        a.shard_idle();
+        assert_eq!(a.active.load(Ordering::Relaxed), 5);
+        assert!(woken(&f1));
+        assert!(!woken(&f2));
+        assert!(poll(&a, t1, &k1).is_ready());
+        a.granted(10, Some(t1), &mut w1);
+        assert!(w1.slot().is_some());
+        a.shard_idle();
+        assert_eq!(a.active.load(Ordering::Relaxed), 6);
+        assert!(woken(&f2));
+        a.granted(11, Some(t2), &mut w2);
+        assert!(w2.slot().is_some());
+        // Nobody waits any more: the added slots are no longer handed out (their holders keep
+        // them to the end of their streaks).
+        a.admit();
+        assert_eq!(a.active.load(Ordering::Relaxed), 4);
+        assert!(a.held(w1.slot().unwrap()).is_some());
+        // However long a shard idles with devices waiting, at most four times the limit.
+        let b = Admission::new(4, 100);
+        load(&b, 16);
+        for conn in 1..100 {
+            let mut s = Streak::default();
+            if let Decision::Wait(t) = b.decide(conn, &mut s) {
+                let (_, w) = flag();
+                let _ = poll(&b, t, &w);
+            }
+            b.shard_idle();
+        }
+        assert_eq!(b.active.load(Ordering::Relaxed), 16);
     }
 
     #[tokio::test(start_paused = true)]

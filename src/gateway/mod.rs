@@ -57,11 +57,14 @@ impl Gateway {
         let auth_limiter = auth_limit::AuthLimiter::new(&config.jt808.auth);
         let enrollment = enrollment::Enrollment::new(&config.jt808, std::time::Instant::now());
         let admissions = (0..pipeline.shards())
-            .map(|_| {
-                Arc::new(admission::Admission::new(
+            .map(|shard| {
+                let a = Arc::new(admission::Admission::new(
                     config.pipeline.admission_limit,
                     config.pipeline.admission_streak,
-                ))
+                ));
+                let on_idle = a.clone();
+                pipeline.on_idle(shard, move || on_idle.shard_idle());
+                a
             })
             .collect();
         Gateway {

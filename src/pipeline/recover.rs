@@ -80,7 +80,7 @@ pub struct Recovered {
 
 /// One record key's tracker during the replay.
 struct Keyed {
-    key: String,
+    key: Arc<str>,
     tracker: Tracker,
     /// The device time of the stored record's newest report (see the module doc): of its last
     /// known record, or of its signals record for a key without one; `None` for a key with
@@ -112,7 +112,7 @@ impl Stored {
             (None, None) => (Tracker::new(), None),
         };
         Keyed {
-            key: key.to_owned(),
+            key: Arc::from(key),
             tracker,
             mark,
         }
@@ -234,20 +234,20 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
         for k in g.vehicle.into_iter().chain(g.devices.into_values()) {
             match k.tracker.last_known {
                 Some(lk) => {
-                    if stored.records.get(&k.key) != Some(&lk) {
+                    if stored.records.get(&*k.key) != Some(&lk) {
                         out.writes.push(Write::LastKnown(lk.clone()));
-                        stored.records.insert(k.key, lk);
+                        stored.records.insert(k.key.to_string(), lk);
                     }
                 }
                 // No valid fix yet: keep what its reports said, and where this replay got to.
                 None => {
                     let signals = k.tracker.signals();
-                    if !signals.is_empty() && stored.signals.get(&k.key) != Some(signals) {
+                    if !signals.is_empty() && stored.signals.get(&*k.key) != Some(signals) {
                         out.writes.push(Write::Signals {
-                            key: Arc::from(k.key.as_str()),
+                            key: k.key.clone(),
                             signals: signals.clone(),
                         });
-                        stored.signals.insert(k.key, signals.clone());
+                        stored.signals.insert(k.key.to_string(), signals.clone());
                     }
                 }
             }
@@ -542,7 +542,7 @@ mod tests {
     fn apply_live(
         store: &Store,
         live: &mut Tracker,
-        key: &str,
+        key: &Arc<str>,
         reports: &[&Fix],
         cfg: &StateConfig,
     ) {
@@ -578,7 +578,7 @@ mod tests {
         };
         // Neither report is late, so no record is written before the crash.
         let mut live = Tracker::restore(record_at("device:A", base, 100), &cfg);
-        apply_live(&store, &mut live, "device:A", &[&low, &high], &cfg);
+        apply_live(&store, &mut live, &"device:A".into(), &[&low, &high], &cfg);
         let live_battery = live.last_known.unwrap().signals.battery_pct;
         assert_eq!(live_battery, Some(80));
         let r = recover_last_known(&store, &cfg).unwrap();
@@ -611,7 +611,7 @@ mod tests {
         from_a.received_ms = 5_000_001;
         // Live: B's report arrived first, then A's.
         let mut live = Tracker::restore(record_at("V", base, 100), &cfg);
-        apply_live(&store, &mut live, "V", &[&from_b, &from_a], &cfg);
+        apply_live(&store, &mut live, &"V".into(), &[&from_b, &from_a], &cfg);
         assert_eq!(live.signals().battery_pct, Some(80));
         let r = recover_last_known(&store, &cfg).unwrap();
         let v = recovered(&r, "V").unwrap();

@@ -79,7 +79,13 @@ impl Tracker {
     /// position (only valid fixes newer in device time than the current one qualify), or it
     /// brought newer alarm, status or health signals, which a key without a last known position
     /// keeps as its signals record.
-    pub fn offer(&mut self, key: &str, fix: &Fix, last_frame_ms: i64, cfg: &StateConfig) -> bool {
+    pub fn offer(
+        &mut self,
+        key: &Arc<str>,
+        fix: &Fix,
+        last_frame_ms: i64,
+        cfg: &StateConfig,
+    ) -> bool {
         let signalled = self.signals.offer(fix);
         if signalled {
             if let Some(lk) = &mut self.last_known {
@@ -114,20 +120,10 @@ impl Tracker {
             }
             _ => Motion::Moving,
         };
-        // The key is the same for every offer in practice: share it rather than copy it.
-        let vehicle_id = match &self.last_known {
-            // The same shared string nearly always: compare addresses before bytes.
-            Some(lk)
-                if std::ptr::eq(lk.vehicle_id.as_ptr(), key.as_ptr())
-                    && lk.vehicle_id.len() == key.len()
-                    || &*lk.vehicle_id == key =>
-            {
-                lk.vehicle_id.clone()
-            }
-            _ => Arc::from(key),
-        };
         self.last_known = Some(LastKnown {
-            vehicle_id,
+            // The tracker's own key, shared: comparing it with the record's (a string that may
+            // be cold in the cache, or another copy after a restart) cost more than the clone.
+            vehicle_id: key.clone(),
             fix: fix.clone(),
             motion,
             acc: fix.status & STATUS_ACC != 0,
@@ -197,10 +193,30 @@ mod tests {
     #[test]
     fn last_known_never_moves_back_in_device_time() {
         let mut t = Tracker::new();
-        assert!(t.offer("v", &fix("a", 100, 50.0, FixFlags::empty()), 0, &cfg()));
-        assert!(!t.offer("v", &fix("a", 50, 50.0, FixFlags::BLIND_AREA), 0, &cfg()));
-        assert!(!t.offer("v", &fix("a", 100, 50.0, FixFlags::empty()), 0, &cfg()));
-        assert!(t.offer("v", &fix("b", 101, 50.0, FixFlags::empty()), 0, &cfg()));
+        assert!(t.offer(
+            &"v".into(),
+            &fix("a", 100, 50.0, FixFlags::empty()),
+            0,
+            &cfg()
+        ));
+        assert!(!t.offer(
+            &"v".into(),
+            &fix("a", 50, 50.0, FixFlags::BLIND_AREA),
+            0,
+            &cfg()
+        ));
+        assert!(!t.offer(
+            &"v".into(),
+            &fix("a", 100, 50.0, FixFlags::empty()),
+            0,
+            &cfg()
+        ));
+        assert!(t.offer(
+            &"v".into(),
+            &fix("b", 101, 50.0, FixFlags::empty()),
+            0,
+            &cfg()
+        ));
         let lk = t.last_known.as_ref().unwrap();
         assert_eq!(&*lk.fix.terminal_id, "b");
         assert!(lk.acc);
@@ -215,11 +231,11 @@ mod tests {
         let mut wireless = fix("013800000732", 100, 50.0, FixFlags::empty());
         wireless.status = 0b10;
         let mut a = Tracker::new();
-        a.offer("v", &wired, 0, &cfg());
-        a.offer("v", &wireless, 0, &cfg());
+        a.offer(&"v".into(), &wired, 0, &cfg());
+        a.offer(&"v".into(), &wireless, 0, &cfg());
         let mut b = Tracker::new();
-        b.offer("v", &wireless, 0, &cfg());
-        b.offer("v", &wired, 0, &cfg());
+        b.offer(&"v".into(), &wireless, 0, &cfg());
+        b.offer(&"v".into(), &wired, 0, &cfg());
         assert_eq!(a.last_known, b.last_known);
         let lk = a.last_known.unwrap();
         assert_eq!(&*lk.fix.terminal_id, "013800000731");
@@ -233,34 +249,74 @@ mod tests {
         let mut t = Tracker::new();
         assert!(!t.has_record());
         // Its signals changed (a signals record), not its position.
-        assert!(t.offer("v", &fix("a", 100, 0.0, FixFlags::NO_GNSS), 0, &cfg()));
+        assert!(t.offer(
+            &"v".into(),
+            &fix("a", 100, 0.0, FixFlags::NO_GNSS),
+            0,
+            &cfg()
+        ));
         assert!(t.last_known.is_none());
         assert!(t.has_record());
-        assert!(!t.offer("v", &fix("a", 100, 0.0, FixFlags::NO_GNSS), 0, &cfg()));
-        assert!(t.offer("v", &fix("a", 100, 0.0, FixFlags::BLIND_AREA), 0, &cfg()));
+        assert!(!t.offer(
+            &"v".into(),
+            &fix("a", 100, 0.0, FixFlags::NO_GNSS),
+            0,
+            &cfg()
+        ));
+        assert!(t.offer(
+            &"v".into(),
+            &fix("a", 100, 0.0, FixFlags::BLIND_AREA),
+            0,
+            &cfg()
+        ));
     }
 
     #[test]
     fn parked_after_standing_still_for_the_threshold() {
         let mut t = Tracker::new();
-        t.offer("v", &fix("a", 0, 60.0, FixFlags::empty()), 0, &cfg());
-        t.offer("v", &fix("a", 60, 2.0, FixFlags::empty()), 0, &cfg());
+        t.offer(
+            &"v".into(),
+            &fix("a", 0, 60.0, FixFlags::empty()),
+            0,
+            &cfg(),
+        );
+        t.offer(
+            &"v".into(),
+            &fix("a", 60, 2.0, FixFlags::empty()),
+            0,
+            &cfg(),
+        );
         assert_eq!(t.last_known.as_ref().unwrap().motion, Motion::Moving);
-        t.offer("v", &fix("a", 659, 0.0, FixFlags::empty()), 0, &cfg());
+        t.offer(
+            &"v".into(),
+            &fix("a", 659, 0.0, FixFlags::empty()),
+            0,
+            &cfg(),
+        );
         assert_eq!(t.last_known.as_ref().unwrap().motion, Motion::Moving);
-        t.offer("v", &fix("a", 660, 0.0, FixFlags::empty()), 0, &cfg());
+        t.offer(
+            &"v".into(),
+            &fix("a", 660, 0.0, FixFlags::empty()),
+            0,
+            &cfg(),
+        );
         assert_eq!(
             t.last_known.as_ref().unwrap().motion,
             Motion::Parked { since_ms: 60_000 }
         );
-        t.offer("v", &fix("a", 700, 30.0, FixFlags::empty()), 0, &cfg());
+        t.offer(
+            &"v".into(),
+            &fix("a", 700, 30.0, FixFlags::empty()),
+            0,
+            &cfg(),
+        );
         assert_eq!(t.last_known.as_ref().unwrap().motion, Motion::Moving);
     }
 
     #[test]
     fn a_silent_slow_vehicle_is_shown_parked() {
         let mut t = Tracker::new();
-        t.offer("v", &fix("a", 0, 1.0, FixFlags::empty()), 0, &cfg());
+        t.offer(&"v".into(), &fix("a", 0, 1.0, FixFlags::empty()), 0, &cfg());
         let lk = t.last_known.clone().unwrap();
         assert_eq!(motion_at(&lk, 599_000, &cfg()), Motion::Moving);
         assert_eq!(
