@@ -8,6 +8,8 @@
 #        QUICK=1 scripts/bench-e2e.sh    1k devices only, 5 s per run (about 1.5 minutes)
 #
 # Knobs (environment): SIZES="1000 10000" (empty = idle memory only) DURATION=15 RATE=1 CHUNK=5000 IDLE_DEVICES=10000 (0 = skip)
+#   ROUNDS=1 (repeat the throughput runs, alternating the servers within each round: the report gives each
+#   round's ratio to the ceiling of the same round and their median)
 #   SERVERS="ceiling fsync buffered" MODES="closed fixed" OUT=benches/e2e/runs/<utc time>
 #   REGISTRY=pairs|none SKIP_BUILD=1 (use the existing binary) BIN=path/to/liengate (default target/release/liengate)
 #   CONFIG_EXTRA=$'[pipeline]\nadmission_limit = 0'   appended to the gateway's config
@@ -32,6 +34,7 @@ RATE=${RATE:-1}
 CHUNK=${CHUNK:-5000}
 IDLE_DEVICES=${IDLE_DEVICES:-10000}
 SERVERS=${SERVERS:-"ceiling fsync buffered"}
+ROUNDS=${ROUNDS:-1}
 MODES=${MODES:-"closed fixed"}
 # Without SOURCE_IPS, each run of simulators connects from four loopback addresses of its own
 # (127.0.<run>.1-4): a run binding the addresses of the run before found most of their ports still in
@@ -75,7 +78,7 @@ log "results in $OUT"
     echo "kernel=$(uname -r)"
     echo "nofile=$NOFILE"
     echo "sizes=$SIZES duration=$DURATION rate=$RATE chunk=$CHUNK idle_devices=$IDLE_DEVICES"
-    echo "servers=$SERVERS modes=$MODES source_ips=$SOURCE_IPS registry=$REGISTRY"
+    echo "servers=$SERVERS modes=$MODES rounds=$ROUNDS source_ips=$SOURCE_IPS registry=$REGISTRY"
     echo "config_extra=$(printf %q "${CONFIG_EXTRA:-}")"
 } >"$OUT/env.txt"
 
@@ -205,8 +208,9 @@ run_sims() {
 
 # One measured run: fresh server (empty data dir), N terminals, one pacing mode.
 bench_run() {
-    local kind=$1 n=$2 mode=$3
+    local kind=$1 n=$2 mode=$3 round=$4
     local label="$kind-$n-$mode"
+    if ((ROUNDS > 1)); then label="$label-r$round"; fi
     local args=(--duration "$DURATION")
     if [[ "$mode" == closed ]]; then args+=(--closed-loop); else args+=(--rate "$RATE"); fi
     start_server "$kind" "$label"
@@ -221,7 +225,7 @@ bench_run() {
     cpu1=$(cpu_ticks "$SRV_PID")
     rss1=$(rss_kb "$SRV_PID")
     hwm=$(hwm_kb "$SRV_PID")
-    echo "{\"label\":\"$label\",\"server\":\"$kind\",\"devices\":$n,\"mode\":\"$mode\",\"rss_start_kb\":$rss0,\"rss_end_kb\":$rss1,\"rss_peak_kb\":$hwm,\"listen_overflows\":$((ovf1 - ovf0)),\"server_cpu_s\":$(awk -v a="$cpu0" -v b="$cpu1" -v t="$TICKS" 'BEGIN{printf "%.2f", (b-a)/t}')}" >"$OUT/$label.server.json"
+    echo "{\"label\":\"$label\",\"server\":\"$kind\",\"devices\":$n,\"mode\":\"$mode\",\"round\":$round,\"rss_start_kb\":$rss0,\"rss_end_kb\":$rss1,\"rss_peak_kb\":$hwm,\"listen_overflows\":$((ovf1 - ovf0)),\"server_cpu_s\":$(awk -v a="$cpu0" -v b="$cpu1" -v t="$TICKS" 'BEGIN{printf "%.2f", (b-a)/t}')}" >"$OUT/$label.server.json"
     stop_server
     log "$label: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$label.json" 2>/dev/null || echo 'no summary')"
 }
@@ -270,10 +274,12 @@ if ((IDLE_DEVICES > 0)); then
         bench_idle "$kind"
     done
 fi
-for n in $SIZES; do
-    for mode in $MODES; do
-        for kind in $SERVERS; do
-            bench_run "$kind" "$n" "$mode"
+for ((round = 1; round <= ROUNDS; round++)); do
+    for n in $SIZES; do
+        for mode in $MODES; do
+            for kind in $SERVERS; do
+                bench_run "$kind" "$n" "$mode" "$round"
+            done
         done
     done
 done

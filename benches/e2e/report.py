@@ -36,13 +36,16 @@ def main(out):
         server["exit"] = exit_file.read_text().strip() if exit_file.exists() else "?"
         (idle if server["mode"] == "idle" else runs).append((server, sim))
 
+    # Each run is compared with the ceiling of its own round (runs of one round follow each
+    # other; the machine's load drifts between rounds).
+    def key(s):
+        return (s["devices"], s["mode"], s.get("round", 1))
+
     ceiling = {
-        (s["devices"], s["mode"]): sim.get("acked_positions_per_s", 0.0)
-        for s, sim in runs
-        if s["server"] == "ceiling"
+        key(s): sim.get("acked_positions_per_s", 0.0) for s, sim in runs if s["server"] == "ceiling"
     }
     order = {"ceiling": 0, "fsync": 1, "buffered": 2}
-    runs.sort(key=lambda r: (r[0]["devices"], r[0]["mode"], order.get(r[0]["server"], 9)))
+    runs.sort(key=lambda r: (*key(r[0]), order.get(r[0]["server"], 9)))
 
     lines = []
     env = out / "env.txt"
@@ -52,13 +55,13 @@ def main(out):
         lines.append("```")
         lines.append("")
     lines.append(
-        "| server | devices | mode | acked positions/s | × ceiling | p50 ms | p90 ms | p99 ms | max ms "
+        "| server | devices | mode | round | acked positions/s | × ceiling | p50 ms | p90 ms | p99 ms | max ms "
         "| positions per device p10 / p50 / p90 | registration ms | SYN drops | errors | server CPU µs/position | server RSS end MB | sim exit |"
     )
-    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for server, sim in runs:
         rate = sim.get("acked_positions_per_s", 0.0)
-        base = ceiling.get((server["devices"], server["mode"]))
+        base = ceiling.get(key(server))
         ratio = f"{rate / base:.2f}" if base else "–"
         lat = sim.get("latency", {})
         errors = sim.get("errors", {})
@@ -70,7 +73,7 @@ def main(out):
         dev = sim.get("per_device") or {}
         spread = f"{dev['p10']} / {dev['p50']} / {dev['p90']}" if dev.get("devices") else "–"
         lines.append(
-            f"| {server['server']} | {server['devices']} | {server['mode']} | {rate:,.0f} | {ratio} "
+            f"| {server['server']} | {server['devices']} | {server['mode']} | {server.get('round', 1)} | {rate:,.0f} | {ratio} "
             f"| {ms(lat.get('p50_us', 0))} | {ms(lat.get('p90_us', 0))} | {ms(lat.get('p99_us', 0))} "
             f"| {ms(lat.get('max_us', 0))} | {spread} | {reg if reg is not None else 'incomplete'} | {server.get('listen_overflows', '?')} | {err} | {per_pos} "
             f"| {server.get('rss_end_kb', 0) / 1024:.1f} | {server['exit']} |"
@@ -93,16 +96,26 @@ def main(out):
 
     lines.append("")
     lines.append("Goals:")
+    ratios = {}
     for server, sim in runs:
         if server["server"] == "fsync" and server["mode"] == "closed":
-            base = ceiling.get((server["devices"], "closed"))
+            base = ceiling.get(key(server))
             if base:
-                ratio = sim.get("acked_positions_per_s", 0.0) / base
-                verdict = "met" if ratio >= GOAL_RATIO else "MISSED"
-                lines.append(
-                    f"- fsync closed loop, {server['devices']} devices: {ratio:.2f}× ceiling "
-                    f"(goal ≥ {GOAL_RATIO}×): {verdict}"
+                ratios.setdefault(server["devices"], []).append(
+                    sim.get("acked_positions_per_s", 0.0) / base
                 )
+    for devices, rs in sorted(ratios.items()):
+        median = sorted(rs)[len(rs) // 2] if len(rs) % 2 else sum(sorted(rs)[len(rs) // 2 - 1 : len(rs) // 2 + 1]) / 2
+        every = all(r >= GOAL_RATIO for r in rs)
+        if len(rs) == 1:
+            verdict = "met" if every else "MISSED"
+            detail = f"{rs[0]:.2f}×"
+        else:
+            verdict = "met in every round" if every else ("met by the median" if median >= GOAL_RATIO else "MISSED")
+            detail = f"{' / '.join(f'{r:.2f}' for r in rs)}× in {len(rs)} rounds, median {median:.2f}×"
+        lines.append(
+            f"- fsync closed loop, {devices} devices: {detail} ceiling (goal ≥ {GOAL_RATIO}×): {verdict}"
+        )
     for server, sim in idle:
         if server["server"] in ("fsync", "buffered"):
             kb = float(server["kb_per_connection"])
