@@ -104,7 +104,10 @@ struct Stored {
 impl Stored {
     fn restore(&self, key: &str, cfg: &StateConfig) -> Keyed {
         let (tracker, mark) = match (self.records.get(key), self.signals.get(key)) {
-            (Some(lk), _) => (Tracker::restore(lk.clone(), cfg), Some(lk.signals.time_ms)),
+            (Some(lk), _) => (
+                Tracker::restore(Arc::new(lk.clone()), cfg),
+                Some(lk.signals.time_ms),
+            ),
             (None, Some(signals)) => (
                 Tracker::with_signals(signals.clone()),
                 Some(signals.time_ms),
@@ -234,7 +237,8 @@ pub fn recover_last_known(store: &Store, cfg: &StateConfig) -> Result<Recovered,
         for k in g.vehicle.into_iter().chain(g.devices.into_values()) {
             match k.tracker.last_known {
                 Some(lk) => {
-                    if stored.records.get(&*k.key) != Some(&lk) {
+                    if stored.records.get(&*k.key) != Some(&*lk) {
+                        let lk = Arc::unwrap_or_clone(lk);
                         out.writes.push(Write::LastKnown(lk.clone()));
                         stored.records.insert(k.key.to_string(), lk);
                     }
@@ -577,7 +581,7 @@ mod tests {
             ..low.clone()
         };
         // Neither report is late, so no record is written before the crash.
-        let mut live = Tracker::restore(record_at("device:A", base, 100), &cfg);
+        let mut live = Tracker::restore(Arc::new(record_at("device:A", base, 100)), &cfg);
         apply_live(&store, &mut live, &"device:A".into(), &[&low, &high], &cfg);
         let live_battery = live.last_known.unwrap().signals.battery_pct;
         assert_eq!(live_battery, Some(80));
@@ -610,7 +614,7 @@ mod tests {
         from_a.battery_pct = Some(80);
         from_a.received_ms = 5_000_001;
         // Live: B's report arrived first, then A's.
-        let mut live = Tracker::restore(record_at("V", base, 100), &cfg);
+        let mut live = Tracker::restore(Arc::new(record_at("V", base, 100)), &cfg);
         apply_live(&store, &mut live, &"V".into(), &[&from_b, &from_a], &cfg);
         assert_eq!(live.signals().battery_pct, Some(80));
         let r = recover_last_known(&store, &cfg).unwrap();

@@ -478,10 +478,9 @@ impl Shard {
         // writes. The key stays pending, so the flush still writes its final state.
         if device_moved {
             match &dev.tracker.last_known {
-                Some(lk) => publish.devices.push((
-                    slot_of(&mut dev.slot, &live.devices, tid),
-                    Arc::new(lk.clone()),
-                )),
+                Some(lk) => publish
+                    .devices
+                    .push((slot_of(&mut dev.slot, &live.devices, tid), lk.clone())),
                 None => publish.signals.push((
                     route.device_key.clone(),
                     Arc::new(dev.tracker.signals().clone()),
@@ -505,10 +504,9 @@ impl Shard {
         if let Some((vid, v)) = vehicle {
             if vehicle_moved {
                 match &v.tracker.last_known {
-                    Some(lk) => publish.vehicles.push((
-                        slot_of(&mut v.slot, &live.vehicles, vid),
-                        Arc::new(lk.clone()),
-                    )),
+                    Some(lk) => publish
+                        .vehicles
+                        .push((slot_of(&mut v.slot, &live.vehicles, vid), lk.clone())),
                     None => publish
                         .signals
                         .push((vid.clone(), Arc::new(v.tracker.signals().clone()))),
@@ -558,7 +556,7 @@ struct Publish {
 /// without one, its signals (`Write::Signals`); nothing for a key that has had no report.
 fn record_write(tracker: &Tracker, key: impl FnOnce() -> Arc<str>) -> Option<Write> {
     match &tracker.last_known {
-        Some(lk) => Some(Write::LastKnown(lk.clone())),
+        Some(lk) => Some(Write::LastKnown((**lk).clone())),
         None if tracker.has_record() => Some(Write::Signals {
             key: key(),
             signals: tracker.signals().clone(),
@@ -620,7 +618,7 @@ fn flush_records<S: Record>(
 /// A device's state as the live view has it (after a start or a reset), or a fresh one.
 fn load_device(live: &LiveView, tid: &Arc<str>, cfg: &StateConfig) -> DeviceState {
     let tracker = match live.devices.get(tid) {
-        Some(lk) => Tracker::restore((*lk).clone(), cfg),
+        Some(lk) => Tracker::restore(lk, cfg),
         None => restore_signals(live, &super::device_key(tid)),
     };
     let jumps = match &tracker.last_known {
@@ -654,7 +652,7 @@ fn restore_signals(live: &LiveView, key: &str) -> Tracker {
 /// A vehicle's state as the live view has it, or a fresh one.
 fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleState {
     let tracker = match live.vehicles.get(vid) {
-        Some(lk) => Tracker::restore((*lk).clone(), cfg),
+        Some(lk) => Tracker::restore(lk, cfg),
         None => restore_signals(live, vid),
     };
     VehicleState {

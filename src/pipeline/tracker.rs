@@ -13,7 +13,9 @@ pub const STATUS_ACC: u32 = 1;
 /// Last-known state with the bookkeeping needed to derive "parked since".
 #[derive(Debug, Clone)]
 pub struct Tracker {
-    pub last_known: Option<LastKnown>,
+    /// Shared with the live view once published: a new position is a new allocation, so
+    /// publishing it is a reference count, not a copy.
+    pub last_known: Option<Arc<LastKnown>>,
     /// Device time from which the vehicle has been below the parked speed without interruption.
     slow_since_ms: Option<i64>,
     /// Alarm, status and health from the newest reports, valid fix or not.
@@ -30,7 +32,7 @@ impl Tracker {
     }
 
     /// Restores a tracker from a stored last known position.
-    pub fn restore(lk: LastKnown, cfg: &StateConfig) -> Self {
+    pub fn restore(lk: Arc<LastKnown>, cfg: &StateConfig) -> Self {
         let slow_since_ms = match lk.motion {
             Motion::Parked { since_ms } => Some(since_ms),
             Motion::Moving if (lk.fix.speed_kmh as f64) < cfg.parked_speed_kmh => {
@@ -89,7 +91,8 @@ impl Tracker {
         let signalled = self.signals.offer(fix);
         if signalled {
             if let Some(lk) = &mut self.last_known {
-                lk.signals.clone_from(&self.signals);
+                // Copies the record if the live view shares it: that one stays as published.
+                Arc::make_mut(lk).signals.clone_from(&self.signals);
             }
         }
         if !fix.is_valid() {
@@ -120,7 +123,7 @@ impl Tracker {
             }
             _ => Motion::Moving,
         };
-        self.last_known = Some(LastKnown {
+        self.last_known = Some(Arc::new(LastKnown {
             // The tracker's own key, shared: comparing it with the record's (a string that may
             // be cold in the cache, or another copy after a restart) cost more than the clone.
             vehicle_id: key.clone(),
@@ -129,7 +132,7 @@ impl Tracker {
             acc: fix.status & STATUS_ACC != 0,
             last_frame_ms,
             signals: self.signals.clone(),
-        });
+        }));
         true
     }
 }
