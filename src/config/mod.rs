@@ -242,6 +242,10 @@ pub struct PipelineConfig {
     pub admission_streak: u32,
 }
 
+/// Largest `pipeline.admission_limit`: far above any useful number of streak slots, and small
+/// enough that the slot table (four times as many, a few dozen bytes each) stays bounded.
+const MAX_ADMISSION_LIMIT: usize = 65_536;
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
@@ -424,6 +428,12 @@ impl Config {
         if j.max_inflight == 0 {
             return invalid("jt808.max_inflight", "must be > 0");
         }
+        if self.pipeline.admission_limit > MAX_ADMISSION_LIMIT {
+            return invalid(
+                "pipeline.admission_limit",
+                "must be at most 65536 (slots per shard; 0 turns admission off)",
+            );
+        }
         if self.pipeline.admission_limit > 0 && self.pipeline.admission_streak == 0 {
             return invalid(
                 "pipeline.admission_streak",
@@ -572,6 +582,13 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "config error in x.toml: key jt808.max_connections: must be > 0"
+        );
+        let err = Config::parse("[pipeline]\nadmission_limit = 100000\n", "x.toml").unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "config error in x.toml: key pipeline.admission_limit: must be at most"
+            ),
+            "{err}"
         );
     }
 

@@ -418,6 +418,9 @@ impl Admission {
         let grown = (active + self.limit.div_ceil(4)).min(self.slots.len());
         if grown > active {
             self.active.store(grown, Ordering::Relaxed);
+            // The clock hand looks at a few slots only: point it at the new ones, which are
+            // free, so that the turns come now rather than after more idle time.
+            self.hand.store(active, Ordering::Relaxed);
         }
         self.admit();
     }
