@@ -2,6 +2,8 @@
 //! name the file, line and field; a running store refuses a second opener.
 use std::process::{Command, Output};
 
+mod common;
+
 fn liengate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_liengate"))
         .args(args)
@@ -128,5 +130,30 @@ fn the_data_dir_can_come_from_the_gateway_config() {
         4,
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn an_import_while_the_gateway_runs_says_what_to_do_and_changes_nothing() {
+    let mut server = common::start(None);
+    let data = server.data_dir();
+    let data = data.to_str().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/registry.example.csv");
+    let out = liengate(&["registry", "import", example, "--data-dir", data]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(err.contains("a running `liengate serve` holds it"), "{err}");
+    assert!(err.contains("[registry] import"), "{err}");
+    // The gateway goes on undisturbed, and the refused import left nothing behind.
+    assert_eq!(server.get("/healthz").0, 200);
+    assert!(server.signal_and_wait("TERM").success());
+    let out = liengate(&["registry", "list", "--data-dir", data]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        0,
+        "{}",
+        text(&out.stdout)
     );
 }

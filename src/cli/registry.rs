@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::registry;
-use crate::store::{Store, StoreConfig};
+use crate::store::{Store, StoreConfig, StoreError};
 
 #[derive(clap::Args, Debug)]
 pub struct RegistryArgs {
@@ -75,8 +75,20 @@ impl StoreArgs {
         let mut store_cfg = StoreConfig::new(&data_dir);
         store_cfg.durability = config.store.durability;
         store_cfg.retention_days = config.store.retention_days;
-        let store = Store::open(&store_cfg)
-            .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+        let store = match Store::open(&store_cfg) {
+            Ok(store) => store,
+            // The usual cause: the gateway runs on this data directory. Say what to do about it.
+            Err(e @ StoreError::Locked { .. }) => anyhow::bail!(
+                "opening the store in {}: {e}; a running `liengate serve` holds it: stop it \
+                 (SIGTERM lets it finish its work) and run this again, or name the file in its \
+                 config as [registry] import and restart it",
+                data_dir.display()
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("opening the store in {}", data_dir.display()))
+            }
+        };
         Ok((store, config))
     }
 }
