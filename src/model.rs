@@ -242,16 +242,11 @@ impl Signals {
         let newer = fix.time_ms > self.time_ms
             || fix.time_ms == self.time_ms && *fix.terminal_id >= *self.terminal_id;
         if newer {
-            // Usually the very same shared id (the device's route): compare pointers first,
-            // and take the report's id when only the bytes are equal (a record loaded at
-            // start-up has its own copy), so that the next comparison needs no bytes either.
-            let other_device = !Arc::ptr_eq(&self.terminal_id, &fix.terminal_id) && {
-                let other = self.terminal_id != fix.terminal_id;
-                if !other {
-                    self.terminal_id = fix.terminal_id.clone();
-                }
-                other
-            };
+            // Usually the very same shared id (the device's route): compare pointers first.
+            // Another pointer is taken over even when only the bytes are equal (a record loaded
+            // at start-up has its own copy), so that the next comparison needs no bytes either.
+            let shared = Arc::ptr_eq(&self.terminal_id, &fix.terminal_id);
+            let other_device = !shared && self.terminal_id != fix.terminal_id;
             changed = self.time_ms != fix.time_ms
                 || self.alarm != fix.alarm
                 || self.status != fix.status
@@ -259,7 +254,7 @@ impl Signals {
             self.time_ms = fix.time_ms;
             self.alarm = fix.alarm;
             self.status = fix.status;
-            if other_device {
+            if !shared {
                 self.terminal_id = fix.terminal_id.clone();
             }
         }

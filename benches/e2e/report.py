@@ -5,6 +5,7 @@ Usage: benches/e2e/report.py DIR
 """
 import json
 import pathlib
+import statistics
 import sys
 
 GOAL_RATIO = 0.75  # fsync group commit vs ceiling, acknowledged positions/s
@@ -105,7 +106,7 @@ def main(out):
                     sim.get("acked_positions_per_s", 0.0) / base
                 )
     for devices, rs in sorted(ratios.items()):
-        median = sorted(rs)[len(rs) // 2] if len(rs) % 2 else sum(sorted(rs)[len(rs) // 2 - 1 : len(rs) // 2 + 1]) / 2
+        median = statistics.median(rs)
         every = all(r >= GOAL_RATIO for r in rs)
         if len(rs) == 1:
             verdict = "met" if every else "MISSED"

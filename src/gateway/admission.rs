@@ -538,6 +538,16 @@ mod tests {
         }
     }
 
+    /// One slot, held by connection 1 with a frame in flight, and three frames more: behind.
+    fn behind_with_one_holder() -> (Admission, Streak) {
+        let a = Admission::new(1, 1);
+        let mut holder = Streak::default();
+        assert_eq!(a.decide(1, &mut holder), Decision::Read);
+        a.enter(holder.slot());
+        load(&a, 3);
+        (a, holder)
+    }
+
     fn wait(d: Decision) -> u64 {
         match d {
             Decision::Wait(t) => t,
@@ -629,11 +639,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn tickets_that_leave_pass_their_turn_and_their_slot_on() {
-        let a = Admission::new(1, 1);
-        let mut holder = Streak::default();
-        assert_eq!(a.decide(1, &mut holder), Decision::Read);
-        a.enter(holder.slot());
-        load(&a, 3);
+        let (a, mut holder) = behind_with_one_holder();
         let (mut s2, mut s3, mut s4) = (Streak::default(), Streak::default(), Streak::default());
         let t2 = wait(a.decide(2, &mut s2));
         let t3 = wait(a.decide(3, &mut s3));
@@ -664,11 +670,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn many_waiters_get_their_turns_in_order_whatever_leaves_in_between() {
-        let a = Admission::new(1, 1);
-        let mut holder = Streak::default();
-        assert_eq!(a.decide(1, &mut holder), Decision::Read);
-        a.enter(holder.slot());
-        load(&a, 3);
+        let (a, holder) = behind_with_one_holder();
         let waiting: Vec<_> = (0..100u64)
             .map(|i| {
                 let mut s = Streak::default();
@@ -766,11 +768,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slot_reserved_for_a_turn_waits_for_its_connection() {
-        let a = Admission::new(1, 1);
-        let mut holder = Streak::default();
-        assert_eq!(a.decide(1, &mut holder), Decision::Read);
-        a.enter(holder.slot());
-        load(&a, 3);
+        let (a, mut holder) = behind_with_one_holder();
         let mut turn = Streak::default();
         let ticket = wait(a.decide(2, &mut turn));
         assert!(a.is_next(ticket));

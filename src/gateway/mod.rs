@@ -62,8 +62,11 @@ impl Gateway {
                     config.pipeline.admission_limit,
                     config.pipeline.admission_streak,
                 ));
-                let on_idle = a.clone();
-                pipeline.on_idle(shard, move || on_idle.shard_idle());
+                // Only with the policy on: the hook runs whenever the shard's thread parks.
+                if a.enabled() {
+                    let on_idle = a.clone();
+                    pipeline.on_idle(shard, move || on_idle.shard_idle());
+                }
                 a
             })
             .collect();

@@ -166,6 +166,11 @@ mod tests {
     use crate::model::FixFlags;
     use std::time::Duration;
 
+    /// Offers `fix` to `t` under the key "v" (keys do not matter to a tracker's decisions).
+    fn offer(t: &mut Tracker, fix: &Fix) -> bool {
+        t.offer(&"v".into(), fix, 0, &cfg())
+    }
+
     fn cfg() -> StateConfig {
         StateConfig {
             offline_after: Duration::from_secs(600),
@@ -196,30 +201,10 @@ mod tests {
     #[test]
     fn last_known_never_moves_back_in_device_time() {
         let mut t = Tracker::new();
-        assert!(t.offer(
-            &"v".into(),
-            &fix("a", 100, 50.0, FixFlags::empty()),
-            0,
-            &cfg()
-        ));
-        assert!(!t.offer(
-            &"v".into(),
-            &fix("a", 50, 50.0, FixFlags::BLIND_AREA),
-            0,
-            &cfg()
-        ));
-        assert!(!t.offer(
-            &"v".into(),
-            &fix("a", 100, 50.0, FixFlags::empty()),
-            0,
-            &cfg()
-        ));
-        assert!(t.offer(
-            &"v".into(),
-            &fix("b", 101, 50.0, FixFlags::empty()),
-            0,
-            &cfg()
-        ));
+        assert!(offer(&mut t, &fix("a", 100, 50.0, FixFlags::empty())));
+        assert!(!offer(&mut t, &fix("a", 50, 50.0, FixFlags::BLIND_AREA)));
+        assert!(!offer(&mut t, &fix("a", 100, 50.0, FixFlags::empty())));
+        assert!(offer(&mut t, &fix("b", 101, 50.0, FixFlags::empty())));
         let lk = t.last_known.as_ref().unwrap();
         assert_eq!(&*lk.fix.terminal_id, "b");
         assert!(lk.acc);
@@ -234,11 +219,11 @@ mod tests {
         let mut wireless = fix("013800000732", 100, 50.0, FixFlags::empty());
         wireless.status = 0b10;
         let mut a = Tracker::new();
-        a.offer(&"v".into(), &wired, 0, &cfg());
-        a.offer(&"v".into(), &wireless, 0, &cfg());
+        offer(&mut a, &wired);
+        offer(&mut a, &wireless);
         let mut b = Tracker::new();
-        b.offer(&"v".into(), &wireless, 0, &cfg());
-        b.offer(&"v".into(), &wired, 0, &cfg());
+        offer(&mut b, &wireless);
+        offer(&mut b, &wired);
         assert_eq!(a.last_known, b.last_known);
         let lk = a.last_known.unwrap();
         assert_eq!(&*lk.fix.terminal_id, "013800000731");
@@ -252,74 +237,34 @@ mod tests {
         let mut t = Tracker::new();
         assert!(!t.has_record());
         // Its signals changed (a signals record), not its position.
-        assert!(t.offer(
-            &"v".into(),
-            &fix("a", 100, 0.0, FixFlags::NO_GNSS),
-            0,
-            &cfg()
-        ));
+        assert!(offer(&mut t, &fix("a", 100, 0.0, FixFlags::NO_GNSS)));
         assert!(t.last_known.is_none());
         assert!(t.has_record());
-        assert!(!t.offer(
-            &"v".into(),
-            &fix("a", 100, 0.0, FixFlags::NO_GNSS),
-            0,
-            &cfg()
-        ));
-        assert!(t.offer(
-            &"v".into(),
-            &fix("a", 100, 0.0, FixFlags::BLIND_AREA),
-            0,
-            &cfg()
-        ));
+        assert!(!offer(&mut t, &fix("a", 100, 0.0, FixFlags::NO_GNSS)));
+        assert!(offer(&mut t, &fix("a", 100, 0.0, FixFlags::BLIND_AREA)));
     }
 
     #[test]
     fn parked_after_standing_still_for_the_threshold() {
         let mut t = Tracker::new();
-        t.offer(
-            &"v".into(),
-            &fix("a", 0, 60.0, FixFlags::empty()),
-            0,
-            &cfg(),
-        );
-        t.offer(
-            &"v".into(),
-            &fix("a", 60, 2.0, FixFlags::empty()),
-            0,
-            &cfg(),
-        );
+        offer(&mut t, &fix("a", 0, 60.0, FixFlags::empty()));
+        offer(&mut t, &fix("a", 60, 2.0, FixFlags::empty()));
         assert_eq!(t.last_known.as_ref().unwrap().motion, Motion::Moving);
-        t.offer(
-            &"v".into(),
-            &fix("a", 659, 0.0, FixFlags::empty()),
-            0,
-            &cfg(),
-        );
+        offer(&mut t, &fix("a", 659, 0.0, FixFlags::empty()));
         assert_eq!(t.last_known.as_ref().unwrap().motion, Motion::Moving);
-        t.offer(
-            &"v".into(),
-            &fix("a", 660, 0.0, FixFlags::empty()),
-            0,
-            &cfg(),
-        );
+        offer(&mut t, &fix("a", 660, 0.0, FixFlags::empty()));
         assert_eq!(
             t.last_known.as_ref().unwrap().motion,
             Motion::Parked { since_ms: 60_000 }
         );
-        t.offer(
-            &"v".into(),
-            &fix("a", 700, 30.0, FixFlags::empty()),
-            0,
-            &cfg(),
-        );
+        offer(&mut t, &fix("a", 700, 30.0, FixFlags::empty()));
         assert_eq!(t.last_known.as_ref().unwrap().motion, Motion::Moving);
     }
 
     #[test]
     fn a_silent_slow_vehicle_is_shown_parked() {
         let mut t = Tracker::new();
-        t.offer(&"v".into(), &fix("a", 0, 1.0, FixFlags::empty()), 0, &cfg());
+        offer(&mut t, &fix("a", 0, 1.0, FixFlags::empty()));
         let lk = t.last_known.clone().unwrap();
         assert_eq!(motion_at(&lk, 599_000, &cfg()), Motion::Moving);
         assert_eq!(
