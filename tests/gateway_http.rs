@@ -71,6 +71,7 @@ fn healthz_and_metrics_are_open() {
         "frames_total{protocol=\"jt808\",message_id=\"0x0200\"}",
         "shard_queue_depth",
         "store_commit_seconds_bucket",
+        "store_fsync_seconds_bucket",
         "positions_stored_total",
         "store_queue_depth",
     ] {

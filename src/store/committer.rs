@@ -303,7 +303,10 @@ fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>, failed: &AtomicBo
         batch.extend(rx.try_iter());
         // Everything in `batch` was written before this point, so one fsync from here on
         // covers all of it.
-        let result = match journal.sync() {
+        let synced = Instant::now();
+        let result = journal.sync();
+        metrics::histogram!(m::STORE_FSYNC_SECONDS).record(synced.elapsed().as_secs_f64());
+        let result = match result {
             Ok(()) => Ok(()),
             Err(e) => {
                 if !fallback_logged {
