@@ -70,6 +70,9 @@ pub const CONNECTION_INFLIGHT_FULL: &str = "connection_inflight_full_total";
 pub const ADMISSION_WAITS: &str = "connection_admission_waits_total";
 /// Turns that ended after `gateway::admission::MAX_WAIT` rather than with a turn.
 pub const ADMISSION_WAIT_TIMEOUTS: &str = "connection_admission_wait_timeouts_total";
+/// Streak slots in use per shard (`pipeline.admission_limit` and more while the CPU has time to
+/// spare with devices waiting; see `gateway::admission`).
+pub const ADMISSION_SLOTS: &str = "connection_admission_slots";
 /// Sub-package resend requests (0x8003) sent.
 pub const RESEND_REQUESTS: &str = "subpackage_resend_requests_total";
 
@@ -194,6 +197,10 @@ fn describe() {
     describe_counter!(
         ADMISSION_WAIT_TIMEOUTS,
         "Waits for a turn to read that ended after the longest wait rather than with a turn."
+    );
+    describe_gauge!(
+        ADMISSION_SLOTS,
+        "Streak slots in use per shard while devices wait for their turn to read."
     );
     describe_counter!(
         RESEND_REQUESTS,

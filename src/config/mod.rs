@@ -235,23 +235,23 @@ pub struct PipelineConfig {
     pub queue_depth: usize,
     /// Streak slots per shard: when a shard falls behind (four times this many position frames
     /// await their commit outcome), the devices holding a slot read on and the others take
-    /// turns (`gateway::admission`); 0 (the default) turns it off. Whether it pays depends on
-    /// the machine's caches (benches/RESULTS.md, sessions 9 and 10).
+    /// turns (`gateway::admission`), with more slots in use while the machine's CPU has time
+    /// to spare; 0 turns it off. Default 256 (benches/RESULTS.md, sessions 9 to 11).
     pub admission_limit: usize,
     /// Most reads a device makes with one slot before it gives the slot back.
     pub admission_streak: u32,
 }
 
 /// Largest `pipeline.admission_limit`: far above any useful number of streak slots, and small
-/// enough that the slot table (four times as many, a few dozen bytes each) stays bounded.
-const MAX_ADMISSION_LIMIT: usize = 65_536;
+/// enough that the slot table (eight times as many, a few dozen bytes each) stays bounded.
+const MAX_ADMISSION_LIMIT: usize = 16_384;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             shards: 0,
             queue_depth: 0,
-            admission_limit: 0,
+            admission_limit: 256,
             admission_streak: 8,
         }
     }

@@ -48,9 +48,15 @@ pub const MAX_WAIT: Duration = Duration::from_secs(2);
 /// Slots the clock hand looks at for a free one before it gives up.
 const PROBES: usize = 8;
 
-/// The most slots in use, in multiples of `limit`: at four, the slot holders alone can put the
-/// shard behind.
-const GROWTH: usize = 4;
+/// The most slots in use, in multiples of `limit`. At eight, the default's 2,048 slots per
+/// shard let most of a 10,000-terminal closed loop through on a machine whose commits are slow.
+const GROWTH: usize = 8;
+
+/// Idle CPU (a share of the machine's time over one window) above which more slots come into
+/// use while devices wait, and below which some go out of use again. Between the two the set
+/// stays as it is, so that it settles rather than swings.
+const GROW_ABOVE_IDLE: f64 = 0.10;
+const SHRINK_BELOW_IDLE: f64 = 0.05;
 
 /// One streak slot: who holds it, and whether the holder is busy.
 struct Slot {
@@ -81,8 +87,8 @@ pub struct Admission {
     streak: u32,
     /// `limit` times [`GROWTH`] slots, of which the first `active` are in use.
     slots: Box<[Slot]>,
-    /// Slots in use: `limit`, more while the shard goes idle with connections waiting (see
-    /// [`Admission::shard_idle`]), back to `limit` once nobody waits.
+    /// Slots in use: `limit`, more while the machine has idle CPU with connections waiting (see
+    /// [`Admission::resize`]), back to `limit` once nobody waits.
     active: AtomicUsize,
     hand: AtomicUsize,
     epoch: Instant,
@@ -404,25 +410,43 @@ impl Admission {
         self.admit();
     }
 
-    /// The shard's thread ran out of work. With connections waiting, the slot holders alone
-    /// cannot keep it busy (their frames wait for commits that take longer than the shard needs
-    /// to serve them): another quarter of `limit` slots come into use, and turns with them, up
-    /// to [`GROWTH`] times `limit`. A shard that idles while devices wait loses throughput for
-    /// nothing; one fixed number of slots either idled where commits are slow (a slower disk,
-    /// a busier machine) or let in more devices than the cache holds where they are fast.
-    pub fn shard_idle(&self) {
+    /// Resizes the set of slots in use from the share of the machine's CPU time that went
+    /// idle over the last window (see `gateway::headroom`), while connections wait. Idle CPU
+    /// with devices waiting is throughput lost for nothing: the slot holders alone cannot keep
+    /// the machine busy (their frames wait for commits that take longer than serving them), so
+    /// another quarter of `limit` slots come into use, up to [`GROWTH`] times `limit`. A
+    /// machine with no time to spare takes a quarter of `limit` out of use again, down to
+    /// `limit`: every device beyond those that keep it busy only competes for the cache. One
+    /// fixed number of slots either idled where commits are slow (a slower disk, a busier
+    /// machine) or let in more devices than the cache holds where they are fast; growing on
+    /// the shard thread's own waits did not work, since it waits for every commit however
+    /// many devices it serves (benches/RESULTS.md, session 11).
+    pub fn resize(&self, idle_share: f64) {
         if !self.enabled() || !self.anyone_waiting() {
             return;
         }
         let active = self.active.load(Ordering::Relaxed);
-        let grown = (active + self.limit.div_ceil(4)).min(self.slots.len());
-        if grown > active {
-            self.active.store(grown, Ordering::Relaxed);
-            // The clock hand looks at a few slots only: point it at the new ones, which are
-            // free, so that the turns come now rather than after more idle time.
-            self.hand.store(active, Ordering::Relaxed);
+        let step = self.limit.div_ceil(4);
+        if idle_share > GROW_ABOVE_IDLE {
+            let grown = (active + step).min(self.slots.len());
+            if grown > active {
+                self.active.store(grown, Ordering::Relaxed);
+                // The clock hand looks at a few slots only: point it at the new ones, which
+                // are free, so that the turns come now.
+                self.hand.store(active, Ordering::Relaxed);
+            }
+            self.admit();
+        } else if idle_share < SHRINK_BELOW_IDLE {
+            // Holders of the slots taken out of use keep them to the end of their streaks
+            // (`held` still finds them); they are not handed out again.
+            let shrunk = active.saturating_sub(step).max(self.limit);
+            self.active.store(shrunk, Ordering::Relaxed);
         }
-        self.admit();
+    }
+
+    /// Slots in use now.
+    pub fn active_slots(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// Gives the next waiting connection its turn with a free slot, which it keeps for the
@@ -713,7 +737,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_shard_that_idles_while_devices_wait_brings_more_slots_into_use() {
+    async fn idle_cpu_while_devices_wait_brings_more_slots_into_use_and_a_busy_one_fewer() {
         let a = Admission::new(4, 100);
         let mut holders: Vec<Streak> = (0..4).map(|_| Streak::default()).collect();
         for (i, h) in holders.iter_mut().enumerate() {
@@ -730,29 +754,43 @@ mod tests {
         let (f2, k2) = flag();
         assert!(poll(&a, t1, &k1).is_pending());
         assert!(poll(&a, t2, &k2).is_pending());
-        // An idle shard thread with nobody waiting changes nothing.
-        let idle = Admission::new(4, 100);
-        idle.shard_idle();
-        assert_eq!(idle.active.load(Ordering::Relaxed), 4);
-        // This one idles with two waiting: a quarter of the limit more, and a turn with it.
-        a.shard_idle();
-        assert_eq!(a.active.load(Ordering::Relaxed), 5);
+        // Idle CPU with nobody waiting changes nothing.
+        let quiet = Admission::new(4, 100);
+        quiet.resize(0.9);
+        assert_eq!(quiet.active_slots(), 4);
+        // Between the thresholds, nothing changes either.
+        a.resize(0.07);
+        assert_eq!(a.active_slots(), 4);
+        assert!(!woken(&f1));
+        // Idle CPU with two waiting: a quarter of the limit more, and a turn with it.
+        a.resize(0.2);
+        assert_eq!(a.active_slots(), 5);
         assert!(woken(&f1));
         assert!(!woken(&f2));
         assert!(poll(&a, t1, &k1).is_ready());
         a.granted(10, Some(t1), &mut w1);
         assert!(w1.slot().is_some());
-        a.shard_idle();
-        assert_eq!(a.active.load(Ordering::Relaxed), 6);
+        // A busy machine: the set shrinks, never below the limit, and the holder of a slot
+        // taken out of use keeps it to the end of its streak.
+        a.resize(0.01);
+        assert_eq!(a.active_slots(), 4);
+        a.resize(0.01);
+        assert_eq!(a.active_slots(), 4);
+        assert!(a.held(w1.slot().unwrap()).is_some());
+        // Back in use, the fifth slot is still the first turn's: the second turn comes with
+        // the sixth.
+        a.resize(0.2);
+        assert_eq!(a.active_slots(), 5);
+        assert!(!woken(&f2));
+        a.resize(0.2);
+        assert_eq!(a.active_slots(), 6);
         assert!(woken(&f2));
         a.granted(11, Some(t2), &mut w2);
         assert!(w2.slot().is_some());
-        // Nobody waits any more: the added slots are no longer handed out (their holders keep
-        // them to the end of their streaks).
+        // Nobody waits any more: the added slots go out of use.
         a.admit();
-        assert_eq!(a.active.load(Ordering::Relaxed), 4);
-        assert!(a.held(w1.slot().unwrap()).is_some());
-        // However long a shard idles with devices waiting, at most four times the limit.
+        assert_eq!(a.active_slots(), 4);
+        // However long the machine idles with devices waiting, at most eight times the limit.
         let b = Admission::new(4, 100);
         load(&b, 16);
         for conn in 1..100 {
@@ -761,9 +799,9 @@ mod tests {
                 let (_, w) = flag();
                 let _ = poll(&b, t, &w);
             }
-            b.shard_idle();
+            b.resize(0.5);
         }
-        assert_eq!(b.active.load(Ordering::Relaxed), 16);
+        assert_eq!(b.active_slots(), 32);
     }
 
     #[tokio::test(start_paused = true)]

@@ -21,6 +21,7 @@ pub mod auth_limit;
 mod connection;
 pub mod control;
 pub mod enrollment;
+mod headroom;
 pub mod inbound;
 mod outbox;
 pub mod sessions;
@@ -57,17 +58,11 @@ impl Gateway {
         let auth_limiter = auth_limit::AuthLimiter::new(&config.jt808.auth);
         let enrollment = enrollment::Enrollment::new(&config.jt808, std::time::Instant::now());
         let admissions = (0..pipeline.shards())
-            .map(|shard| {
-                let a = Arc::new(admission::Admission::new(
+            .map(|_| {
+                Arc::new(admission::Admission::new(
                     config.pipeline.admission_limit,
                     config.pipeline.admission_streak,
-                ));
-                // Only with the policy on: the hook runs whenever the shard's thread parks.
-                if a.enabled() {
-                    let on_idle = a.clone();
-                    pipeline.on_idle(shard, move || on_idle.shard_idle());
-                }
-                a
+                ))
             })
             .collect();
         Gateway {
@@ -97,6 +92,9 @@ impl Gateway {
 /// kernel backlog) lets the device see a prompt close and retry elsewhere or later.
 pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, tasks: TaskTracker) {
     let permits = Arc::new(Semaphore::new(gw.config.jt808.max_connections));
+    if headroom::wanted(&gw.admissions) {
+        tokio::spawn(headroom::balance(gw.clone()));
+    }
     loop {
         let accepted = tokio::select! {
             _ = gw.shutdown.cancelled() => break,

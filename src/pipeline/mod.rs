@@ -225,17 +225,11 @@ impl ShardThread {
         index: usize,
         worker: shard::Shard,
         rx: mpsc::Receiver<ShardMsg>,
-        idle: Arc<IdleHook>,
     ) -> std::io::Result<(ShardThread, ShardRuntime)> {
         // Built here so that a failure is reported by `Pipeline::start`, not lost in the thread.
         // With I/O: the connections of the shard's devices run on it too.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .on_thread_park(move || {
-                if let Some(f) = idle.get() {
-                    f();
-                }
-            })
             .build()?;
         let handle = runtime.handle().clone();
         let (stopped_tx, stopped) = oneshot::channel();
@@ -259,17 +253,12 @@ impl ShardThread {
     }
 }
 
-/// What a shard's thread calls each time it runs out of work and is about to wait for I/O or a
-/// timer (see [`Pipeline::on_idle`]). Set once, after the pipeline started.
-type IdleHook = std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>;
-
 /// Handle for sending to the shards. Cloned into every connection; when the last clone is
 /// dropped, the workers drain their queues, commit and stop.
 #[derive(Clone)]
 pub struct Pipeline {
     senders: Arc<[mpsc::Sender<ShardMsg>]>,
     runtimes: Arc<[ShardRuntime]>,
-    idle_hooks: Arc<[Arc<IdleHook>]>,
 }
 
 impl Pipeline {
@@ -285,32 +274,21 @@ impl Pipeline {
         let mut senders = Vec::with_capacity(shards);
         let mut handles = Vec::with_capacity(shards);
         let mut runtimes = Vec::with_capacity(shards);
-        let mut idle_hooks = Vec::with_capacity(shards);
         for index in 0..shards {
             let (tx, rx) = mpsc::channel(depth);
             senders.push(tx);
             let worker = shard::Shard::new(index, cfg, store.clone(), live.clone());
-            let idle = Arc::new(IdleHook::new());
-            let (thread, runtime) = ShardThread::spawn(index, worker, rx, idle.clone())?;
+            let (thread, runtime) = ShardThread::spawn(index, worker, rx)?;
             handles.push(thread);
             runtimes.push(runtime);
-            idle_hooks.push(idle);
         }
         Ok((
             Pipeline {
                 senders: senders.into(),
                 runtimes: runtimes.into(),
-                idle_hooks: idle_hooks.into(),
             },
             handles,
         ))
-    }
-
-    /// Sets what shard `shard`'s thread calls whenever it has run out of work, on that thread
-    /// (the gateway's admission uses it to let more devices read). Only the first call per
-    /// shard takes effect. It runs often, at every wait for I/O: it must be cheap.
-    pub fn on_idle(&self, shard: usize, f: impl Fn() + Send + Sync + 'static) {
-        let _ = self.idle_hooks[shard].set(Box::new(f));
     }
 
     pub fn shards(&self) -> usize {

@@ -1,0 +1,114 @@
+//! How much CPU time the machine leaves idle: the signal the shards' admission sizes its slot
+//! sets by (see [`admission::Admission::resize`]).
+//!
+//! Read from the first line of `/proc/stat`, the kernel's CPU time counters for the whole
+//! machine. Parsed by hand: it is one line of numbers, and a crate such as `procfs` would bring
+//! in far more than it; where the file does not exist (not Linux) the slot sets keep their
+//! configured size.
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{admission, Gateway};
+use crate::metrics as m;
+
+/// How often the slot sets are resized. Long enough for a resized set to show its effect (its
+/// devices' frames go round in a few milliseconds), short enough to settle within a second or two.
+pub const WINDOW: Duration = Duration::from_millis(100);
+
+/// Cumulative CPU time of the machine, in the kernel's ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTimes {
+    idle: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    /// Parses the `cpu` line of `/proc/stat`: user, nice, system, idle, iowait, irq, softirq,
+    /// steal (guest time is already counted in user). Idle includes iowait: a CPU waiting for
+    /// the disk has nothing to run either.
+    fn parse(stat: &str) -> Option<CpuTimes> {
+        let line = stat.lines().next()?;
+        let mut fields = line.split_ascii_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let v: Vec<u64> = fields
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        if v.len() < 5 {
+            return None;
+        }
+        Some(CpuTimes {
+            idle: v[3] + v[4],
+            total: v.iter().sum(),
+        })
+    }
+
+    fn read() -> Option<CpuTimes> {
+        CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The share of the time between `earlier` and `self` that the machine was idle.
+    fn idle_since(self, earlier: CpuTimes) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let idle = self.idle.checked_sub(earlier.idle)?;
+        (total > 0).then(|| idle as f64 / total as f64)
+    }
+}
+
+/// Resizes every shard's admission slot set once per [`WINDOW`] from the machine's idle time,
+/// until shutdown. Runs only with admission on.
+pub async fn balance(gw: Arc<Gateway>) {
+    let Some(mut last) = CpuTimes::read() else {
+        tracing::info!("no /proc/stat: admission keeps pipeline.admission_limit slots per shard");
+        return;
+    };
+    let mut tick = tokio::time::interval(WINDOW);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = gw.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(now) = CpuTimes::read() else { return };
+        if let Some(idle) = now.idle_since(last) {
+            for (shard, a) in gw.admissions.iter().enumerate() {
+                a.resize(idle);
+                metrics::gauge!(m::ADMISSION_SLOTS, "shard" => shard.to_string())
+                    .set(a.active_slots() as f64);
+            }
+        }
+        last = now;
+    }
+}
+
+/// Whether any shard has admission on (then [`balance`] has work to do).
+pub fn wanted(admissions: &[Arc<admission::Admission>]) -> bool {
+    admissions.iter().any(|a| a.enabled())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_share_comes_from_the_cpu_line() {
+        let a = CpuTimes::parse("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n").unwrap();
+        assert_eq!(
+            a,
+            CpuTimes {
+                idle: 850,
+                total: 1000
+            }
+        );
+        let b = CpuTimes::parse("cpu  190 0 90 850 60 5 5 0 0 0\n").unwrap();
+        // 200 ticks went by, 60 of them idle or waiting for the disk.
+        assert_eq!(b.idle_since(a), Some(0.3));
+        assert_eq!(a.idle_since(a), None);
+        assert_eq!(a.idle_since(b), None, "counters never go back");
+        assert_eq!(CpuTimes::parse("intr 1 2 3\n"), None);
+        assert_eq!(CpuTimes::parse("cpu 1 x 3 4 5\n"), None);
+        assert_eq!(CpuTimes::parse("cpu 1 2 3\n"), None);
+    }
+}
