@@ -45,6 +45,22 @@ const FULL_REPLAY_KEY: &str = "full_replay";
 /// flushes cost less than they save.
 const MEMTABLE_BYTES: u32 = 4 * 1024 * 1024;
 
+/// Memtable size of the track chunks. The folder writes them a few hundred large values per
+/// fold, so the skiplist stays shallow whatever its size; but every memtable that fills seals
+/// the shared journal (see [`MAX_JOURNALING_BYTES`]), and at 4 MiB the chunks alone sealed one
+/// a second under load.
+const CHUNK_MEMTABLE_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Journal bytes fjall lets accumulate before it stalls writes. fjall counts every sealed
+/// journal at its preallocated length (32 MiB) rather than what it holds (a few MiB when a
+/// memtable fills it quickly), and from 90 % of its default limit (512 MiB, so 15 sealed
+/// journals) it sleeps half a second in the write path: in a 1,000-terminal closed loop every
+/// run stalled all answers for 0.5 s about seven seconds in (session 11). Its monitor flushes
+/// the partitions that pin old journals from half of the limit on, so twice the default
+/// leaves it time to do so at the rates this gateway writes, while the journals on disk (which
+/// a restart replays) stay a few hundred MiB at most.
+const MAX_JOURNALING_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// Memtable size of the partitions written a record or two per device (registry, auth codes,
 /// session facts). Their memtables hold what a fleet wrote when it registered or connected, a
 /// few hundred bytes per device, until they are flushed; 1 MiB bounds that memory well below
@@ -154,11 +170,13 @@ impl Engine {
         // background persistence is not needed.
         let keyspace = Config::new(path)
             .manual_journal_persist(true)
+            .max_journaling_size(MAX_JOURNALING_BYTES)
             .open()
             .map_err(open_err)?;
         let part = |name: &str| {
             let memtable = match name {
-                "track_chunks" | "last_known" => MEMTABLE_BYTES,
+                "track_chunks" => CHUNK_MEMTABLE_BYTES,
+                "last_known" => MEMTABLE_BYTES,
                 "track_log" => LOG_MEMTABLE_BYTES,
                 _ => SMALL_MEMTABLE_BYTES,
             };
