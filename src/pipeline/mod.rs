@@ -7,7 +7,6 @@
 //! sanitises, deduplicates, updates the last known position, commits everything durably in one
 //! `Store::commit` per batch (group commit across connections) and only then tells the connections
 //! that they may acknowledge the frames.
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +18,7 @@ use crate::store::{Store, StoreError};
 #[cfg(test)]
 mod failed_sync_tests;
 pub mod live;
+mod placement;
 pub mod recover;
 pub mod sanitize;
 mod shard;
@@ -259,6 +259,7 @@ impl ShardThread {
 pub struct Pipeline {
     senders: Arc<[mpsc::Sender<ShardMsg>]>,
     runtimes: Arc<[ShardRuntime]>,
+    placement: Arc<placement::Placement>,
 }
 
 impl Pipeline {
@@ -286,6 +287,7 @@ impl Pipeline {
             Pipeline {
                 senders: senders.into(),
                 runtimes: runtimes.into(),
+                placement: Arc::new(placement::Placement::new(shards)),
             },
             handles,
         ))
@@ -295,12 +297,10 @@ impl Pipeline {
         self.senders.len()
     }
 
-    /// The shard that owns `vehicle_key`. Stable within a process run, which is all that matters:
-    /// the in-memory state is rebuilt from the store at start.
+    /// The shard that owns `vehicle_key`: the least loaded one when the vehicle is first seen,
+    /// and that one for the rest of the run (see `placement.rs`).
     pub fn shard_of(&self, vehicle_key: &str) -> usize {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        vehicle_key.hash(&mut h);
-        (h.finish() % self.senders.len() as u64) as usize
+        self.placement.shard_of(vehicle_key)
     }
 
     /// Runs `task` on the thread of shard `shard`, next to the worker that owns the shard's
