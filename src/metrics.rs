@@ -65,8 +65,8 @@ pub const SHARD_BATCH_WRITES: &str = "shard_batch_writes";
 /// Times a connection stopped reading because `jt808.max_inflight` of its frames were waiting for
 /// their answers (the store or a shard is slower than the device sends).
 pub const CONNECTION_INFLIGHT_FULL: &str = "connection_inflight_full_total";
-/// Times a connection with data to read waited for its turn because its shard had more than
-/// `pipeline.admission_limit` frames in flight (see `gateway::admission`).
+/// Times a connection with data to read waited for its turn because its shard had fallen behind
+/// (four times `pipeline.admission_limit` frames in flight; see `gateway::admission`).
 pub const ADMISSION_WAITS: &str = "connection_admission_waits_total";
 /// Turns that ended after `gateway::admission::MAX_WAIT` rather than with a turn.
 pub const ADMISSION_WAIT_TIMEOUTS: &str = "connection_admission_wait_timeouts_total";
@@ -192,7 +192,7 @@ fn describe() {
     );
     describe_counter!(
         ADMISSION_WAITS,
-        "Times a connection waited for its turn to read because its shard was above pipeline.admission_limit."
+        "Times a connection waited for its turn to read because its shard had fallen behind (4 x pipeline.admission_limit frames in flight)."
     );
     describe_counter!(
         ADMISSION_WAIT_TIMEOUTS,

@@ -431,7 +431,9 @@ impl Config {
         if self.pipeline.admission_limit > MAX_ADMISSION_LIMIT {
             return invalid(
                 "pipeline.admission_limit",
-                "must be at most 65536 (slots per shard; 0 turns admission off)",
+                &format!(
+                    "must be at most {MAX_ADMISSION_LIMIT} (slots per shard; 0 turns admission off)"
+                ),
             );
         }
         if self.pipeline.admission_limit > 0 && self.pipeline.admission_streak == 0 {
@@ -586,7 +588,7 @@ mod tests {
         let err = Config::parse("[pipeline]\nadmission_limit = 100000\n", "x.toml").unwrap_err();
         assert!(
             err.to_string().starts_with(
-                "config error in x.toml: key pipeline.admission_limit: must be at most"
+                "config error in x.toml: key pipeline.admission_limit: must be at most 16384 "
             ),
             "{err}"
         );

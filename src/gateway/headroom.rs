@@ -1,5 +1,5 @@
 //! How much CPU time the machine leaves idle: the signal the shards' admission sizes its slot
-//! sets by (see [`admission::Admission::resize`]).
+//! sets by (see [`Admission::resize`]).
 //!
 //! Read from the first line of `/proc/stat`, the kernel's CPU time counters for the whole
 //! machine. Parsed by hand: it is one line of numbers, and a crate such as `procfs` would bring
@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{admission, Gateway};
+use tokio_util::sync::CancellationToken;
+
+use super::admission::Admission;
 use crate::metrics as m;
 
 /// How often the slot sets are resized. Long enough for a resized set to show its effect (its
@@ -57,35 +59,47 @@ impl CpuTimes {
     }
 }
 
-/// Resizes every shard's admission slot set once per [`WINDOW`] from the machine's idle time,
-/// until shutdown. Runs only with admission on.
-pub async fn balance(gw: Arc<Gateway>) {
+/// Resizes shard `shard`'s admission slot set once per [`WINDOW`] from the machine's idle time,
+/// until shutdown. Runs on the shard's own thread (`Pipeline::spawn_on`), like everything else
+/// that changes the admission's state, and only with admission on.
+///
+/// The signal is the whole machine's: where the gateway is one of several busy processes, or
+/// runs in a container whose CPU quota is below the machine's cores, idle time it cannot use
+/// lets the slot set grow to its cap (eight times `admission_limit`), as if admission were
+/// sized by hand that large.
+pub async fn balance(shard: usize, admission: Arc<Admission>, shutdown: CancellationToken) {
+    let gauge = metrics::gauge!(m::ADMISSION_SLOTS, "shard" => shard.to_string());
+    gauge.set(admission.active_slots() as f64);
     let Some(mut last) = CpuTimes::read() else {
-        tracing::info!("no /proc/stat: admission keeps pipeline.admission_limit slots per shard");
+        if shard == 0 {
+            tracing::info!(
+                "no /proc/stat: admission keeps pipeline.admission_limit slots per shard"
+            );
+        }
         return;
     };
+    let mut warned = false;
     let mut tick = tokio::time::interval(WINDOW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = gw.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(now) = CpuTimes::read() else { return };
-        if let Some(idle) = now.idle_since(last) {
-            for (shard, a) in gw.admissions.iter().enumerate() {
-                a.resize(idle);
-                metrics::gauge!(m::ADMISSION_SLOTS, "shard" => shard.to_string())
-                    .set(a.active_slots() as f64);
+        let Some(now) = CpuTimes::read() else {
+            // Skipped, not stopped: a transient read failure must not freeze the slot set.
+            if !warned {
+                tracing::warn!(shard, "cannot read /proc/stat: admission slots not resized");
+                warned = true;
             }
+            continue;
+        };
+        if let Some(idle) = now.idle_since(last) {
+            admission.resize(idle);
+            gauge.set(admission.active_slots() as f64);
         }
         last = now;
     }
-}
-
-/// Whether any shard has admission on (then [`balance`] has work to do).
-pub fn wanted(admissions: &[Arc<admission::Admission>]) -> bool {
-    admissions.iter().any(|a| a.enabled())
 }
 
 #[cfg(test)]

@@ -32,7 +32,8 @@ impl Placement {
 
     /// The shard of `vehicle_key`, placing it on the shard with the fewest vehicles (the
     /// lowest-numbered among equals) the first time. Called when a device authenticates, not
-    /// per frame.
+    /// per frame. Counts and remembers every vehicle seen in this run, connected or not: as
+    /// many entries as the live view keeps activity clocks for.
     pub fn shard_of(&self, vehicle_key: &str) -> usize {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&shard) = inner.shard_of.get(vehicle_key) {

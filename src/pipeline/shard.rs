@@ -1,4 +1,4 @@
-//! One shard worker: owns the state of the vehicles hashed to it.
+//! One shard worker: owns the state of the vehicles placed on it (`placement.rs`).
 //!
 //! Two stages. The worker takes everything waiting in its queue (up to a bound) as one batch and
 //! turns it into store writes and state changes. Its commit stage queues the batches on the

@@ -304,9 +304,7 @@ fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>, failed: &AtomicBo
         // Everything in `batch` was written before this point, so one fsync from here on
         // covers all of it.
         let synced = Instant::now();
-        let result = journal.sync();
-        metrics::histogram!(m::STORE_FSYNC_SECONDS).record(synced.elapsed().as_secs_f64());
-        let result = match result {
+        let result = match journal.sync() {
             Ok(()) => Ok(()),
             Err(e) => {
                 if !fallback_logged {
@@ -316,6 +314,7 @@ fn run_syncer(engine: Engine, rx: std_mpsc::Receiver<Written>, failed: &AtomicBo
                 engine.sync()
             }
         };
+        metrics::histogram!(m::STORE_FSYNC_SECONDS).record(synced.elapsed().as_secs_f64());
         #[cfg(test)]
         let result = result.and_then(|()| super::engine::Faults::take(&engine.faults.sync));
         if let Err(e) = &result {
