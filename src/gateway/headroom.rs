@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::Admission;
@@ -59,23 +60,13 @@ impl CpuTimes {
     }
 }
 
-/// Resizes shard `shard`'s admission slot set once per [`WINDOW`] from the machine's idle time,
-/// until shutdown. Runs on the shard's own thread (`Pipeline::spawn_on`), like everything else
-/// that changes the admission's state, and only with admission on.
-///
-/// The signal is the whole machine's: where the gateway is one of several busy processes, or
-/// runs in a container whose CPU quota is below the machine's cores, idle time it cannot use
-/// lets the slot set grow to its cap (eight times `admission_limit`), as if admission were
-/// sized by hand that large.
-pub async fn balance(shard: usize, admission: Arc<Admission>, shutdown: CancellationToken) {
-    let gauge = metrics::gauge!(m::ADMISSION_SLOTS, "shard" => shard.to_string());
-    gauge.set(admission.active_slots() as f64);
+/// Reads the machine's idle share once per [`WINDOW`] and publishes it to every shard's
+/// [`balance`], until shutdown. One reader for all shards: they all want the same figure. Where
+/// `/proc/stat` cannot be read at start, it says so and ends, and the slot sets keep their
+/// configured size.
+pub async fn sample(idle: watch::Sender<f64>, shutdown: CancellationToken) {
     let Some(mut last) = CpuTimes::read() else {
-        if shard == 0 {
-            tracing::info!(
-                "no /proc/stat: admission keeps pipeline.admission_limit slots per shard"
-            );
-        }
+        tracing::info!("no /proc/stat: admission keeps pipeline.admission_limit slots per shard");
         return;
     };
     let mut warned = false;
@@ -87,18 +78,35 @@ pub async fn balance(shard: usize, admission: Arc<Admission>, shutdown: Cancella
             _ = tick.tick() => {}
         }
         let Some(now) = CpuTimes::read() else {
-            // Skipped, not stopped: a transient read failure must not freeze the slot set.
+            // Skipped, not stopped: a transient read failure must not freeze the slot sets.
             if !warned {
-                tracing::warn!(shard, "cannot read /proc/stat: admission slots not resized");
+                tracing::warn!("cannot read /proc/stat: admission slots not resized");
                 warned = true;
             }
             continue;
         };
-        if let Some(idle) = now.idle_since(last) {
-            admission.resize(idle);
-            gauge.set(admission.active_slots() as f64);
+        if let Some(share) = now.idle_since(last) {
+            idle.send_replace(share);
         }
         last = now;
+    }
+}
+
+/// Resizes shard `shard`'s admission slot set with every idle share [`sample`] publishes, until
+/// it stops. Runs on the shard's own thread (`Pipeline::spawn_on`), like everything else that
+/// changes the admission's state, and only with admission on.
+///
+/// The signal is the whole machine's: where the gateway is one of several busy processes, or
+/// runs in a container whose CPU quota is below the machine's cores, idle time it cannot use
+/// lets the slot set grow to its cap (eight times `admission_limit`), as if admission were
+/// sized by hand that large.
+pub async fn balance(shard: usize, admission: Arc<Admission>, mut idle: watch::Receiver<f64>) {
+    let gauge = metrics::gauge!(m::ADMISSION_SLOTS, "shard" => shard.to_string());
+    gauge.set(admission.active_slots() as f64);
+    while idle.changed().await.is_ok() {
+        let share = *idle.borrow_and_update();
+        admission.resize(share);
+        gauge.set(admission.active_slots() as f64);
     }
 }
 

@@ -92,13 +92,13 @@ impl Gateway {
 /// kernel backlog) lets the device see a prompt close and retry elsewhere or later.
 pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, tasks: TaskTracker) {
     let permits = Arc::new(Semaphore::new(gw.config.jt808.max_connections));
-    for (shard, a) in gw.admissions.iter().enumerate() {
-        if a.enabled() {
-            gw.pipeline.spawn_on(
-                shard,
-                headroom::balance(shard, a.clone(), gw.shutdown.clone()),
-            );
+    if gw.admissions.iter().any(|a| a.enabled()) {
+        let (idle, watched) = tokio::sync::watch::channel(0.0);
+        for (shard, a) in gw.admissions.iter().enumerate() {
+            gw.pipeline
+                .spawn_on(shard, headroom::balance(shard, a.clone(), watched.clone()));
         }
+        tokio::spawn(headroom::sample(idle, gw.shutdown.clone()));
     }
     loop {
         let accepted = tokio::select! {
