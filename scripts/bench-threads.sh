@@ -12,6 +12,7 @@
 #   DEVICES=1000 RUN_SECONDS=12 SIM_ARGS=--closed-loop (e.g. SIM_ARGS="--rate 50" for 50 reports/s each)
 #   CONFIG_EXTRA=$'[pipeline]\nshards = 1'   appended to the gateway's config
 #   PERF=1               record `perf record --call-graph dwarf` of the server to perf.data meanwhile
+#   PERF_ARGS=" "        other `perf record` options instead (a blank: flat profile, small perf.data)
 #   EVENTS=a,b           count these perf events (e.g. syscalls:sys_enter_write,sched:sched_switch)
 #                        in the server and the simulator meanwhile, printed per position
 #
@@ -89,7 +90,7 @@ SIM0=$(proc_ticks "$SIM_PID")
 STAT0=$(head -1 /proc/stat)
 T0=$(date +%s.%N)
 if [[ "${PERF:-0}" == 1 ]]; then
-    perf record -F 999 -g --call-graph dwarf,16384 -p "$PID" -o perf.data -- sleep 5 >/dev/null 2>&1
+    perf record -F 999 ${PERF_ARGS:--g --call-graph dwarf,16384} -p "$PID" -o perf.data -- sleep 5 >/dev/null 2>&1
 elif [[ -n "${EVENTS:-}" ]]; then
     perf stat -x, -e "$EVENTS" -p "$PID" -o "$DIR/events.server" -- sleep $((SECONDS_RUN / 2)) &
     STAT=$!

@@ -302,10 +302,20 @@ impl Shard {
     /// pending last known records when the flush interval has passed or `flush_all` is set.
     fn build(&mut self, msgs: &mut Vec<ShardMsg>, flush_all: bool) -> Batch {
         let now_ms = super::now_ms();
-        let mut writes = Vec::new();
+        // Sized for the batch's track points (plus a few records) up front: growing a vector of
+        // writes as they come copied it several times per batch.
+        let points: usize = msgs
+            .iter()
+            .map(|ShardMsg::Positions(p)| p.reports.len())
+            .sum();
+        let mut writes = Vec::with_capacity(points + 8);
         // What moved is published to the live view once this batch's track points are durable.
-        let mut publish = Publish::default();
-        let mut waiting = Vec::new();
+        let mut publish = Publish {
+            vehicles: Vec::with_capacity(msgs.len()),
+            devices: Vec::with_capacity(msgs.len()),
+            signals: Vec::new(),
+        };
+        let mut waiting = Vec::with_capacity(msgs.len());
         for msg in msgs.drain(..) {
             let ShardMsg::Positions(p) = msg;
             let outcome = self.apply(&p, now_ms, &mut writes, &mut publish);

@@ -89,27 +89,28 @@ impl Tracker {
         cfg: &StateConfig,
     ) -> bool {
         let signalled = self.signals.offer(fix);
-        if signalled {
-            if let Some(lk) = &mut self.last_known {
-                // Copies the record if the live view shares it: that one stays as published.
-                Arc::make_mut(lk).signals.clone_from(&self.signals);
+        // Ties in device time between devices go to the lower terminal id, whatever order the
+        // reports came in: the start-up replay sees them in track order (by terminal id) and
+        // must come to the same record. A device's own report of the same second stays.
+        let replaces = fix.is_valid()
+            && self
+                .last_known
+                .as_ref()
+                .is_none_or(|lk| match fix.time_ms.cmp(&lk.fix.time_ms) {
+                    std::cmp::Ordering::Greater => true,
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Equal => *fix.terminal_id < *lk.fix.terminal_id,
+                });
+        if !replaces {
+            if signalled {
+                if let Some(lk) = &mut self.last_known {
+                    // Copies the record if the live view shares it: that one stays as published.
+                    // Only here: a fix that replaces the record takes the new signals with it,
+                    // and copying the old record first was a clone and a free per position.
+                    Arc::make_mut(lk).signals.clone_from(&self.signals);
+                }
             }
-        }
-        if !fix.is_valid() {
             return signalled;
-        }
-        if let Some(lk) = &self.last_known {
-            // Ties in device time between devices go to the lower terminal id, whatever order the
-            // reports came in: the start-up replay sees them in track order (by terminal id) and
-            // must come to the same record. A device's own report of the same second stays.
-            let newer = match fix.time_ms.cmp(&lk.fix.time_ms) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Less => false,
-                std::cmp::Ordering::Equal => *fix.terminal_id < *lk.fix.terminal_id,
-            };
-            if !newer {
-                return signalled;
-            }
         }
         let slow = (fix.speed_kmh as f64) < cfg.parked_speed_kmh;
         self.slow_since_ms = if slow {
