@@ -58,6 +58,12 @@ const GROWTH: usize = 8;
 const GROW_ABOVE_IDLE: f64 = 0.10;
 const SHRINK_BELOW_IDLE: f64 = 0.05;
 
+/// Resize windows without a wait ending at [`MAX_WAIT`] before a busy machine may take slots
+/// out of use again: a queue too long for the slots to go round within the bound shows only
+/// when its first waits end, [`MAX_WAIT`] after they began, so a shorter memory would take out
+/// the slots that had just caught up with it.
+const CALM_WINDOWS: u32 = 30;
+
 /// One streak slot: who holds it, and whether the holder is busy.
 struct Slot {
     /// Connection id of the holder; 0 when free.
@@ -95,6 +101,10 @@ pub struct Admission {
     /// Position frames of this shard's connections that await their commit outcome.
     in_flight: AtomicUsize,
     behind: AtomicBool,
+    /// Waits that ended at [`MAX_WAIT`] since the last [`Admission::resize`].
+    expired: AtomicU64,
+    /// Resize windows since a wait last ended at [`MAX_WAIT`] (saturating).
+    calm: AtomicU32,
     /// Tickets below this number may read.
     admitted: AtomicU64,
     next_ticket: AtomicU64,
@@ -199,6 +209,8 @@ impl Admission {
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
             behind: AtomicBool::new(false),
+            expired: AtomicU64::new(0),
+            calm: AtomicU32::new(u32::MAX),
             admitted: AtomicU64::new(0),
             next_ticket: AtomicU64::new(0),
             queue: Mutex::new(Queue::default()),
@@ -421,13 +433,32 @@ impl Admission {
     /// machine) or let in more devices than the cache holds where they are fast; growing on
     /// the shard thread's own waits did not work, since it waits for every commit however
     /// many devices it serves (benches/RESULTS.md, session 11).
+    ///
+    /// Waits that end at [`MAX_WAIT`] come first, whatever the CPU: they mean more devices wait
+    /// than the slots serve in turn within the bound (on a slower machine each streak lasts
+    /// longer), and the bound is the policy's promise to every device. So they bring more slots
+    /// into use as idle CPU does, and a busy machine takes slots out again only after
+    /// [`CALM_WINDOWS`] windows without one (session 12: a third of the waits ended at the bound
+    /// at 10,000 terminals on a machine where the slot set never grew).
     pub fn resize(&self, idle_share: f64) {
+        let expired = self.expired.swap(0, Ordering::Relaxed) > 0;
+        let calm = if expired {
+            self.calm.store(0, Ordering::Relaxed);
+            0
+        } else {
+            self.calm
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_add(1))
+                })
+                .unwrap_or(u32::MAX)
+                .saturating_add(1)
+        };
         if !self.enabled() || !self.anyone_waiting() {
             return;
         }
         let active = self.active.load(Ordering::Relaxed);
         let step = self.limit.div_ceil(4);
-        if idle_share > GROW_ABOVE_IDLE {
+        if expired || idle_share > GROW_ABOVE_IDLE {
             let grown = (active + step).min(self.slots.len());
             if grown > active {
                 self.active.store(grown, Ordering::Relaxed);
@@ -436,12 +467,17 @@ impl Admission {
                 self.hand.store(active, Ordering::Relaxed);
             }
             self.admit();
-        } else if idle_share < SHRINK_BELOW_IDLE {
+        } else if idle_share < SHRINK_BELOW_IDLE && calm >= CALM_WINDOWS {
             // Holders of the slots taken out of use keep them to the end of their streaks
             // (`held` still finds them); they are not handed out again.
             let shrunk = active.saturating_sub(step).max(self.limit);
             self.active.store(shrunk, Ordering::Relaxed);
         }
+    }
+
+    /// A connection's wait ended at [`MAX_WAIT`] without a turn (see [`Admission::resize`]).
+    pub fn wait_expired(&self) {
+        self.expired.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Slots in use now.
@@ -802,6 +838,42 @@ mod tests {
             b.resize(0.5);
         }
         assert_eq!(b.active_slots(), 32);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_that_end_at_the_bound_bring_slots_into_use_on_a_busy_machine() {
+        let a = Admission::new(4, 100);
+        let mut holders: Vec<Streak> = (0..4).map(|_| Streak::default()).collect();
+        for (i, h) in holders.iter_mut().enumerate() {
+            assert_eq!(a.decide(i as u64 + 1, h), Decision::Read);
+            a.enter(h.slot());
+        }
+        load(&a, 12);
+        let mut w = Streak::default();
+        let t = wait(a.decide(10, &mut w));
+        let (f, k) = flag();
+        assert!(poll(&a, t, &k).is_pending());
+        // No idle CPU and no wait at the bound: nothing changes.
+        a.resize(0.0);
+        assert_eq!(a.active_slots(), 4);
+        // Another device's wait ended at the bound: a quarter of the limit more, and a turn,
+        // although the machine has no time to spare.
+        a.wait_expired();
+        a.resize(0.0);
+        assert_eq!(a.active_slots(), 5);
+        assert!(woken(&f));
+        // A busy machine keeps them while waits may still be ending at the bound ...
+        let mut w2 = Streak::default();
+        let t2 = wait(a.decide(11, &mut w2));
+        let (_, k2) = flag();
+        assert!(poll(&a, t2, &k2).is_pending());
+        for _ in 1..CALM_WINDOWS {
+            a.resize(0.0);
+            assert_eq!(a.active_slots(), 5);
+        }
+        // ... and takes them out once none has for as long.
+        a.resize(0.0);
+        assert_eq!(a.active_slots(), 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -280,6 +280,7 @@ impl Admitted {
         };
         if Instant::now() >= until {
             metrics::counter!(m::ADMISSION_WAIT_TIMEOUTS).increment(1);
+            self.admission.wait_expired();
             self.stop_waiting();
             self.turn = Turn::Granted { ticket: None };
         } else {
