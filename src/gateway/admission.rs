@@ -45,6 +45,10 @@ pub const HOT_WINDOW: Duration = Duration::from_millis(20);
 /// also makes a lost turn (a waiting connection that went away) cost a delay, never a stall.
 pub const MAX_WAIT: Duration = Duration::from_secs(2);
 
+/// A wait this long means the slots go round the waiting devices too slowly for the bound (see
+/// [`Admission::resize`]); half of it, so that the set grows before waits reach the bound.
+pub const LONG_WAIT: Duration = Duration::from_secs(1);
+
 /// Slots the clock hand looks at for a free one before it gives up.
 const PROBES: usize = 8;
 
@@ -58,10 +62,10 @@ const GROWTH: usize = 8;
 const GROW_ABOVE_IDLE: f64 = 0.10;
 const SHRINK_BELOW_IDLE: f64 = 0.05;
 
-/// Resize windows without a wait ending at [`MAX_WAIT`] before a busy machine may take slots
-/// out of use again: a queue too long for the slots to go round within the bound shows only
-/// when its first waits end, [`MAX_WAIT`] after they began, so a shorter memory would take out
-/// the slots that had just caught up with it.
+/// Resize windows without a wait of [`LONG_WAIT`] before a busy machine may take slots out of
+/// use again: a queue too long for the slots to go round shows only when its first waits end,
+/// [`LONG_WAIT`] or more after they began, so a shorter memory would take out the slots that had
+/// just caught up with it.
 const CALM_WINDOWS: u32 = 30;
 
 /// One streak slot: who holds it, and whether the holder is busy.
@@ -101,9 +105,9 @@ pub struct Admission {
     /// Position frames of this shard's connections that await their commit outcome.
     in_flight: AtomicUsize,
     behind: AtomicBool,
-    /// Waits that ended at [`MAX_WAIT`] since the last [`Admission::resize`].
-    expired: AtomicU64,
-    /// Resize windows since a wait last ended at [`MAX_WAIT`] (saturating).
+    /// Waits of [`LONG_WAIT`] or more since the last [`Admission::resize`].
+    long_waits: AtomicU64,
+    /// Resize windows since the last wait of [`LONG_WAIT`] or more (saturating).
     calm: AtomicU32,
     /// Tickets below this number may read.
     admitted: AtomicU64,
@@ -209,7 +213,7 @@ impl Admission {
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
             behind: AtomicBool::new(false),
-            expired: AtomicU64::new(0),
+            long_waits: AtomicU64::new(0),
             calm: AtomicU32::new(u32::MAX),
             admitted: AtomicU64::new(0),
             next_ticket: AtomicU64::new(0),
@@ -434,15 +438,15 @@ impl Admission {
     /// the shard thread's own waits did not work, since it waits for every commit however
     /// many devices it serves (benches/RESULTS.md, session 11).
     ///
-    /// Waits that end at [`MAX_WAIT`] come first, whatever the CPU: they mean more devices wait
-    /// than the slots serve in turn within the bound (on a slower machine each streak lasts
-    /// longer), and the bound is the policy's promise to every device. So they bring more slots
-    /// into use as idle CPU does, and a busy machine takes slots out again only after
-    /// [`CALM_WINDOWS`] windows without one (session 12: a third of the waits ended at the bound
-    /// at 10,000 terminals on a machine where the slot set never grew).
+    /// Long waits ([`LONG_WAIT`], half the bound, or more) come first, whatever the CPU: they
+    /// mean more devices wait than the slots serve in turn within the bound (on a slower machine
+    /// each streak lasts longer), and the bound is the policy's promise to every device. So they
+    /// bring more slots into use as idle CPU does, and a busy machine takes slots out again only
+    /// after [`CALM_WINDOWS`] windows without one (session 12: a third of the waits ended at the
+    /// bound at 10,000 terminals on a machine where the slot set never grew).
     pub fn resize(&self, idle_share: f64) {
-        let expired = self.expired.swap(0, Ordering::Relaxed) > 0;
-        let calm = if expired {
+        let long = self.long_waits.swap(0, Ordering::Relaxed) > 0;
+        let calm = if long {
             self.calm.store(0, Ordering::Relaxed);
             0
         } else {
@@ -458,7 +462,7 @@ impl Admission {
         }
         let active = self.active.load(Ordering::Relaxed);
         let step = self.limit.div_ceil(4);
-        if expired || idle_share > GROW_ABOVE_IDLE {
+        if long || idle_share > GROW_ABOVE_IDLE {
             let grown = (active + step).min(self.slots.len());
             if grown > active {
                 self.active.store(grown, Ordering::Relaxed);
@@ -475,9 +479,10 @@ impl Admission {
         }
     }
 
-    /// A connection's wait ended at [`MAX_WAIT`] without a turn (see [`Admission::resize`]).
-    pub fn wait_expired(&self) {
-        self.expired.fetch_add(1, Ordering::Relaxed);
+    /// A connection waited [`LONG_WAIT`] or more for its turn, or until [`MAX_WAIT`] without
+    /// one (see [`Admission::resize`]).
+    pub fn long_wait(&self) {
+        self.long_waits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Slots in use now.
@@ -841,7 +846,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn waits_that_end_at_the_bound_bring_slots_into_use_on_a_busy_machine() {
+    async fn long_waits_bring_slots_into_use_on_a_busy_machine() {
         let a = Admission::new(4, 100);
         let mut holders: Vec<Streak> = (0..4).map(|_| Streak::default()).collect();
         for (i, h) in holders.iter_mut().enumerate() {
@@ -853,16 +858,16 @@ mod tests {
         let t = wait(a.decide(10, &mut w));
         let (f, k) = flag();
         assert!(poll(&a, t, &k).is_pending());
-        // No idle CPU and no wait at the bound: nothing changes.
+        // No idle CPU and no long wait: nothing changes.
         a.resize(0.0);
         assert_eq!(a.active_slots(), 4);
-        // Another device's wait ended at the bound: a quarter of the limit more, and a turn,
-        // although the machine has no time to spare.
-        a.wait_expired();
+        // Another device waited long: a quarter of the limit more, and a turn, although the
+        // machine has no time to spare.
+        a.long_wait();
         a.resize(0.0);
         assert_eq!(a.active_slots(), 5);
         assert!(woken(&f));
-        // A busy machine keeps them while waits may still be ending at the bound ...
+        // A busy machine keeps them while long waits may still be ending ...
         let mut w2 = Streak::default();
         let t2 = wait(a.decide(11, &mut w2));
         let (_, k2) = flag();

@@ -225,6 +225,23 @@ impl Admitted {
         }
     }
 
+    /// The turn it waited for came: it reads next. A long wait is reported to the admission,
+    /// which brings more slots into use (see `Admission::resize`).
+    fn turn_came(&mut self) {
+        let ticket = match self.turn {
+            Turn::Waiting { ticket, until } => {
+                // The wait was to end at `until`, `MAX_WAIT` after it began.
+                let left = until.saturating_duration_since(Instant::now());
+                if admission::MAX_WAIT.saturating_sub(left) >= admission::LONG_WAIT {
+                    self.admission.long_wait();
+                }
+                Some(ticket)
+            }
+            _ => None,
+        };
+        self.turn = Turn::Granted { ticket };
+    }
+
     /// Ready when the turn it waits for came (or when it does not wait).
     fn poll_turn(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         match self.waiting() {
@@ -280,7 +297,7 @@ impl Admitted {
         };
         if Instant::now() >= until {
             metrics::counter!(m::ADMISSION_WAIT_TIMEOUTS).increment(1);
-            self.admission.wait_expired();
+            self.admission.long_wait();
             self.stop_waiting();
             self.turn = Turn::Granted { ticket: None };
         } else {
@@ -520,9 +537,7 @@ impl Connection {
                 Event::Outbox => {}
                 Event::Turn => {
                     if let Some(a) = &mut self.admitted {
-                        a.turn = Turn::Granted {
-                            ticket: a.waiting(),
-                        };
+                        a.turn_came();
                     }
                 }
                 Event::Replaced => {
