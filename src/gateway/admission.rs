@@ -777,8 +777,8 @@ mod tests {
         assert!(a.queue.lock().unwrap().waiters.is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_cpu_while_devices_wait_brings_more_slots_into_use_and_a_busy_one_fewer() {
+    /// Four slots, all held by devices with a frame in flight, and the shard behind.
+    fn behind_with_every_slot_busy() -> Admission {
         let a = Admission::new(4, 100);
         let mut holders: Vec<Streak> = (0..4).map(|_| Streak::default()).collect();
         for (i, h) in holders.iter_mut().enumerate() {
@@ -786,6 +786,12 @@ mod tests {
             a.enter(h.slot());
         }
         load(&a, 12);
+        a
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_cpu_while_devices_wait_brings_more_slots_into_use_and_a_busy_one_fewer() {
+        let a = behind_with_every_slot_busy();
         // Behind, every slot busy: the next two wait.
         let mut w1 = Streak::default();
         let mut w2 = Streak::default();
@@ -847,13 +853,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn long_waits_bring_slots_into_use_on_a_busy_machine() {
-        let a = Admission::new(4, 100);
-        let mut holders: Vec<Streak> = (0..4).map(|_| Streak::default()).collect();
-        for (i, h) in holders.iter_mut().enumerate() {
-            assert_eq!(a.decide(i as u64 + 1, h), Decision::Read);
-            a.enter(h.slot());
-        }
-        load(&a, 12);
+        let a = behind_with_every_slot_busy();
         let mut w = Streak::default();
         let t = wait(a.decide(10, &mut w));
         let (f, k) = flag();
