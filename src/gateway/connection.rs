@@ -195,6 +195,9 @@ struct Connection {
     /// Bytes skipped outside any frame since the last frame: the splitter reports a run of
     /// garbage once, so a flood of it is recognised here by its length.
     garbage_run: usize,
+    /// The last read, one admission let through, left part of a frame in the buffer: the next
+    /// read finishes it without asking again (see the read in `serve_until_stop`).
+    frame_begun: bool,
     /// Checksum leniency of the terminal last seen on this connection.
     checksum_policy: Option<(TerminalId, bool)>,
     reassembler: Option<Box<Reassembler>>,
@@ -322,6 +325,16 @@ impl Admitted {
     }
 }
 
+/// Whether a read leaves a frame begun that the next read may finish without asking admission:
+/// `buffered` bytes are left after `completed` frames were split off, and the read was
+/// `continued` from an earlier one. A read admission let through may leave one; a continued
+/// read only the frame it was continuing (no frame completed), so that a device sending frame
+/// after frame asks at least every other read. A lone byte left is the start byte some
+/// firmware sends after a frame, not a frame begun.
+fn frame_left_begun(buffered: usize, continued: bool, completed: usize) -> bool {
+    buffered > 1 && (!continued || completed == 0)
+}
+
 /// Passes a turn on when the read it allowed is over (see [`admission::Admission::admit`]).
 struct PassOn(Option<Arc<admission::Admission>>);
 
@@ -380,6 +393,7 @@ impl Connection {
             stopping: None,
             bad_in_row: 0,
             garbage_run: 0,
+            frame_begun: false,
             checksum_policy: None,
             reassembler: None,
             idle_deadline: Instant::now() + idle,
@@ -561,12 +575,14 @@ impl Connection {
                     // brought nothing in flight (a heartbeat, say).
                     let mut granted = None;
                     let id = self.id;
-                    // The rest of a frame already begun is read without asking: the device was
-                    // let in for that frame, and a large one (a blind-area batch) takes several
-                    // reads, each of which could otherwise wait up to the bound again (session
-                    // 12: every answer slower than 2.5 s at 10,000 terminals was a 0x0704).
-                    let mid_frame = !self.buf.is_empty();
-                    if let Some(a) = self.admitted.as_mut().filter(|_| !mid_frame) {
+                    // The rest of a frame begun in a read that admission let through is read
+                    // without asking: the device was let in for that frame, and a large one (a
+                    // blind-area batch) takes several reads, each of which could otherwise wait
+                    // up to the bound again (session 12: every answer slower than 2.5 s at
+                    // 10,000 terminals was a 0x0704). Only until a frame completes: whatever
+                    // begins after it asks again.
+                    let continues = std::mem::take(&mut self.frame_begun);
+                    if let Some(a) = self.admitted.as_mut().filter(|_| !continues) {
                         match a.before_read(id) {
                             Some(turn) => granted = turn.then(|| a.admission.clone()),
                             None => {
@@ -592,11 +608,16 @@ impl Connection {
                     match self.outbox.read_available(&mut self.buf) {
                         Ok(0) => return Close::Eof,
                         Ok(_) => {
-                            if let Err(close) = self.process_buffer().await {
-                                return close;
-                            }
+                            let completed = match self.process_buffer().await {
+                                Ok(n) => n,
+                                Err(close) => return close,
+                            };
+                            self.frame_begun = self.admitted.is_some()
+                                && frame_left_begun(self.buf.len(), continues, completed);
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                            // Nothing came: a frame begun is still to be finished.
+                            self.frame_begun = continues;
                             // Readiness was stale: give back the buffer reserved above, or
                             // every idle connection keeps it.
                             if self.buf.is_empty() {
@@ -631,11 +652,14 @@ impl Connection {
         self.outbox.push_ready(out.freeze());
     }
 
-    /// Splits and handles every complete frame in the read buffer.
-    async fn process_buffer(&mut self) -> Result<(), Close> {
+    /// Splits and handles every complete frame in the read buffer; returns how many frames
+    /// (well-formed or not) it found.
+    async fn process_buffer(&mut self) -> Result<usize, Close> {
+        let mut frames = 0;
         loop {
             match self.splitter.next(&self.buf) {
                 Split::Frame { frame, consumed } => {
+                    frames += 1;
                     self.garbage_run = 0;
                     let step = self.decode(frame);
                     self.buf.advance(consumed);
@@ -668,6 +692,7 @@ impl Connection {
                     break;
                 }
                 Split::Invalid { error, consumed } => {
+                    frames += 1;
                     self.buf.advance(consumed);
                     let oversized = error.kind == ErrorKind::Oversized;
                     if error.kind == ErrorKind::Framing {
@@ -687,7 +712,7 @@ impl Connection {
             // Give the memory back while the device is quiet (most of the time).
             self.buf = BytesMut::new();
         }
-        Ok(())
+        Ok(frames)
     }
 
     /// Counts bytes dropped outside any frame. More garbage in a row than the largest frame we
@@ -1476,6 +1501,25 @@ fn generate_auth_code() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::frame_left_begun;
+
+    #[test]
+    fn a_frame_begun_is_finished_without_asking_only_once_per_admitted_read() {
+        // An admitted read that left part of a frame (a large blind-area batch): the next read
+        // finishes it without asking, and goes on doing so while that frame is incomplete.
+        assert!(frame_left_begun(512, false, 0));
+        assert!(frame_left_begun(1536, true, 0));
+        // An admitted read that completed frames and left the start of another: that one too.
+        assert!(frame_left_begun(40, false, 3));
+        // A continued read that completed its frame: whatever it left asks again, so a device
+        // sending frame after frame cannot keep reading without asking.
+        assert!(!frame_left_begun(40, true, 1));
+        // Nothing left, or only the start byte some firmware sends after each frame.
+        assert!(!frame_left_begun(0, false, 1));
+        assert!(!frame_left_begun(1, false, 1));
+        assert!(!frame_left_begun(1, true, 0));
+    }
+
     #[tokio::test]
     async fn connection_task_stays_small() {
         use crate::config::Config;

@@ -51,14 +51,16 @@ const MEMTABLE_BYTES: u32 = 4 * 1024 * 1024;
 /// a second under load.
 const CHUNK_MEMTABLE_BYTES: u32 = 16 * 1024 * 1024;
 
-/// Size-tiered compaction of the track chunks: a level is merged into the next one once it
-/// holds `base * ratio^(level + 1)` bytes. fjall's default base (64 MiB, so 256 MiB in level 0)
-/// suits 64 MiB memtables; with 16 MiB ones, whose flushed segments hold about 12 MB of
-/// compressed chunks, level 0 reached fjall's cap of 20 segments before its first merge, and
-/// from 20 fjall slows every write (by 1 µs) and from 32 it halts them: in a 150 s closed loop
-/// at 60k positions/s that was 33-43 slowed seconds, from 90 s on (session 12). A base of two
-/// memtables merges level 0 at 128 MiB, about ten segments; each point is rewritten about once
-/// more in all than with the default, and a track read looks into fewer segments.
+/// Size-tiered compaction of the track chunks: once a level holds `base * ratio^(level + 1)`
+/// bytes, up to `ratio` of its segments are merged into the next level. fjall's default base
+/// (64 MiB, so 256 MiB in level 0) suits 64 MiB memtables; with 16 MiB ones, whose flushed
+/// segments hold about 12 MB of compressed chunks, level 0 reached fjall's cap of 20 segments
+/// before its first merge, and from 20 fjall slows every write (by 1 µs) and from 32 it halts
+/// them: in a 150 s closed loop at 60k positions/s that was 33-43 slowed seconds, from 90 s on
+/// (session 12). A base of two memtables keeps level 0 near 128 MiB, about ten segments; a
+/// point is rewritten about once more in all than with the default, and a track read looks into
+/// fewer segments. fjall saves a partition's options when it creates it and uses the saved ones
+/// ever after, so this (like the memtable sizes) applies to stores created since.
 const CHUNK_TIER_BASE_BYTES: u32 = 2 * CHUNK_MEMTABLE_BYTES;
 const CHUNK_TIER_RATIO: u8 = 4;
 
