@@ -485,6 +485,12 @@ impl Admission {
         self.long_waits.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Long waits reported since the last resize.
+    #[cfg(test)]
+    pub fn long_waits_reported(&self) -> u64 {
+        self.long_waits.load(Ordering::Relaxed)
+    }
+
     /// Slots in use now.
     pub fn active_slots(&self) -> usize {
         self.active.load(Ordering::Relaxed)

@@ -1520,6 +1520,30 @@ mod tests {
         assert!(!frame_left_begun(1, true, 0));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_that_came_after_half_the_bound_is_reported_as_a_long_wait() {
+        use super::{admission, Admitted, Turn};
+        let admission = std::sync::Arc::new(admission::Admission::new(4, 16));
+        let wait = |ticket| Admitted {
+            admission: admission.clone(),
+            turn: Turn::Waiting {
+                ticket,
+                until: tokio::time::Instant::now() + admission::MAX_WAIT,
+            },
+            streak: admission::Streak::default(),
+        };
+        let mut short = wait(1);
+        let mut long = wait(2);
+        tokio::time::advance(admission::LONG_WAIT / 2).await;
+        short.turn_came();
+        assert!(matches!(short.turn, Turn::Granted { ticket: Some(1) }));
+        assert_eq!(admission.long_waits_reported(), 0);
+        tokio::time::advance(admission::LONG_WAIT / 2).await;
+        long.turn_came();
+        assert!(matches!(long.turn, Turn::Granted { ticket: Some(2) }));
+        assert_eq!(admission.long_waits_reported(), 1);
+    }
+
     #[tokio::test]
     async fn connection_task_stays_small() {
         use crate::config::Config;
