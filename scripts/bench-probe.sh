@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# One gateway and one closed-loop simulator on 127.0.0.1, and what the gateway's /metrics and data
+# dir say about the run: the probe behind the admission and compaction figures of
+# benches/RESULTS.md (session 12). Prints the simulator's summary line, the admission counters and
+# slot gauges at the end, store commit and fsync rates over five seconds of the run, the segments
+# per store partition, the server's CPU seconds and how many times fjall slowed or halted writes.
+#
+# Usage: scripts/bench-probe.sh [BIN]           gateway, fsync, 1,000 terminals, 12 s closed loop
+# Knobs (environment):
+#   DEVICES=1000 RUN_SECONDS=12
+#   CONFIG_EXTRA=$'[pipeline]\nadmission_limit = 0'   appended to the gateway's config
+#   DURABILITY=buffered                               store durability (default fsync)
+#
+# The gateway imports the registry scripts/bench-e2e.sh uses (terminals 2k and 2k+1 are one
+# vehicle's wired and wireless trackers). Runs of 150 s show fjall's compaction settling.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
+BIN=${1:-target/release/liengate}
+DEVICES=${DEVICES:-1000}
+SECONDS_RUN=${RUN_SECONDS:-12}
+(( SECONDS_RUN >= 10 )) || { echo "bench-probe: RUN_SECONDS must be at least 10" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)"
+[[ -x "$BIN" ]] || { echo "bench-probe: missing $BIN (cargo build --release)" >&2; exit 1; }
+
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/liengate-probe.XXXXXX")
+SRV=
+SIM=
+cleanup() {
+    for p in "$SIM" "$SRV"; do
+        [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null || true
+    done
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+bench_registry_csv "$DEVICES" "$DIR/registry.csv"
+bench_gateway_config "$DIR/liengate.toml" "$DIR/data" "${DURABILITY:-fsync}" "$DIR/registry.csv" "${CONFIG_EXTRA:-}"
+# fjall reports its write slow-downs and halts at info level.
+LIENGATE_LOG=warn,fjall=info "$BIN" serve --config "$DIR/liengate.toml" >"$DIR/out" 2>"$DIR/err" &
+SRV=$!
+for _ in $(seq 300); do
+    grep -q '^listening http ' "$DIR/out" 2>/dev/null && break
+    kill -0 "$SRV" 2>/dev/null || { cat "$DIR/err" >&2; exit 1; }
+    sleep 0.1
+done
+ADDR=$(sed -n 's/^listening jt808 //p' "$DIR/out" | head -1)
+HTTP=$(sed -n 's/^listening http //p' "$DIR/out" | head -1)
+[[ -n "$ADDR" && -n "$HTTP" ]] || { echo "bench-probe: server did not start" >&2; exit 1; }
+
+timeout $((SECONDS_RUN + 120)) "$BIN" sim --target "$ADDR" --devices "$DEVICES" --duration "$SECONDS_RUN" \
+    --closed-loop --json --quiet --source-ips 127.0.0.1,127.0.0.2 >"$DIR/sim.json" 2>"$DIR/sim.err" &
+SIM=$!
+# Registration of 10,000 terminals takes about a second; the window starts well after it.
+sleep 4
+curl -sf "http://$HTTP/metrics" >"$DIR/m0"
+sleep 5
+curl -sf "http://$HTTP/metrics" >"$DIR/m1"
+wait "$SIM" || { cat "$DIR/sim.err" >&2; exit 1; }
+SIM=
+curl -sf "http://$HTTP/metrics" >"$DIR/m2"
+CPU=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$SRV/stat")
+
+python3 - "$DIR" "$CPU" <<'EOF'
+import json, os, sys
+d, cpu = sys.argv[1], float(sys.argv[2])
+s = json.load(open(f"{d}/sim.json"))
+print(f"acked positions/s {s['acked_positions_per_s']:,.0f}  answer p50 {s['latency']['p50_us'] / 1000:.2f} ms"
+      f"  p99 {s['latency']['p99_us'] / 1000:.1f} ms  max {s['latency']['max_us'] / 1000:.1f} ms  errors {s['error_total']}")
+def load(path):
+    out = {}
+    for line in open(path):
+        if line.startswith("#") or not line.strip():
+            continue
+        key, value = line.rsplit(" ", 1)
+        out[key] = float(value)
+    return out
+m0, m1, m2 = (load(f"{d}/m{i}") for i in range(3))
+for key in sorted(m2):
+    if key.startswith("connection_admission"):
+        print(f"{key:60s} {m2[key]:12,.0f}")
+for key in sorted(m1):
+    if key.endswith("_count") and key.split("{")[0] in (
+            "store_commit_seconds_count", "store_fsync_seconds_count", "shard_commit_seconds_count"):
+        print(f"{key:60s} {(m1[key] - m0.get(key, 0)) / 5:12,.0f} /s")
+for root, dirs, files in os.walk(f"{d}/data"):
+    if os.path.basename(root) == "segments":
+        size = sum(os.path.getsize(os.path.join(root, f)) for f in files)
+        print(f"segments {os.path.basename(os.path.dirname(root)):20s} {len(files):4d}  {size / 1e6:8.1f} MB")
+print(f"server CPU {cpu:.1f} s")
+slowed = sum(1 for line in open(f"{d}/err") if "Stalling writes" in line or "Halting writes" in line)
+print(f"fjall write slow-downs and halts logged: {slowed}")
+EOF
+kill -TERM "$SRV" 2>/dev/null || true
+wait "$SRV" 2>/dev/null || true
+SRV=
