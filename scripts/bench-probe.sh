@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One gateway and one closed-loop simulator on 127.0.0.1, and what the gateway's /metrics and data
 # dir say about the run: the probe behind the admission and compaction figures of
-# benches/RESULTS.md (session 12). Prints the simulator's summary line, the admission counters and
-# slot gauges at the end, store commit and fsync rates over five seconds of the run, the segments
-# per store partition, the server's CPU seconds and how many times fjall slowed or halted writes.
+# benches/RESULTS.md (session 12). Prints the simulator's summary line, the admission counters at
+# the end and its slot gauges in the middle of the run, store commit and fsync rates over five
+# seconds of the run, the segments per store partition, the server's CPU seconds and how many
+# times fjall slowed or halted writes.
 #
 # Usage: scripts/bench-probe.sh [BIN]           gateway, fsync, 1,000 terminals, 12 s closed loop
 # Knobs (environment):
@@ -78,9 +79,11 @@ def load(path):
         out[key] = float(value)
     return out
 m0, m1, m2 = (load(f"{d}/m{i}") for i in range(3))
+# Counters at the end; the slot gauges in the middle of the run (they fall back once nobody waits).
 for key in sorted(m2):
     if key.startswith("connection_admission"):
-        print(f"{key:60s} {m2[key]:12,.0f}")
+        value, when = (m1.get(key, 0), "mid-run") if "slots" in key else (m2[key], "")
+        print(f"{key:60s} {value:12,.0f} {when}")
 for key in sorted(m1):
     if key.endswith("_count") and key.split("{")[0] in (
             "store_commit_seconds_count", "store_fsync_seconds_count", "shard_commit_seconds_count"):
