@@ -135,17 +135,11 @@ start_server() {
         ;;
     esac
     SRV_PID=$!
-    local waited=0
-    until grep -q '^listening jt808 ' "$SRV_DIR/stdout" 2>/dev/null; do
-        if ! kill -0 "$SRV_PID" 2>/dev/null || ((waited > 300)); then
-            log "$kind server did not start; log:"
-            tail -20 "$OUT/$label.server.log" >&2
-            exit 1
-        fi
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    SRV_ADDR=$(sed -n 's/^listening jt808 //p' "$SRV_DIR/stdout" | head -1)
+    if ! SRV_ADDR=$(bench_listening "$SRV_DIR/stdout" "$SRV_PID" jt808); then
+        log "$kind server did not start; log:"
+        tail -20 "$OUT/$label.server.log" >&2
+        exit 1
+    fi
     # timeout(1) runs the server as its child: measure the server itself.
     local child
     child=$(pgrep -P "$SRV_PID" -n || true)

@@ -38,3 +38,19 @@ TOML
         printf '\n[registry]\nimport = "%s"\n' "$4" >>"$1"
     fi
 }
+
+# bench_listening OUT_FILE PID KIND: waits (up to 30 s) until the server with process id PID,
+# writing its stdout to OUT_FILE, prints "listening KIND ADDR", and prints ADDR. Fails, printing
+# nothing, if the server exits or does not get there in time.
+bench_listening() {
+    local i
+    for ((i = 0; i < 300; i++)); do
+        if grep -q "^listening $3 " "$1" 2>/dev/null; then
+            sed -n "s/^listening $3 //p" "$1" | head -1
+            return 0
+        fi
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}

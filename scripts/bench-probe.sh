@@ -42,14 +42,11 @@ bench_gateway_config "$DIR/liengate.toml" "$DIR/data" "${DURABILITY:-fsync}" "$D
 # fjall reports its write slow-downs and halts at info level.
 LIENGATE_LOG=warn,fjall=info "$BIN" serve --config "$DIR/liengate.toml" >"$DIR/out" 2>"$DIR/err" &
 SRV=$!
-for _ in $(seq 300); do
-    grep -q '^listening http ' "$DIR/out" 2>/dev/null && break
-    kill -0 "$SRV" 2>/dev/null || { cat "$DIR/err" >&2; exit 1; }
-    sleep 0.1
-done
-ADDR=$(sed -n 's/^listening jt808 //p' "$DIR/out" | head -1)
-HTTP=$(sed -n 's/^listening http //p' "$DIR/out" | head -1)
-[[ -n "$ADDR" && -n "$HTTP" ]] || { echo "bench-probe: server did not start" >&2; exit 1; }
+if ! ADDR=$(bench_listening "$DIR/out" "$SRV" jt808) || ! HTTP=$(bench_listening "$DIR/out" "$SRV" http); then
+    echo "bench-probe: server did not start" >&2
+    cat "$DIR/err" >&2
+    exit 1
+fi
 
 timeout $((SECONDS_RUN + 120)) "$BIN" sim --target "$ADDR" --devices "$DEVICES" --duration "$SECONDS_RUN" \
     --closed-loop --json --quiet --source-ips 127.0.0.1,127.0.0.2 >"$DIR/sim.json" 2>"$DIR/sim.err" &

@@ -56,13 +56,11 @@ else
     LIENGATE_LOG=warn timeout 600 "$BIN" serve --config "$DIR/liengate.toml" >"$DIR/out" 2>"$DIR/err" &
 fi
 SRV=$!
-for _ in $(seq 300); do
-    grep -q '^listening jt808 ' "$DIR/out" 2>/dev/null && break
-    kill -0 "$SRV" 2>/dev/null || { cat "$DIR/err" >&2; exit 1; }
-    sleep 0.1
-done
-ADDR=$(sed -n 's/^listening jt808 //p' "$DIR/out" | head -1)
-[[ -n "$ADDR" ]] || { echo "bench-threads: server did not start" >&2; exit 1; }
+ADDR=$(bench_listening "$DIR/out" "$SRV" jt808) || {
+    echo "bench-threads: server did not start" >&2
+    cat "$DIR/err" >&2
+    exit 1
+}
 # timeout(1) runs the server as its child: measure the server itself.
 PID=$(pgrep -P "$SRV" -n)
 

@@ -446,17 +446,13 @@ impl Admission {
     /// bound at 10,000 terminals on a machine where the slot set never grew).
     pub fn resize(&self, idle_share: f64) {
         let long = self.long_waits.swap(0, Ordering::Relaxed) > 0;
+        // Only this call (on the shard's thread) writes `calm`.
         let calm = if long {
-            self.calm.store(0, Ordering::Relaxed);
             0
         } else {
-            self.calm
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    Some(n.saturating_add(1))
-                })
-                .unwrap_or(u32::MAX)
-                .saturating_add(1)
+            self.calm.load(Ordering::Relaxed).saturating_add(1)
         };
+        self.calm.store(calm, Ordering::Relaxed);
         if !self.enabled() || !self.anyone_waiting() {
             return;
         }
