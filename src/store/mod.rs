@@ -12,6 +12,7 @@
 //! `crate::model`). Keys are laid out in `keys.rs`.
 mod committer;
 mod engine;
+mod fix_wire;
 mod folder;
 mod journal_sync;
 mod keys;

@@ -10,14 +10,15 @@
 //! the batch, so an acknowledged position is on disk exactly as before. The committer keeps those
 //! positions in memory ([`Pending`]) and, once enough have gathered, a folder thread writes them
 //! as **chunks**: one entry per vehicle and hour of device time (`keys::write_chunk_key`) holding
-//! that vehicle's points sorted by device time, and removes the log entries it covered, in one
-//! atomic batch. A crash before a fold leaves the points in the log; opening the store folds
+//! that vehicle's points of that hour in commit order, and removes the log entries it covered, in
+//! one atomic batch. A crash before a fold leaves the points in the log; opening the store folds
 //! whatever the log holds before anything reads the track. So the engine sees about one entry per
 //! commit plus one per vehicle and hour per fold, instead of one per position.
 //!
-//! Readers merge both shapes: chunks in bucket order, plus the log's points of the vehicle. A
-//! point can be in both for a moment (read the log first, the fold commits, then the chunks):
-//! like a device's re-sent point, it is dropped on read, the copy written last winning.
+//! Readers merge both shapes: chunks in bucket order, plus the log's points of the vehicle, and
+//! sort each hour's points by device time. A point can be in both for a moment (read the log
+//! first, the fold commits, then the chunks): like a device's re-sent point, it is dropped on
+//! read, the copy written last winning.
 //!
 //! Log entry value format (hand-written framing rather than one postcard `Vec`, so that a reader
 //! looking for one vehicle skips the other vehicles' points without decoding them): repeated
@@ -36,10 +37,9 @@ pub(super) fn append_log_entry(buf: &mut Vec<u8>, vehicle_id: &str, fix: &Fix) {
     let len_at = buf.len();
     buf.extend_from_slice(&[0, 0]);
     let body = buf.len();
-    let mut out = postcard::to_extend(fix, std::mem::take(buf)).expect("Fix encodes with postcard");
-    let len = u16::try_from(out.len() - body).expect("an encoded Fix is far below 64 KiB");
-    out[len_at..body].copy_from_slice(&len.to_le_bytes());
-    *buf = out;
+    super::fix_wire::encode_fix(buf, fix);
+    let len = u16::try_from(buf.len() - body).expect("an encoded Fix is far below 64 KiB");
+    buf[len_at..body].copy_from_slice(&len.to_le_bytes());
 }
 
 fn corrupt(detail: &'static str) -> StoreError {
@@ -157,26 +157,6 @@ impl Pending {
     }
 }
 
-/// Sorts one vehicle's points by (device time, terminal) and keeps, of several points with the
-/// same device time and terminal (a re-sent fix), the one that comes last in `fixes`, which is
-/// written last. The sort is stable, so "last" is the order they were given in.
-pub(super) fn sort_dedup(fixes: &mut Vec<Fix>) {
-    fixes.sort_by(|a, b| (a.time_ms, &*a.terminal_id).cmp(&(b.time_ms, &*b.terminal_id)));
-    // `dedup_by` keeps the first of a run; reversing each run's order first is more code than
-    // walking the vector once from the end.
-    let mut keep: Vec<Fix> = Vec::with_capacity(fixes.len());
-    for fix in fixes.drain(..).rev() {
-        let same = keep
-            .last()
-            .is_some_and(|k| k.time_ms == fix.time_ms && k.terminal_id == fix.terminal_id);
-        if !same {
-            keep.push(fix);
-        }
-    }
-    keep.reverse();
-    *fixes = keep;
-}
-
 /// A point read back with the sequence of what it was read from (chunk or log entry), for
 /// [`merge_sorted`].
 pub(super) type Seen = (u64, Fix);
@@ -230,16 +210,20 @@ pub(super) mod tests {
 
     #[test]
     fn the_copy_written_last_wins() {
-        let mut fixes = vec![
+        // One chunk (one sequence) holds its points in commit order, a re-sent copy included.
+        let mut fixes: Vec<Seen> = [
             fix("2", 10, 1.0),
             fix("1", 10, 2.0),
             fix("1", 5, 3.0),
             fix("1", 10, 4.0),
-        ];
-        sort_dedup(&mut fixes);
+        ]
+        .into_iter()
+        .map(|f| (4, f))
+        .collect();
+        merge_sorted(&mut fixes);
         let got: Vec<_> = fixes
             .iter()
-            .map(|f| (f.time_ms, f.terminal_id.to_string(), f.latitude))
+            .map(|(_, f)| (f.time_ms, f.terminal_id.to_string(), f.latitude))
             .collect();
         assert_eq!(
             got,
