@@ -167,9 +167,9 @@ fn run(
             Request::Flush { .. } | Request::Fold { .. } => None,
         });
         let flag = failed.load(Ordering::Acquire).then_some(&FULL_REPLAY[..]);
-        let mut log_seq = None;
+        let mut log = None;
         let mut result = engine.apply(commits.chain(flag), write_mode).map(|a| {
-            log_seq = a.log_seq;
+            log = a.log.map(|(seq, value)| (seq, value, a.positions));
             a.positions
         });
         if flush && result.is_ok() {
@@ -195,21 +195,20 @@ fn run(
         let mut garbage: Vec<Vec<Write>> = Vec::with_capacity(pending.len());
         let mut chains: Vec<Chain> = Vec::new();
         let mut folds: Vec<Done> = Vec::new();
-        if let Some(seq) = log_seq {
-            logged.seqs.push(seq);
-        }
         let logged_before = logged.points;
+        // Whatever became of the sync: the entry is in the log, and the fold that covers a later
+        // entry moves the log's floor past it.
+        if let Some((seq, value, positions)) = log {
+            logged.push_logged(seq, value, positions as usize);
+        }
         for r in pending.drain(..) {
             match r {
                 Request::Commit {
-                    mut writes,
+                    writes,
                     done,
                     chain,
                 } => {
                     dones.push(done);
-                    if log_seq.is_some() {
-                        take_positions(&mut writes, &mut logged);
-                    }
                     garbage.push(writes);
                     if let Some(chain) = chain {
                         if result.is_err() {
@@ -278,19 +277,6 @@ fn run(
     }
     if let Err(e) = engine.sync() {
         tracing::error!(error = %e, "final store sync failed");
-    }
-}
-
-/// Moves a commit's positions into `logged` (their log entry is written), leaving the rest of
-/// the writes to be freed with the batch.
-fn take_positions(writes: &mut [Write], logged: &mut Pending) {
-    for w in writes {
-        if matches!(w, Write::Fix { .. }) {
-            // A placeholder that owns nothing; the vector is only freed after this.
-            if let Write::Fix { vehicle_id, fix } = std::mem::replace(w, Write::FullReplay(false)) {
-                logged.push(vehicle_id, fix);
-            }
-        }
     }
 }
 

@@ -154,8 +154,9 @@ pub(super) struct Engine {
 /// What one applied batch did.
 pub(super) struct Applied {
     pub positions: u64,
-    /// The track-log entry written with the batch, if it had positions.
-    pub log_seq: Option<u64>,
+    /// The track-log entry written with the batch, if it had positions: its sequence and its
+    /// value (shared with the engine), for the fold.
+    pub log: Option<(u64, fjall::Slice)>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -298,8 +299,8 @@ impl Engine {
                     keyspace: "track_log",
                     detail: "key is not a sequence",
                 })?;
-            track::log_points(&value, |vehicle, fix| pending.push(vehicle, fix))?;
-            pending.seqs.push(seq);
+            let points = track::count_points(&value)?;
+            pending.push_logged(seq, value, points);
             if pending.points >= fold_points {
                 self.fold(std::mem::take(&mut pending))?;
             }
@@ -357,22 +358,30 @@ impl Engine {
         let old = self
             .keyspace
             .open_partition("track", PartitionCreateOptions::default())?;
-        let mut pending = Pending::default();
+        // The points go to the fold in the log entry format, as if they had been logged.
+        let mut value = Vec::new();
+        let mut points = 0;
         let mut converted = 0u64;
         for kv in old.iter() {
-            let (key, value) = kv?;
+            let (key, stored) = kv?;
             let Some(vehicle) = keys::vehicle_id_of(&key) else {
                 continue;
             };
             let vehicle = String::from_utf8_lossy(vehicle);
-            let fix: Fix = decode("track", &value)?;
-            pending.push(Arc::from(vehicle.as_ref()), fix);
+            let fix: Fix = decode("track", &stored)?;
+            track::append_log_entry(&mut value, &vehicle, &fix);
+            points += 1;
             converted += 1;
-            if pending.points >= fold_points {
-                self.fold(std::mem::take(&mut pending))?;
+            if points >= fold_points {
+                let mut pending = Pending::default();
+                pending.push_value(std::mem::take(&mut value).into(), points);
+                self.fold(pending)?;
+                points = 0;
             }
         }
-        if pending.points > 0 {
+        if points > 0 {
+            let mut pending = Pending::default();
+            pending.push_value(value.into(), points);
             self.fold(pending)?;
         }
         self.keyspace.persist(PersistMode::SyncAll)?;
@@ -390,9 +399,7 @@ impl Engine {
     pub fn fold(&self, pending: Pending) -> Result<(), StoreError> {
         #[cfg(test)]
         Faults::take(&self.faults.fold)?;
-        let Pending {
-            by_vehicle, seqs, ..
-        } = pending;
+        let Pending { values, seqs, .. } = pending;
         // The chunks' sequence: above every chunk written before (their logs' sequences are
         // lower) and below every log entry still to come.
         let seq = match seqs.iter().max() {
@@ -400,26 +407,30 @@ impl Engine {
             None => self.log_seq.fetch_add(1, Ordering::Relaxed),
         };
         let mut batch = self.keyspace.batch().durability(Some(PersistMode::Buffer));
+        // Each vehicle's points of each hour, as their encodings one after the other (a chunk's
+        // value without its length prefix), in commit order. A chunk keeps that order: readers
+        // sort each hour's points and drop re-sent copies anyway (`track::merge_sorted`), so
+        // sorting here too was work done twice (a third of the fold's cost, session 13). The
+        // points are copied as encoded in the log, never decoded.
+        let mut hours: HashMap<(&[u8], i64), (usize, Vec<u8>), foldhash::fast::RandomState> =
+            HashMap::default();
+        for value in &values {
+            track::log_entries(value, |vehicle, time_ms, fix| {
+                let (count, bytes) = hours
+                    .entry((vehicle, keys::bucket_of(time_ms)))
+                    .or_insert_with(|| (0, Vec::with_capacity(512)));
+                *count += 1;
+                bytes.extend_from_slice(fix);
+            })?;
+        }
         let mut key = Vec::with_capacity(64);
-        for (vehicle, mut fixes) in by_vehicle {
-            // A chunk holds its points in commit order: readers sort each hour's points and drop
-            // re-sent copies anyway (`track::merge_sorted`), so sorting here too was work done
-            // twice (a third of the fold's cost, session 13). The fold only groups by hour; a
-            // stable sort on the hour keeps the commit order within each, and is needed only
-            // when the points straddle an hour.
-            let first = fixes.first().map(|f| keys::bucket_of(f.time_ms));
-            if fixes
-                .iter()
-                .any(|f| Some(keys::bucket_of(f.time_ms)) != first)
-            {
-                fixes.sort_by_key(|f| keys::bucket_of(f.time_ms));
-            }
-            for points in
-                fixes.chunk_by(|a, b| keys::bucket_of(a.time_ms) == keys::bucket_of(b.time_ms))
-            {
-                keys::write_chunk_key(&mut key, &vehicle, keys::bucket_of(points[0].time_ms), seq);
-                batch.insert(&self.chunks, key.as_slice(), fix_wire::encode_fixes(points));
-            }
+        for ((vehicle, bucket), (count, bytes)) in hours {
+            let vehicle =
+                std::str::from_utf8(vehicle).map_err(|_| track::corrupt("vehicle id not UTF-8"))?;
+            keys::write_chunk_key(&mut key, vehicle, bucket, seq);
+            let mut chunk = fix_wire::chunk_with_capacity(count, bytes.len());
+            chunk.extend_from_slice(&bytes);
+            batch.insert(&self.chunks, key.as_slice(), chunk);
         }
         for s in &seqs {
             batch.remove(&self.track_log, keys::log_key(*s));
@@ -498,16 +509,17 @@ impl Engine {
                 }
             }
         }
-        let log_seq = if log.is_empty() {
+        let log = if log.is_empty() {
             None
         } else {
             self.log_size.store(log.len(), Ordering::Relaxed);
             let seq = self.log_seq.fetch_add(1, Ordering::Relaxed);
-            batch.insert(&self.track_log, keys::log_key(seq), log);
-            Some(seq)
+            let value = fjall::Slice::from(log);
+            batch.insert(&self.track_log, keys::log_key(seq), value.clone());
+            Some((seq, value))
         };
         batch.commit()?;
-        Ok(Applied { positions, log_seq })
+        Ok(Applied { positions, log })
     }
 
     /// Keeps the vehicle -> devices index in step when a device is (re)assigned.
@@ -929,13 +941,15 @@ mod tests {
             let seq = e
                 .apply(std::iter::once(w.as_slice()), Durability::Buffered)
                 .unwrap()
-                .log_seq
-                .unwrap();
+                .log
+                .unwrap()
+                .0;
             // The memtable fills before the fold: the value goes to a segment.
             e.track_log.rotate_memtable_and_wait().unwrap();
+            let mut value = Vec::new();
+            track::append_log_entry(&mut value, "V", &fix(10));
             let mut p = Pending::default();
-            p.push("V".into(), fix(10));
-            p.seqs.push(seq);
+            p.push_logged(seq, value.into(), 1);
             e.fold(p).unwrap();
             // ... and the fold's tombstone to the next one.
             e.track_log.rotate_memtable_and_wait().unwrap();

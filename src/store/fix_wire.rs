@@ -49,16 +49,34 @@ pub(super) fn encode_fix(out: &mut Vec<u8>, fix: &Fix) {
     out.extend_from_slice(s.bytes());
 }
 
-/// A sequence of fixes as postcard encodes a `Vec<Fix>` (a chunk's value).
-pub(super) fn encode_fixes(fixes: &[Fix]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + fixes.len() * 64);
+/// Starts a chunk value of `count` points, whose encodings the caller appends (postcard's
+/// `Vec` length prefix).
+pub(super) fn chunk_with_capacity(count: usize, bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + bytes);
     let mut len = Scratch::new();
-    len.varint(fixes.len() as u64);
+    len.varint(count as u64);
     out.extend_from_slice(len.bytes());
-    for fix in fixes {
-        encode_fix(&mut out, fix);
-    }
     out
+}
+
+/// The device time of an encoded fix, read without decoding the rest; `None` if the bytes end
+/// before it.
+pub(super) fn time_of(fix: &[u8]) -> Option<i64> {
+    let (id_len, rest) = read_varint(fix)?;
+    let rest = rest.get(usize::try_from(id_len).ok()?..)?;
+    let (z, _) = read_varint(rest)?;
+    Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+}
+
+fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, &bytes[i + 1..]));
+        }
+    }
+    None
 }
 
 fn zigzag64(n: i64) -> u64 {
@@ -141,6 +159,15 @@ mod tests {
             )
     }
 
+    /// A chunk's value as the fold builds it from logged encodings.
+    fn encode_fixes(fixes: &[Fix]) -> Vec<u8> {
+        let mut out = chunk_with_capacity(fixes.len(), fixes.len() * 64);
+        for fix in fixes {
+            encode_fix(&mut out, fix);
+        }
+        out
+    }
+
     proptest! {
         #[test]
         fn writes_what_postcard_writes(fix in any_fix()) {
@@ -151,6 +178,8 @@ mod tests {
             let back: Fix = postcard::from_bytes(&ours[1..]).unwrap();
             // NaN coordinates compare unequal; the bytes above are the real check.
             prop_assert_eq!(back.time_ms, fix.time_ms);
+            prop_assert_eq!(time_of(&ours[1..]), Some(fix.time_ms));
+            prop_assert_eq!(time_of(&ours[1..ours.len().min(1 + fix.terminal_id.len())]), None);
         }
 
         #[test]

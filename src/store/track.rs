@@ -23,8 +23,6 @@
 //! Log entry value format (hand-written framing rather than one postcard `Vec`, so that a reader
 //! looking for one vehicle skips the other vehicles' points without decoding them): repeated
 //! `[u16 LE vehicle id length][vehicle id][u16 LE fix length][postcard Fix]`.
-use std::collections::HashMap;
-use std::sync::Arc;
 
 use super::StoreError;
 use crate::model::Fix;
@@ -42,17 +40,19 @@ pub(super) fn append_log_entry(buf: &mut Vec<u8>, vehicle_id: &str, fix: &Fix) {
     buf[len_at..body].copy_from_slice(&len.to_le_bytes());
 }
 
-fn corrupt(detail: &'static str) -> StoreError {
+pub(super) fn corrupt(detail: &'static str) -> StoreError {
     StoreError::Corrupt {
         keyspace: "track_log",
         detail,
     }
 }
 
-/// Calls `visit` with each (vehicle id, encoded fix) of a track-log value, in commit order.
+/// Calls `visit` with each (vehicle id, encoded fix) of a track-log value, in commit order. The
+/// id's bytes are not checked for UTF-8 here: the fold passes them through and checks them once
+/// per chunk, which was a tenth of its cost per point (session 13).
 fn each_log_entry<'a>(
     mut value: &'a [u8],
-    mut visit: impl FnMut(&'a str, &'a [u8]) -> Result<(), StoreError>,
+    mut visit: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     fn take<'b>(value: &mut &'b [u8], n: usize) -> Result<&'b [u8], StoreError> {
         if value.len() < n {
@@ -68,7 +68,6 @@ fn each_log_entry<'a>(
             &mut value,
             usize::from(u16::from_le_bytes([len[0], len[1]])),
         )?;
-        let vehicle = std::str::from_utf8(vehicle).map_err(|_| corrupt("vehicle id not UTF-8"))?;
         let len = take(&mut value, 2)?;
         let fix = take(
             &mut value,
@@ -93,68 +92,71 @@ pub(super) fn log_points_of(
     mut visit: impl FnMut(Fix),
 ) -> Result<(), StoreError> {
     each_log_entry(value, |vehicle, fix| {
-        if vehicle == vehicle_id {
+        if vehicle == vehicle_id.as_bytes() {
             visit(decode_fix(fix)?);
         }
         Ok(())
     })
 }
 
-/// Every point of a track-log value with its vehicle id.
-pub(super) fn log_points(
-    value: &[u8],
-    mut visit: impl FnMut(Arc<str>, Fix),
-) -> Result<(), StoreError> {
-    // Consecutive points of one commit usually belong to different vehicles, so the id is not
-    // shared between them; one small allocation per point, off the commit path (start-up only).
-    each_log_entry(value, |vehicle, fix| {
-        visit(Arc::from(vehicle), decode_fix(fix)?);
-        Ok(())
-    })
-}
-
-/// Track points that are in the log and not yet in chunks, grouped by vehicle, and the log
-/// entries they came from. Owned by the committer thread, handed whole to the folder.
+/// Track points that are in the log and not yet in chunks: the log values themselves, as the
+/// engine stores them (shared, not copied), and their sequence numbers. Owned by the committer
+/// thread, handed whole to the folder, which regroups the encoded points by vehicle and hour
+/// without decoding them (`Engine::fold`). Keeping each point as a decoded `Fix` in a map by
+/// vehicle instead cost the committer a hash insert and a move per position and the folder a
+/// second encoding (session 13).
 #[derive(Default)]
 pub(super) struct Pending {
-    /// foldhash rather than SipHash: the committer pushes every position through this map.
-    pub by_vehicle: HashMap<Arc<str>, Vec<Fix>, foldhash::fast::RandomState>,
-    /// Sequence numbers of the log entries holding these points (removed by the fold).
+    pub values: Vec<fjall::Slice>,
+    /// Sequence numbers of the log entries holding these points (removed by the fold); a format
+    /// 2 conversion folds values that are not in the log.
     pub seqs: Vec<u64>,
     pub points: usize,
-    /// Room reserved for a vehicle's points when its first one arrives: the average of the
-    /// previous fold. Growing each vehicle's vector from empty moved every point several times
-    /// (a fold gathers tens of points per vehicle), which was a quarter of the committer's work.
-    reserve: usize,
 }
 
 impl Pending {
-    pub fn push(&mut self, vehicle_id: Arc<str>, fix: Fix) {
-        let reserve = self.reserve;
-        self.by_vehicle
-            .entry(vehicle_id)
-            .or_insert_with(|| Vec::with_capacity(reserve))
-            .push(fix);
-        self.points += 1;
+    /// A log entry written with sequence `seq`, holding `points` points.
+    pub fn push_logged(&mut self, seq: u64, value: fjall::Slice, points: usize) {
+        self.seqs.push(seq);
+        self.push_value(value, points);
     }
 
-    /// Takes everything gathered so far (for a fold job), leaving an empty set that reserves
-    /// for each vehicle what this one gathered on average.
+    /// A value in the log entry format that is not in the log.
+    pub fn push_value(&mut self, value: fjall::Slice, points: usize) {
+        self.values.push(value);
+        self.points += points;
+    }
+
+    /// Takes everything gathered so far (for a fold job).
     pub fn take(&mut self) -> Pending {
-        /// The reservation's bound: a few vehicles with many points must not make every
-        /// vehicle of the next fold reserve as much.
-        const MAX_RESERVE: usize = 256;
-        let vehicles = self.by_vehicle.len();
-        let reserve = (self.points / vehicles.max(1)).min(MAX_RESERVE);
-        let taken = std::mem::take(self);
-        self.reserve = reserve;
-        self.by_vehicle.reserve(vehicles);
-        taken
+        std::mem::take(self)
     }
 
     pub fn is_empty(&self) -> bool {
         self.points == 0 && self.seqs.is_empty()
     }
+}
+
+/// Calls `visit` with each (vehicle id's bytes, device time, encoded fix) of a track-log value.
+pub(super) fn log_entries<'a>(
+    value: &'a [u8],
+    mut visit: impl FnMut(&'a [u8], i64, &'a [u8]),
+) -> Result<(), StoreError> {
+    each_log_entry(value, |vehicle, fix| {
+        let time_ms = super::fix_wire::time_of(fix).ok_or_else(|| corrupt("fix without a time"))?;
+        visit(vehicle, time_ms, fix);
+        Ok(())
+    })
+}
+
+/// How many points a track-log value holds.
+pub(super) fn count_points(value: &[u8]) -> Result<usize, StoreError> {
+    let mut n = 0;
+    each_log_entry(value, |_, _| {
+        n += 1;
+        Ok(())
+    })?;
+    Ok(n)
 }
 
 /// A point read back with the sequence of what it was read from (chunk or log entry), for
@@ -199,7 +201,10 @@ pub(super) mod tests {
         log_points_of(&buf, "V1", |f| of_v1.push(f.latitude)).unwrap();
         assert_eq!(of_v1, vec![1.0, 3.0]);
         let mut all = Vec::new();
-        log_points(&buf, |v, f| all.push((v.to_string(), f.time_ms))).unwrap();
+        log_entries(&buf, |v, t, _| {
+            all.push((String::from_utf8_lossy(v).into_owned(), t))
+        })
+        .unwrap();
         assert_eq!(
             all,
             vec![("V1".into(), 10), ("V10".into(), 20), ("V1".into(), 5)]
