@@ -159,6 +159,9 @@ pub(super) struct Applied {
     pub log: Option<(u64, fjall::Slice)>,
 }
 
+/// A vehicle id's bytes and the start of an hour of device time: which chunk a point goes to.
+type HourOf<'a> = (&'a [u8], i64);
+
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // postcard only fails on unsupported serde features (e.g. unknown-length sequences), which
     // our model types do not use; a failure here is a programming error.
@@ -412,7 +415,7 @@ impl Engine {
         // sort each hour's points and drop re-sent copies anyway (`track::merge_sorted`), so
         // sorting here too was work done twice (a third of the fold's cost, session 13). The
         // points are copied as encoded in the log, never decoded.
-        let mut hours: HashMap<(&[u8], i64), (usize, Vec<u8>), foldhash::fast::RandomState> =
+        let mut hours: HashMap<HourOf<'_>, (usize, Vec<u8>), foldhash::fast::RandomState> =
             HashMap::default();
         for value in &values {
             track::log_entries(value, |vehicle, time_ms, fix| {
