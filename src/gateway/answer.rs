@@ -5,7 +5,7 @@
 //! version) of the frame it answers, and carries the platform's own serial number.
 use bytes::BytesMut;
 use liengate_protocols::jt808::{
-    encode_message, BcdTime, GeneralResponse, Header, MediaReply, Message, PackageIndices,
+    encode_frame, encode_message, BcdTime, Header, MediaReply, Message, PackageIndices,
     RegisterReply, ResendRequest,
 };
 
@@ -24,13 +24,14 @@ pub mod register_result {
 }
 
 /// 0x8001 platform general response to the frame with header `to`.
+///
+/// Every position is answered with one, so its five-byte body is laid out here on the stack
+/// rather than through `encode_message`, which builds any message's body in a heap buffer (an
+/// allocation and a free per answer, session 13); the test below holds the two to the same bytes.
 pub fn general(to: &Header, serial: u16, result: u8, out: &mut BytesMut) {
-    let msg = Message::PlatformResponse(GeneralResponse {
-        reply_serial: to.serial,
-        reply_id: to.message_id,
-        result,
-    });
-    encode_message(&to.reply(0x8001, serial), &msg, out);
+    let [s0, s1] = to.serial.to_be_bytes();
+    let [i0, i1] = to.message_id.to_be_bytes();
+    encode_frame(&to.reply(0x8001, serial), &[s0, s1, i0, i1, result], out);
 }
 
 /// 0x8100 register reply; `auth_code` is empty unless `result` is OK.
@@ -66,4 +67,31 @@ pub fn media_complete(to: &Header, serial: u16, media_id: u32, out: &mut BytesMu
         retransmit: PackageIndices::List(&[]),
     });
     encode_message(&to.reply(0x8800, serial), &msg, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use liengate_protocols::jt808::{GeneralResponse, TerminalId, Version};
+
+    #[test]
+    fn general_response_is_what_encode_message_writes() {
+        for version in [Version::V2011, Version::V2013, Version::V2019] {
+            let terminal = TerminalId::parse("13800138000", version).unwrap();
+            let mut to = Header::new(0x0200, terminal, 0xbeef, version);
+            to.protocol_version = 1;
+            for result in [result::OK, result::FAILURE, 0x7e, 0x7d] {
+                let mut ours = BytesMut::new();
+                general(&to, 0x7e7d, result, &mut ours);
+                let mut reference = BytesMut::new();
+                let msg = Message::PlatformResponse(GeneralResponse {
+                    reply_serial: to.serial,
+                    reply_id: to.message_id,
+                    result,
+                });
+                encode_message(&to.reply(0x8001, 0x7e7d), &msg, &mut reference);
+                assert_eq!(ours, reference, "{version:?} result {result}");
+            }
+        }
+    }
 }

@@ -24,6 +24,7 @@ pub mod enrollment;
 mod headroom;
 pub mod inbound;
 mod outbox;
+mod read_buffer;
 pub mod sessions;
 
 /// Everything a connection task needs, shared by all of them.

@@ -111,7 +111,7 @@ impl Outbox {
     }
 
     pub(super) fn push_ready(&self, bytes: Bytes) {
-        self.lock().queue.push_back(Entry::Ready(bytes));
+        self.lock().push(Entry::Ready(bytes));
     }
 
     /// Queues the acknowledgement of a position frame; the number identifies it to
@@ -127,7 +127,7 @@ impl Outbox {
             }
             None => false,
         };
-        inner.queue.push_back(Entry::Ack {
+        inner.push(Entry::Ack {
             seq,
             to,
             serial,
@@ -310,6 +310,13 @@ impl AckSink for Outbox {
 }
 
 impl Inner {
+    fn push(&mut self, entry: Entry) {
+        if self.queue.capacity() == 0 {
+            self.queue = spare_queues::take();
+        }
+        self.queue.push_back(entry);
+    }
+
     /// Writes the ready answers at the front of the queue; true when it wrote any. Does nothing
     /// while a rest is pending (it goes first) or the socket is away.
     fn write_ready(&mut self) -> std::io::Result<bool> {
@@ -349,7 +356,7 @@ impl Inner {
         })?;
         if self.queue.is_empty() && self.queue.capacity() > 0 {
             // An idle connection should not keep its answer queue allocated.
-            self.queue = VecDeque::new();
+            spare_queues::give_back(std::mem::take(&mut self.queue));
         }
         match rest {
             None => Ok(false),
@@ -368,6 +375,51 @@ fn ack_result(r: Result<Committed, CommitFailed>) -> u8 {
         Ok(_) => result::OK,
         // "Failure" makes the device keep the position and send it again.
         Err(CommitFailed) => result::FAILURE,
+    }
+}
+
+/// Emptied answer queues kept for reuse on their thread.
+///
+/// A connection's queue is freed whenever it empties, so that the many idle connections hold
+/// none; a closed loop empties and refills it for every position, which cost an allocation, a
+/// free and the deque's growth each time (session 13). The queues go back to a bounded per-thread
+/// pool instead, and the next connection to queue an answer on that thread takes one.
+mod spare_queues {
+    use super::Entry;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// Queues a thread keeps; beyond it they are freed.
+    const KEEP: usize = 1024;
+    /// A queue that grew beyond this many entries is freed rather than kept.
+    const LARGEST: usize = 16;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<VecDeque<Entry>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A queue from the pool, or a new one without an allocation yet.
+    pub(super) fn take() -> VecDeque<Entry> {
+        SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keeps an empty queue for the next connection on this thread, if the pool has room.
+    pub(super) fn give_back(queue: VecDeque<Entry>) {
+        debug_assert!(queue.is_empty());
+        if queue.capacity() > LARGEST {
+            return;
+        }
+        // During thread exit the pool may be gone: the queue is then simply freed.
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < KEEP {
+                spare.push(queue);
+            }
+        });
     }
 }
 

@@ -62,6 +62,29 @@ pub fn implied_speed_kmh(a: &Point, b: &Point) -> f64 {
     distance_km(a.latitude, a.longitude, b.latitude, b.longitude) / dt_h
 }
 
+/// Whether getting from `a` to `b` takes more than `max_speed_kmh`.
+///
+/// Most fixes are a short drive from the last one, and the haversine's trigonometry was a
+/// quarter of the jump check's cost per position (session 13). So the distance is first bounded
+/// from above without it: going along the meridian from `a` to `b`'s latitude, then along that
+/// parallel to `b`, is a path of at most R·(|Δφ| + |Δλ|), and no path is shorter than the
+/// great circle. Only when that bound is over the limit is the distance computed.
+pub fn too_fast(a: &Point, b: &Point, max_speed_kmh: f64) -> bool {
+    const EARTH_RADIUS_KM: f64 = 6371.0088;
+    let dt_h = ((b.time_ms - a.time_ms).abs().max(1000)) as f64 / 3_600_000.0;
+    let dlat = (b.latitude - a.latitude).abs();
+    let mut dlon = (b.longitude - a.longitude).abs() % 360.0;
+    if dlon > 180.0 {
+        dlon = 360.0 - dlon;
+    }
+    let bound_km = EARTH_RADIUS_KM * (dlat + dlon).to_radians();
+    // The comparison below is false for a NaN bound, which then takes the exact path.
+    if bound_km <= max_speed_kmh * dt_h {
+        return false;
+    }
+    implied_speed_kmh(a, b) > max_speed_kmh
+}
+
 /// Per-device impossible-jump detector.
 ///
 /// A fix is compared with the device's last accepted position (the anchor). A single outlier is
@@ -93,16 +116,16 @@ impl JumpDetector {
         };
         if p.time_ms < anchor.time_ms {
             // Late (blind-area) data: judge it against the anchor but never move the anchor back.
-            return implied_speed_kmh(&anchor, &p) > max_speed_kmh;
+            return too_fast(&anchor, &p, max_speed_kmh);
         }
-        if implied_speed_kmh(&anchor, &p) <= max_speed_kmh {
+        if !too_fast(&anchor, &p, max_speed_kmh) {
             self.anchor = Some(p);
             self.candidate = None;
             self.streak = 0;
             return false;
         }
         match self.candidate {
-            Some(c) if implied_speed_kmh(&c, &p) <= max_speed_kmh => {
+            Some(c) if !too_fast(&c, &p, max_speed_kmh) => {
                 self.streak += 1;
                 if self.streak + 1 >= CONFIRMATIONS {
                     self.anchor = Some(p);
@@ -177,6 +200,34 @@ mod tests {
         // One degree of latitude is about 111.2 km.
         let d = distance_km(22.0, 114.0, 23.0, 114.0);
         assert!((d - 111.2).abs() < 0.5, "{d}");
+    }
+
+    proptest::proptest! {
+        /// The bound only decides when it proves the speed is within the limit: the verdict is
+        /// the exact one.
+        #[test]
+        fn the_quick_bound_never_changes_the_verdict(
+            lat1 in -90.0f64..90.0, lon1 in -180.0f64..180.0,
+            dlat in -0.5f64..0.5, dlon in -0.5f64..0.5,
+            dt_s in 0i64..600, max in 10.0f64..400.0,
+            far in proptest::bool::ANY,
+        ) {
+            let a = pt(0, lat1, lon1);
+            let (lat2, lon2) = if far {
+                (-lat1, lon1 + 179.0 + dlon)
+            } else {
+                ((lat1 + dlat).clamp(-90.0, 90.0), lon1 + dlon)
+            };
+            let b = pt(dt_s, lat2, lon2);
+            proptest::prop_assert_eq!(too_fast(&a, &b, max), implied_speed_kmh(&a, &b) > max);
+        }
+    }
+
+    #[test]
+    fn the_bound_wraps_at_the_antimeridian() {
+        // 0.2 degrees apart across the antimeridian: about 22 km in an hour.
+        assert!(!too_fast(&pt(0, 0.0, 179.9), &pt(3600, 0.0, -179.9), 30.0));
+        assert!(too_fast(&pt(0, 0.0, 179.9), &pt(3600, 0.0, -179.9), 20.0));
     }
 
     #[test]
