@@ -660,6 +660,9 @@ impl Connection {
     /// (well-formed or not) it found.
     async fn process_buffer(&mut self) -> Result<usize, Close> {
         let mut frames = 0;
+        // The frames of one read arrived together: one reading of the clocks serves them all
+        // (three or four per frame cost about 450 instructions, session 13).
+        let read_at = ReadTime::now();
         loop {
             match self.splitter.next(&self.buf) {
                 Split::Frame { frame, consumed } => {
@@ -675,8 +678,14 @@ impl Connection {
                             inbound: Inbound::Positions { reports, ack },
                             first_time_ms,
                         } if self.is_authed(&header) => {
-                            self.frame_ok();
-                            match self.queue_positions(header, reports, ack, first_time_ms) {
+                            self.frame_ok_at(&read_at);
+                            match self.queue_positions(
+                                header,
+                                reports,
+                                ack,
+                                first_time_ms,
+                                read_at.wall_ms,
+                            ) {
                                 Ok(()) => {}
                                 Err(Blocked::Full(positions)) => {
                                     Box::pin(self.wait_for_room(positions)).await?
@@ -946,10 +955,15 @@ impl Connection {
 
     /// A well-formed frame arrived: the stream is not hostile and the device is alive.
     fn frame_ok(&mut self) {
+        self.frame_ok_at(&ReadTime::now());
+    }
+
+    /// [`Self::frame_ok`] for a frame that arrived at `at`.
+    fn frame_ok_at(&mut self, at: &ReadTime) {
         self.bad_in_row = 0;
-        self.idle_deadline = Instant::now() + self.gw.config.jt808.effective_idle_timeout();
+        self.idle_deadline = at.instant + self.gw.config.jt808.effective_idle_timeout();
         if let Some(a) = &self.authed {
-            a.route.touch(now_ms());
+            a.route.touch(at.wall_ms);
         }
     }
 
@@ -1037,7 +1051,7 @@ impl Connection {
                     }
                     return Ok(());
                 }
-                match self.queue_positions(h, reports, ack, first_time_ms) {
+                match self.queue_positions(h, reports, ack, first_time_ms, now_ms()) {
                     Ok(()) => Ok(()),
                     Err(Blocked::Full(positions)) => self.wait_for_room(positions).await,
                     Err(Blocked::Closed) => Err(Close::Shutdown),
@@ -1054,6 +1068,7 @@ impl Connection {
         reports: Vec<Report>,
         ack: bool,
         first_time_ms: Option<i64>,
+        received_ms: i64,
     ) -> Result<(), Blocked> {
         let route = self.authed.as_ref().expect("caller checked").route.clone();
         // The answer takes its place in the queue now, so that answers leave in frame order even
@@ -1072,7 +1087,7 @@ impl Connection {
                 first_time_ms: t,
             }),
             reports,
-            received_ms: now_ms(),
+            received_ms,
             done,
         };
         match self.gw.pipeline.try_submit(positions) {
@@ -1485,6 +1500,22 @@ impl FrameCounters {
 }
 
 /// Device time of the first fix in a position message, for duplicate detection.
+/// When a read's frames arrived, on both clocks: the wall clock for `received_at` and the
+/// terminal's last activity, the monotonic one for the idle deadline.
+struct ReadTime {
+    wall_ms: i64,
+    instant: Instant,
+}
+
+impl ReadTime {
+    fn now() -> Self {
+        ReadTime {
+            wall_ms: now_ms(),
+            instant: Instant::now(),
+        }
+    }
+}
+
 /// The device time of a position frame's first report (the frame's duplicate key), as
 /// `interpret` decoded it: a frame is interpreted only if every report in it decodes, so the
 /// first report is the frame's first location (decoding its time again cost about 130
