@@ -5,8 +5,8 @@
 # not move with the shared machine's load (benches/RESULTS.md, session 13), so it can tell a
 # 2 % change in the server's own code apart in one run; what it cannot see is the kernel and the
 # cache (at 10,000 terminals most of the difference), for which scripts/bench-threads.sh is the
-# harness. The run includes the server's start (registry import, store open): a few percent at
-# the default length.
+# harness. The count includes the server's start (registry import, store open), the terminals'
+# registration and the fold at shutdown: a few percent at the default length.
 #
 # Usage: scripts/bench-callgrind.sh [BIN]        gateway, fsync, 200 terminals, 25 s closed loop
 # Knobs (environment):
@@ -63,10 +63,20 @@ done
 SIM=$!
 wait "$SIM"
 SIM=
-# SIGINT: the gateway shuts down gracefully and callgrind writes its output at exit.
+# SIGINT: the gateway shuts down gracefully (folding the log) and callgrind writes its output at
+# exit; a shutdown that takes over two minutes under callgrind is cut short.
 kill -INT "$SRV"
+for ((i = 0; i < 1200; i++)); do
+    kill -0 "$SRV" 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 "$SRV" 2>/dev/null && { echo "bench-callgrind: server did not exit" >&2; exit 1; }
 wait "$SRV" || true
 SRV=
+if [[ -n "${KEEP:-}" ]]; then
+    mkdir -p "$KEEP"
+    cp "$DIR/callgrind.out" "$KEEP/callgrind.out"
+fi
 
 python3 - "$DIR" "$TOP" <<'EOF'
 import json, re, subprocess, sys
@@ -107,7 +117,3 @@ for n, name in rows:
     print(f"{n / frames:8,.0f}  {name[:150]}")
     shown += 1
 EOF
-if [[ -n "${KEEP:-}" ]]; then
-    mkdir -p "$KEEP"
-    cp "$DIR/callgrind.out" "$KEEP/callgrind.out"
-fi

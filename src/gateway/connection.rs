@@ -660,9 +660,6 @@ impl Connection {
     /// (well-formed or not) it found.
     async fn process_buffer(&mut self) -> Result<usize, Close> {
         let mut frames = 0;
-        // The frames of one read arrived together: one reading of the clocks serves them all
-        // (three or four per frame cost about 450 instructions, session 13).
-        let read_at = ReadTime::now();
         loop {
             match self.splitter.next(&self.buf) {
                 Split::Frame { frame, consumed } => {
@@ -678,14 +675,23 @@ impl Connection {
                             inbound: Inbound::Positions { reports, ack },
                             first_time_ms,
                         } if self.is_authed(&header) => {
-                            self.frame_ok_at(&read_at);
-                            match self.queue_positions(
-                                header,
-                                reports,
-                                ack,
-                                first_time_ms,
-                                read_at.wall_ms,
-                            ) {
+                            // One reading of the clocks serves the frame (reading them three or
+                            // four times cost about 450 instructions, session 13). In a block that
+                            // ends before any await: kept across one, the reading would enlarge
+                            // every connection's task by 24 bytes, into the allocator's next size
+                            // class.
+                            let queued = {
+                                let at = ReadTime::now();
+                                self.frame_ok_at(&at);
+                                self.queue_positions(
+                                    header,
+                                    reports,
+                                    ack,
+                                    first_time_ms,
+                                    at.wall_ms,
+                                )
+                            };
+                            match queued {
                                 Ok(()) => {}
                                 Err(Blocked::Full(positions)) => {
                                     Box::pin(self.wait_for_room(positions)).await?
@@ -794,7 +800,7 @@ impl Connection {
         match interpret(&msg, model.as_deref()) {
             Ok(inbound) => Step::Message {
                 header: h,
-                first_time_ms: first_fix_time(&inbound),
+                first_time_ms: first_fix_time(h.message_id, &inbound),
                 inbound,
             },
             Err(mut e) => {
@@ -837,7 +843,7 @@ impl Connection {
                 match interpret(&msg, model) {
                     Ok(inbound) => Step::Message {
                         header: h,
-                        first_time_ms: first_fix_time(&inbound),
+                        first_time_ms: first_fix_time(h.message_id, &inbound),
                         inbound,
                     },
                     Err(mut e) => {
@@ -1499,9 +1505,8 @@ impl FrameCounters {
     }
 }
 
-/// Device time of the first fix in a position message, for duplicate detection.
-/// When a read's frames arrived, on both clocks: the wall clock for `received_at` and the
-/// terminal's last activity, the monotonic one for the idle deadline.
+/// When a frame arrived, on both clocks: the wall clock for its `received_ms` and the terminal's
+/// last activity, the monotonic one for the idle deadline.
 struct ReadTime {
     wall_ms: i64,
     instant: Instant,
@@ -1516,13 +1521,14 @@ impl ReadTime {
     }
 }
 
-/// The device time of a position frame's first report (the frame's duplicate key), as
-/// `interpret` decoded it: a frame is interpreted only if every report in it decodes, so the
-/// first report is the frame's first location (decoding its time again cost about 130
-/// instructions per frame, session 13).
-fn first_fix_time(inbound: &Inbound) -> Option<i64> {
-    match inbound {
-        Inbound::Positions { reports, .. } => reports.first()?.time_ms,
+/// The device time of the first report of a location report (0x0200), location reply (0x0201)
+/// or batch (0x0704): with the message id and serial, the frame's duplicate key. Other messages
+/// carrying a location (0x0500) have none. Taken as `interpret` decoded it: a frame is
+/// interpreted only if every report in it decodes, so the first report is the frame's first
+/// location (decoding its time again cost about 130 instructions per frame, session 13).
+fn first_fix_time(message_id: u16, inbound: &Inbound) -> Option<i64> {
+    match (message_id, inbound) {
+        (0x0200 | 0x0201 | 0x0704, Inbound::Positions { reports, .. }) => reports.first()?.time_ms,
         _ => None,
     }
 }
@@ -1618,8 +1624,11 @@ mod tests {
         let resumed = super::resume(std_stream, conn, lease());
         let size = std::mem::size_of_val(&resumed);
         eprintln!("connection task future on a shard: {size} bytes");
+        // The bound is the allocator's size class, not a round number: with tokio's task header
+        // the allocation of a 1,160-byte future went into the next class, and an idle registered
+        // connection cost 0.6 KB more (session 13).
         assert!(
-            size < 1280,
+            size <= 1144,
             "connection task future on a shard is {size} bytes"
         );
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
@@ -1628,7 +1637,7 @@ mod tests {
         let fut = super::run(stream, peer, 1, gw, lease());
         let size = std::mem::size_of_val(&fut);
         eprintln!("connection task future: {size} bytes");
-        assert!(size < 1280, "connection task future is {size} bytes");
+        assert!(size <= 1144, "connection task future is {size} bytes");
     }
 
     #[test]

@@ -390,9 +390,9 @@ mod spare_queues {
     use std::collections::VecDeque;
 
     /// Queues a thread keeps; beyond it they are freed.
-    const KEEP: usize = 1024;
+    const KEEP: usize = 256;
     /// A queue that grew beyond this many entries is freed rather than kept.
-    const LARGEST: usize = 16;
+    const LARGEST: usize = 4;
 
     thread_local! {
         static SPARE: RefCell<Vec<VecDeque<Entry>>> = const { RefCell::new(Vec::new()) };

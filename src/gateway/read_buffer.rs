@@ -24,6 +24,10 @@ pub(super) fn lend() -> BytesMut {
 }
 
 /// Gives an empty buffer back to the thread, or frees it if the thread has one already.
+///
+/// `capacity` here is what is left past the consumed bytes, not the allocation: a buffer read to
+/// its very end counts as empty and is freed, and one that grew for a large frame may be kept
+/// while it reports less than `KEEP`. Either way it is one buffer per thread at most.
 pub(super) fn give_back(mut buf: BytesMut) {
     debug_assert!(buf.is_empty());
     if buf.capacity() == 0 || buf.capacity() > KEEP {

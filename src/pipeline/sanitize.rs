@@ -77,7 +77,9 @@ pub fn too_fast(a: &Point, b: &Point, max_speed_kmh: f64) -> bool {
     if dlon > 180.0 {
         dlon = 360.0 - dlon;
     }
-    let bound_km = EARTH_RADIUS_KM * (dlat + dlon).to_radians();
+    // Where the bound equals the distance (a move along a meridian or the equator), rounding
+    // could put the haversine a few ulps above it: the margin keeps the shortcut on the safe side.
+    let bound_km = EARTH_RADIUS_KM * (dlat + dlon).to_radians() * (1.0 + 1e-9);
     // The comparison below is false for a NaN bound, which then takes the exact path.
     if bound_km <= max_speed_kmh * dt_h {
         return false;
@@ -220,6 +222,24 @@ mod tests {
             };
             let b = pt(dt_s, lat2, lon2);
             proptest::prop_assert_eq!(too_fast(&a, &b, max), implied_speed_kmh(&a, &b) > max);
+        }
+    }
+
+    #[test]
+    fn odd_coordinates_get_the_exact_verdict() {
+        let a = pt(0, 22.5, 114.0);
+        for b in [
+            pt(10, f64::NAN, 114.0),
+            pt(10, 22.5, f64::INFINITY),
+            pt(10, 95.0, 114.0),
+            pt(10, -120.0, 400.0),
+            pt(10, 90.0, 114.0),
+        ] {
+            assert_eq!(
+                too_fast(&a, &b, 300.0),
+                implied_speed_kmh(&a, &b) > 300.0,
+                "{b:?}"
+            );
         }
     }
 

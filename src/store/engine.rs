@@ -123,8 +123,8 @@ pub(super) struct Engine {
     last_known: PartitionHandle,
     /// Record key -> signals of a key without a last known position (`Write::Signals`).
     signals: PartitionHandle,
-    /// (vehicle, hour of device time, fold sequence) -> the vehicle's points in that hour,
-    /// sorted (see `track.rs`).
+    /// (vehicle, hour of device time, fold sequence) -> the vehicle's points in that hour that
+    /// one fold wrote, in commit order (see `track.rs`).
     chunks: PartitionHandle,
     /// Log sequence -> the points of one group commit (see `track.rs`).
     track_log: PartitionHandle,
@@ -306,7 +306,11 @@ impl Engine {
                     keyspace: "track_log",
                     detail: "key is not a sequence",
                 })?;
-            let points = track::count_points(&value)?;
+            // What a crash left in the log is checked point by point before the fold copies it
+            // into chunks: a point that does not decode fails the open here, with the entry still
+            // in the log, rather than every later read of its hour (and retention) once it sits in
+            // a chunk. Live folds copy bytes this process encoded a moment before.
+            let points = track::check_points(&value)?;
             pending.push_logged(seq, value, points);
             if pending.points >= fold_points {
                 self.fold(std::mem::take(&mut pending))?;
@@ -421,17 +425,28 @@ impl Engine {
         // points are copied as encoded in the log, never decoded.
         let mut hours: HashMap<HourOf<'_>, (usize, Vec<u8>), foldhash::fast::RandomState> =
             HashMap::default();
+        let total: usize = values.iter().map(|v| v.len()).sum();
         let room = self
             .chunk_size
             .load(Ordering::Relaxed)
             .clamp(256, 64 * 1024);
-        let mut total = 0;
+        // What the chunks reserve in all stays within twice this fold's bytes, whatever the
+        // last fold's average: after a fold of few, large chunks, one of many vehicles would
+        // otherwise reserve the large average for each.
+        let mut reserved = 0usize;
         for value in &values {
-            total += value.len();
             track::log_entries(value, |vehicle, time_ms, fix| {
                 let (count, bytes) = hours
                     .entry((vehicle, keys::bucket_of(time_ms)))
-                    .or_insert_with(|| (0, Vec::with_capacity(room)));
+                    .or_insert_with(|| {
+                        let room = if reserved + room <= 2 * total {
+                            room
+                        } else {
+                            0
+                        };
+                        reserved += room;
+                        (0, Vec::with_capacity(room))
+                    });
                 *count += 1;
                 bytes.extend_from_slice(fix);
             })?;

@@ -1,9 +1,9 @@
 //! A track point's stored bytes, encoded by hand: exactly the bytes postcard writes for a
 //! [`Fix`], at a fraction of the cost.
 //!
-//! Every position is encoded twice on the commit path (into the track log, then into its chunk),
-//! and serde's generic walk through postcard cost about 500 instructions per encoding, more than
-//! decoding the frame it came in (callgrind, benches/RESULTS.md session 13). The layout below is
+//! Every position is encoded on the commit path (into the track log; the fold copies those bytes
+//! into its chunk), and serde's generic walk through postcard cost about 500 instructions per
+//! encoding, more than decoding the frame it came in (callgrind, benches/RESULTS.md session 13). The layout below is
 //! postcard's wire format for the struct's fields in declaration order: LEB128 varints for
 //! unsigned integers, zigzag varints for signed ones, little-endian bytes for floats, a varint
 //! length before a string, a 0/1 tag before an option's value. Because the bytes are the same,
@@ -12,8 +12,9 @@
 //! updating this file fails it.
 use crate::model::Fix;
 
-/// The most bytes a fix takes besides its terminal id: two i64 and the id length (10 bytes
-/// each at most), two f64, one f32, three u32-sized and one u16-sized varint, the options.
+/// The most bytes a fix takes besides its terminal id: the id length and two i64 (10 bytes each
+/// at most), two f64, one f32, one zigzag i32 (5), alarm and status (5 each), course and flags
+/// (3 each), the two options (2 and 6); rounded up.
 const MAX_FIXED: usize = 3 * 10 + 2 * 8 + 4 + 5 + 3 * 5 + 3 + 2 + 6;
 
 /// Appends `fix` as postcard encodes it.
@@ -130,7 +131,12 @@ mod tests {
 
     fn any_fix() -> impl Strategy<Value = Fix> {
         (
-            ("[0-9A-Za-z]{0,40}", any::<i64>(), any::<i64>()),
+            // Ids of any script, some long enough for a two-byte length.
+            (
+                prop_oneof!["[0-9A-Za-z]{0,40}", "\\PC{0,200}"],
+                any::<i64>(),
+                any::<i64>(),
+            ),
             (any::<f64>(), any::<f64>(), any::<i32>(), any::<f32>()),
             (any::<u16>(), any::<u32>(), any::<u32>(), any::<u16>()),
             (any::<Option<u8>>(), any::<Option<u32>>()),

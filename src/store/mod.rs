@@ -51,7 +51,8 @@ pub struct StoreConfig {
     pub retention_days: u32,
     /// How many positions the committer gathers before a fold writes them from the track log
     /// into per-vehicle chunks (see `track.rs`). Memory: up to three times this many positions
-    /// (the ones gathering, one fold queued, one being written), about 100 bytes each.
+    /// (the ones gathering, one fold queued, one being written), about 75 bytes each as logged,
+    /// plus the fold's copy of the one being written.
     pub track_fold_points: usize,
 }
 

@@ -504,6 +504,35 @@ fn reads_merge_the_log_and_the_chunks_and_the_last_copy_wins() {
 }
 
 #[test]
+fn one_fold_keeps_the_last_copy_and_its_points_in_device_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = keeping_a_day(dir.path(), Durability::Fsync);
+    let now = 10 * DAY_MS;
+    let t = now - DAY_MS / 2;
+    // One commit, so one fold and one chunk: the points come out of device-time order, and the
+    // re-sent copy of `t` (other content) comes after the first.
+    let writes = [(t + 2, 1.0), (t, 2.0), (t + 1, 3.0), (t, 4.0)]
+        .into_iter()
+        .map(|(time, lat)| Write::Fix {
+            vehicle_id: "V".into(),
+            fix: fix("1", time, lat),
+        })
+        .collect();
+    store.commit_blocking(writes).unwrap();
+    store.fold_track_blocking().unwrap();
+    let want = vec![
+        (t, "1".to_string(), 4.0),
+        (t + 1, "1".into(), 3.0),
+        (t + 2, "1".into(), 1.0),
+    ];
+    let all = store.track("V", i64::MIN, i64::MAX, 100).unwrap();
+    assert_eq!(times_and_lats(&all), want);
+    // Retention past all of them counts the point stored twice once.
+    assert_eq!(store.apply_retention(t + 2 + DAY_MS + 1).unwrap(), 3);
+    assert!(track_times(&store, "V").is_empty());
+}
+
+#[test]
 fn retention_trims_a_chunk_that_straddles_the_cutoff() {
     let dir = tempfile::tempdir().unwrap();
     let store = keeping_a_day(dir.path(), Durability::Fsync);

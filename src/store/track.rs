@@ -149,10 +149,13 @@ pub(super) fn log_entries<'a>(
     })
 }
 
-/// How many points a track-log value holds.
-pub(super) fn count_points(value: &[u8]) -> Result<usize, StoreError> {
+/// How many points a track-log value holds, each checked to decode as a `Fix` with a UTF-8
+/// vehicle id.
+pub(super) fn check_points(value: &[u8]) -> Result<usize, StoreError> {
     let mut n = 0;
-    each_log_entry(value, |_, _| {
+    each_log_entry(value, |vehicle, fix| {
+        std::str::from_utf8(vehicle).map_err(|_| corrupt("vehicle id not UTF-8"))?;
+        decode_fix(fix)?;
         n += 1;
         Ok(())
     })?;
