@@ -28,16 +28,7 @@ command -v valgrind >/dev/null || { echo "bench-callgrind: valgrind is not insta
 [[ -x "$BIN" ]] || { echo "bench-callgrind: missing $BIN (cargo build --release)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
 
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/liengate-callgrind.XXXXXX")
-SRV=
-SIM=
-cleanup() {
-    for p in "$SIM" "$SRV"; do
-        [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null || true
-    done
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+bench_temp_dir callgrind
 
 VG=(valgrind --tool=callgrind --dump-instr=no "--callgrind-out-file=$DIR/callgrind.out")
 if [[ "${CEILING:-0}" == 1 ]]; then

@@ -54,3 +54,20 @@ bench_listening() {
     done
     return 1
 }
+
+# bench_temp_dir NAME: sets DIR to a new temporary directory, clears SRV and SIM, and installs an
+# EXIT trap that kills the processes whose ids the script put in SRV and SIM and removes DIR.
+bench_temp_dir() {
+    DIR=$(mktemp -d "${TMPDIR:-/tmp}/liengate-$1.XXXXXX")
+    SRV=
+    SIM=
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    local p
+    for p in "${SIM:-}" "${SRV:-}"; do
+        [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null || true
+    done
+    rm -rf "$DIR"
+}

@@ -26,16 +26,7 @@ SECONDS_RUN=${RUN_SECONDS:-12}
 ulimit -n "$(ulimit -Hn)"
 [[ -x "$BIN" ]] || { echo "bench-probe: missing $BIN (cargo build --release)" >&2; exit 1; }
 
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/liengate-probe.XXXXXX")
-SRV=
-SIM=
-cleanup() {
-    for p in "$SIM" "$SRV"; do
-        [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null || true
-    done
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+bench_temp_dir probe
 
 bench_registry_csv "$DEVICES" "$DIR/registry.csv"
 bench_gateway_config "$DIR/liengate.toml" "$DIR/data" "${DURABILITY:-fsync}" "$DIR/registry.csv" "${CONFIG_EXTRA:-}"
