@@ -235,12 +235,15 @@ impl Shard {
         ));
         let mut msgs = Vec::with_capacity(64);
         loop {
-            let first = if self.has_pending() {
+            // Everything queued, up to a batch, at once: taking the messages one by one gave
+            // each one's permit back to the channel's semaphore separately, under its lock
+            // (session 13). `recv_many` waits for the first message and is cancel safe.
+            let received = if self.has_pending() {
                 // Pending last known records must reach the store even when no traffic comes to
                 // carry them.
                 let due = tokio::time::Instant::from_std(self.last_flush + self.flush_every);
                 tokio::select! {
-                    msg = rx.recv() => msg,
+                    n = rx.recv_many(&mut msgs, MAX_BATCH) => n,
                     _ = tokio::time::sleep_until(due) => {
                         self.reset_after_failure();
                         let batch = self.build(&mut msgs, false);
@@ -251,15 +254,11 @@ impl Shard {
                     }
                 }
             } else {
-                rx.recv().await
+                rx.recv_many(&mut msgs, MAX_BATCH).await
             };
-            let Some(first) = first else { break };
-            msgs.push(first);
-            while msgs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(msg) => msgs.push(msg),
-                    Err(_) => break,
-                }
+            if received == 0 {
+                // The channel is closed and drained.
+                break;
             }
             metrics::gauge!(m::SHARD_QUEUE_DEPTH, "shard" => self.label.clone())
                 .set(rx.len() as f64);
