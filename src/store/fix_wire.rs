@@ -17,15 +17,22 @@ use crate::model::Fix;
 /// (3 each), the two options (2 and 6); rounded up.
 const MAX_FIXED: usize = 3 * 10 + 2 * 8 + 4 + 5 + 3 * 5 + 3 + 2 + 6;
 
+/// Terminal ids up to this long (JT808's are 12 or 20 digits) are gathered with the rest of the
+/// fix, so that a fix is appended with one copy.
+const INLINE_ID: usize = 32;
+
 /// Appends `fix` as postcard encodes it.
 pub(super) fn encode_fix(out: &mut Vec<u8>, fix: &Fix) {
     let id = fix.terminal_id.as_bytes();
-    out.reserve(MAX_FIXED + id.len());
-    let mut head = Scratch::new();
-    head.varint(id.len() as u64);
-    out.extend_from_slice(head.bytes());
-    out.extend_from_slice(id);
     let mut s = Scratch::new();
+    s.varint(id.len() as u64);
+    if id.len() <= INLINE_ID {
+        s.raw(id);
+    } else {
+        out.extend_from_slice(s.bytes());
+        out.extend_from_slice(id);
+        s.len = 0;
+    }
     s.varint(zigzag64(fix.time_ms));
     s.varint(zigzag64(fix.received_ms));
     s.raw(&fix.latitude.to_le_bytes());
@@ -91,14 +98,14 @@ fn zigzag32(n: i32) -> u32 {
 /// Fields are gathered on the stack and appended to the output at once: one capacity check per
 /// fix instead of one per byte.
 struct Scratch {
-    buf: [u8; MAX_FIXED],
+    buf: [u8; MAX_FIXED + INLINE_ID],
     len: usize,
 }
 
 impl Scratch {
     fn new() -> Self {
         Scratch {
-            buf: [0; MAX_FIXED],
+            buf: [0; MAX_FIXED + INLINE_ID],
             len: 0,
         }
     }
