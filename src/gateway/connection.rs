@@ -485,9 +485,10 @@ impl Connection {
         // Whether reading is held back by `max_inflight`, to count each time it starts.
         let mut held = false;
         loop {
-            if let Err(close) = self.write_ready().await {
-                return close;
-            }
+            let queued = match self.write_ready().await {
+                Ok(queued) => queued,
+                Err(close) => return close,
+            };
             if self.stopping.is_some() {
                 self.leave_admission();
                 if self.outbox.is_empty() {
@@ -499,7 +500,7 @@ impl Connection {
                     return Close::Moved(shard);
                 }
             }
-            let full = self.outbox.len() >= max_inflight;
+            let full = queued >= max_inflight;
             if full && !held {
                 metrics::counter!(m::CONNECTION_INFLIGHT_FULL).increment(1);
             }
@@ -636,14 +637,15 @@ impl Connection {
     }
 
     /// Writes every answer at the front of the queue that is ready, in one write, and what the
-    /// socket did not take once it can (with the idle timeout as deadline).
-    async fn write_ready(&mut self) -> Result<(), Close> {
+    /// socket did not take once it can (with the idle timeout as deadline). Returns how many
+    /// answers are left in the queue.
+    async fn write_ready(&mut self) -> Result<usize, Close> {
         match self.outbox.flush() {
-            Ok(Flushed::Done) => Ok(()),
+            Ok(Flushed::Done { queued }) => Ok(queued),
             Ok(Flushed::Rest) => {
                 let timeout = self.gw.config.jt808.effective_idle_timeout();
                 match tokio::time::timeout(timeout, self.outbox.write_rest()).await {
-                    Ok(Ok(())) => Ok(()),
+                    Ok(Ok(())) => Ok(self.outbox.len()),
                     Ok(Err(err)) => Err(Close::Io(err)),
                     Err(_) => Err(Close::Hostile("device stopped reading its answers")),
                 }

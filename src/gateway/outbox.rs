@@ -72,8 +72,10 @@ struct Inner {
 
 /// What writing the ready answers came to.
 pub(super) enum Flushed {
-    /// Everything ready is written (or the socket is away, moving).
-    Done,
+    /// Everything ready is written (or the socket is away, moving); `queued` answers are left
+    /// in the queue, waiting for their commit (the same lock, rather than a second one for the
+    /// connection loop's in-flight check).
+    Done { queued: usize },
     /// The socket took only part: the task must write the rest (see [`Outbox::write_rest`]).
     Rest,
 }
@@ -152,7 +154,9 @@ impl Outbox {
         Ok(if inner.rest.is_some() {
             Flushed::Rest
         } else {
-            Flushed::Done
+            Flushed::Done {
+                queued: inner.queue.len(),
+            }
         })
     }
 
