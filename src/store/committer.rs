@@ -229,13 +229,13 @@ fn run(
         }
         if logged.points >= fold_points {
             folder.submit(FoldJob {
-                pending: logged.take(),
+                pending: std::mem::take(&mut logged),
                 done: None,
             });
         }
         for done in folds {
             folder.submit(FoldJob {
-                pending: logged.take(),
+                pending: std::mem::take(&mut logged),
                 done: Some(done),
             });
         }

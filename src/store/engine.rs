@@ -133,9 +133,6 @@ pub(super) struct Engine {
     /// Size of the last track-log entry written: the next one reserves as much up front rather
     /// than growing (and copying) its buffer several times per commit.
     log_size: Arc<AtomicUsize>,
-    /// The average size of a chunk in the last fold: the room each chunk of the next one
-    /// starts with, so that growing it does not copy it several times over.
-    chunk_size: Arc<AtomicUsize>,
     /// The lowest track-log sequence that can still be in the log: everything below was folded.
     /// Readers and the start-up fold scan the log from here, because below it lies one tombstone
     /// per folded log entry until the next `compact_log`, and walking those was the cost of every
@@ -249,7 +246,6 @@ impl Engine {
             track_log: part("track_log")?,
             log_seq: Arc::new(AtomicU64::new(0)),
             log_size: Arc::default(),
-            chunk_size: Arc::default(),
             log_floor: Arc::new(AtomicU64::new(0)),
             fold_failed: Arc::default(),
             unfolded: Arc::new(AtomicU64::new(0)),
@@ -432,36 +428,14 @@ impl Engine {
         // points are copied as encoded in the log, never decoded.
         let mut hours: HashMap<HourOf<'_>, (usize, Vec<u8>), foldhash::fast::RandomState> =
             HashMap::default();
-        let total: usize = values.iter().map(|v| v.len()).sum();
-        let room = self
-            .chunk_size
-            .load(Ordering::Relaxed)
-            .clamp(256, 64 * 1024);
-        // What the chunks reserve in all stays within twice this fold's bytes, whatever the
-        // last fold's average: after a fold of few, large chunks, one of many vehicles would
-        // otherwise reserve the large average for each.
-        let mut reserved = 0usize;
         for value in &values {
             track::log_entries(value, |vehicle, time_ms, fix| {
                 let (count, bytes) = hours
                     .entry((vehicle, keys::bucket_of(time_ms)))
-                    .or_insert_with(|| {
-                        let room = if reserved + room <= 2 * total {
-                            room
-                        } else {
-                            0
-                        };
-                        reserved += room;
-                        (0, Vec::with_capacity(room))
-                    });
+                    .or_default();
                 *count += 1;
                 bytes.extend_from_slice(fix);
             })?;
-        }
-        if !hours.is_empty() {
-            // The log's framing (ids and lengths) is counted too: a little more room than needed.
-            self.chunk_size
-                .store(total / hours.len(), Ordering::Relaxed);
         }
         let mut key = Vec::with_capacity(64);
         for ((vehicle, bucket), (count, bytes)) in hours {

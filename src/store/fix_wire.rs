@@ -3,13 +3,13 @@
 //!
 //! Every position is encoded on the commit path (into the track log; the fold copies those bytes
 //! into its chunk), and serde's generic walk through postcard cost about 500 instructions per
-//! encoding, more than decoding the frame it came in (callgrind, benches/RESULTS.md session 13). The layout below is
-//! postcard's wire format for the struct's fields in declaration order: LEB128 varints for
-//! unsigned integers, zigzag varints for signed ones, little-endian bytes for floats, a varint
-//! length before a string, a 0/1 tag before an option's value. Because the bytes are the same,
-//! stores written before and after read alike and decoding stays with postcard; a test checks
-//! the two encoders against each other on arbitrary fixes, so a field added to `Fix` without
-//! updating this file fails it.
+//! encoding, more than decoding the frame it came in (callgrind, benches/RESULTS.md session 13).
+//! The layout below is postcard's wire format for the struct's fields in declaration order:
+//! LEB128 varints for unsigned integers, zigzag varints for signed ones, little-endian bytes for
+//! floats, a varint length before a string, a 0/1 tag before an option's value. Because the
+//! bytes are the same, stores written before and after read alike and decoding stays with
+//! postcard; a test checks the two encoders against each other on arbitrary fixes, so a field
+//! added to `Fix` without updating this file fails it.
 use crate::model::Fix;
 
 /// The most bytes a fix takes besides its terminal id: the id length and two i64 (10 bytes each

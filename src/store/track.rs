@@ -127,11 +127,6 @@ impl Pending {
         self.points += points;
     }
 
-    /// Takes everything gathered so far (for a fold job).
-    pub fn take(&mut self) -> Pending {
-        std::mem::take(self)
-    }
-
     pub fn is_empty(&self) -> bool {
         self.points == 0 && self.seqs.is_empty()
     }
