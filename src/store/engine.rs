@@ -495,6 +495,10 @@ impl Engine {
                         track::append_log_entry(&mut log, vehicle_id, fix);
                         positions += 1;
                     }
+                    Write::Track(points) => {
+                        log.extend_from_slice(points.log_bytes());
+                        positions += points.len();
+                    }
                     Write::LastKnown(lk) => {
                         encode_into(&mut value, lk);
                         batch.insert(&self.last_known, lk.vehicle_id.as_bytes(), value.as_slice());

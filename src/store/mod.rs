@@ -18,6 +18,8 @@ mod journal_sync;
 mod keys;
 mod track;
 
+pub use track::TrackPoints;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -207,6 +209,8 @@ pub enum Write {
         vehicle_id: std::sync::Arc<str>,
         fix: Fix,
     },
+    /// Track points, encoded by the writer (the shard's batch). The same as one `Fix` per point.
+    Track(TrackPoints),
     /// The vehicle's last known position (latest write wins).
     LastKnown(LastKnown),
     /// The newest signals of a record key (vehicle id or device key) that has no last known
@@ -618,6 +622,7 @@ fn validate(writes: &[Write]) -> Result<(), StoreError> {
                 check_id("vehicle id", vehicle_id)?;
                 check_id("terminal id", &fix.terminal_id)?;
             }
+            Write::Track(points) => points.check()?,
             Write::LastKnown(lk) => {
                 check_id("vehicle id", &lk.vehicle_id)?;
                 check_id("terminal id", &lk.fix.terminal_id)?;

@@ -275,6 +275,55 @@ fn invalid_ids_are_rejected_before_queueing() {
     );
 }
 
+#[test]
+fn encoded_track_points_land_like_single_fixes_and_invalid_ids_refuse_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Fsync);
+    // One batch of points of two vehicles, beside a single fix of the first.
+    let mut points = TrackPoints::with_capacity(3);
+    points.push("V1", &fix("T1", 3_000, 1.0));
+    points.push("V2", &fix("T2", 1_000, 2.0));
+    points.push("V1", &fix("T1", 2_000, 3.0));
+    assert_eq!(points.len(), 3);
+    store
+        .commit_blocking(vec![
+            Write::Track(points),
+            Write::Fix {
+                vehicle_id: "V1".into(),
+                fix: fix("T1", 1_000, 4.0),
+            },
+        ])
+        .unwrap();
+    assert_eq!(track_times(&store, "V1"), vec![1_000, 2_000, 3_000]);
+    assert_eq!(
+        store.track("V2", 0, i64::MAX, 10).unwrap(),
+        vec![fix("T2", 1_000, 2.0)]
+    );
+    // A point with an id out of bounds refuses the whole batch, its valid points too.
+    let mut points = TrackPoints::with_capacity(2);
+    points.push("V1", &fix("T1", 5_000, 1.0));
+    points.push("V1", &fix(&"9".repeat(MAX_ID_LEN + 1), 6_000, 1.0));
+    assert_eq!(points.len(), 1);
+    let err = store
+        .commit_blocking(vec![Write::Track(points)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidId {
+                what: "terminal id",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(track_times(&store, "V1"), vec![1_000, 2_000, 3_000]);
+    // After a restart the points are read back from the store as committed.
+    drop(store);
+    let store = open(dir.path(), Durability::Fsync);
+    assert_eq!(track_times(&store, "V1"), vec![1_000, 2_000, 3_000]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_are_grouped_and_all_land() {
     let dir = tempfile::tempdir().unwrap();
