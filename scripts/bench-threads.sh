@@ -13,6 +13,7 @@
 #   CONFIG_EXTRA=$'[pipeline]\nshards = 1'   appended to the gateway's config
 #   PERF=1               record `perf record --call-graph dwarf` of the server to perf.data meanwhile
 #   PERF_ARGS=" "        other `perf record` options instead (a blank: flat profile, small perf.data)
+#   PERF_SIM=1           record the simulator instead of the server
 #   EVENTS=a,b           count these perf events (e.g. syscalls:sys_enter_write,sched:sched_switch)
 #                        in the server and the simulator meanwhile, printed per position
 #
@@ -26,7 +27,8 @@ source scripts/bench-lib.sh
 BIN=${1:-target/release/liengate}
 DEVICES=${DEVICES:-1000}
 SECONDS_RUN=${RUN_SECONDS:-12}
-# The window starts 3 s in and lasts half the run: it must end before the simulator does.
+# The window starts 2 s after registration ended and lasts half the run: it must end before the
+# simulator does.
 (( SECONDS_RUN >= 8 )) || { echo "bench-threads: RUN_SECONDS must be at least 8" >&2; exit 1; }
 SIM_ARGS=${SIM_ARGS:---closed-loop}
 ulimit -n "$(ulimit -Hn)"
@@ -64,9 +66,14 @@ ADDR=$(bench_listening "$DIR/out" "$SRV" jt808) || {
 # timeout(1) runs the server as its child: measure the server itself.
 PID=$(pgrep -P "$SRV" -n)
 
+# Source addresses of their own for each run: the previous runs' connections linger in
+# TIME_WAIT on theirs, and picking a free port among them made the kernel spend seconds of CPU
+# in connect() (session 14), during which the window measured registration, not reports.
+NET=$((RANDOM % 250 + 1))
+SOURCE_IPS=127.$NET.$((RANDOM % 250 + 1)).1,127.$NET.$((RANDOM % 250 + 1)).2
 # shellcheck disable=SC2086 # SIM_ARGS holds several arguments on purpose.
 timeout $((SECONDS_RUN + 120)) "$BIN" sim --target "$ADDR" --devices "$DEVICES" --duration "$SECONDS_RUN" \
-    $SIM_ARGS --json --quiet --source-ips 127.0.0.1,127.0.0.2 >"$DIR/sim.json" 2>"$DIR/sim.err" &
+    $SIM_ARGS --json --quiet --source-ips "$SOURCE_IPS" >"$DIR/sim.json" 2>"$DIR/sim.err" &
 SIM=$!
 sleep 0.5
 SIM_PID=$(pgrep -P "$SIM" -n)
@@ -80,24 +87,38 @@ snapshot() {
     done | awk '{u[$1] += $2; s[$1] += $3} END {for (k in u) print k, u[k], s[k]}' | sort
 }
 proc_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# Nanoseconds on a CPU, summed over a process's threads, from the scheduler's own accounting.
+# The tick-sampled times above can be far off on some virtual machines (session 14: a server at
+# 100 % of a core in top showed as 7 % in its ticks); this one is exact.
+sched_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{n += $1} END {print n + 0}'; }
 
 # The window starts after registration and ends before the simulator drains.
-sleep 3
+for ((i = 0; i < 600; i++)); do
+    grep -q "registration ended" "$DIR/sim.err" 2>/dev/null && break
+    sleep 0.1
+done
+sleep 2
 snapshot >"$DIR/t0"
+SCHED0="$(sched_ns "$PID") $(sched_ns "$SIM_PID")"
 SIM0=$(proc_ticks "$SIM_PID")
 STAT0=$(head -1 /proc/stat)
 T0=$(date +%s.%N)
 if [[ "${PERF:-0}" == 1 ]]; then
-    perf record -F 999 ${PERF_ARGS:--g --call-graph dwarf,16384} -p "$PID" -o perf.data -- sleep 5 >/dev/null 2>&1
+    TARGET=$PID
+    [[ "${PERF_SIM:-0}" == 1 ]] && TARGET=$SIM_PID
+    perf record -F 999 ${PERF_ARGS:--g --call-graph dwarf,16384} -p "$TARGET" -o perf.data -- sleep 5 >/dev/null 2>&1
 elif [[ -n "${EVENTS:-}" ]]; then
     perf stat -x, -e "$EVENTS" -p "$PID" -o "$DIR/events.server" -- sleep $((SECONDS_RUN / 2)) &
     STAT=$!
     perf stat -x, -e "$EVENTS" -p "$SIM_PID" -o "$DIR/events.sim" -- sleep $((SECONDS_RUN / 2))
     wait "$STAT"
 else
+    [[ -n "${NSTAT:-}" ]] && nstat -n
     sleep $((SECONDS_RUN / 2))
+    [[ -n "${NSTAT:-}" ]] && nstat -z $NSTAT >"$DIR/nstat"
 fi
 snapshot >"$DIR/t1"
+SCHED1="$(sched_ns "$PID") $(sched_ns "$SIM_PID")"
 SIM1=$(proc_ticks "$SIM_PID")
 STAT1=$(head -1 /proc/stat)
 T1=$(date +%s.%N)
@@ -105,8 +126,8 @@ wait "$SIM"
 SIM=
 SIM_PID=
 
-python3 - "$DIR" "$SIM0" "$SIM1" "$T0" "$T1" "$(getconf CLK_TCK)" "$STAT0" "$STAT1" <<'EOF'
-import json, sys
+python3 - "$DIR" "$SIM0" "$SIM1" "$T0" "$T1" "$(getconf CLK_TCK)" "$STAT0" "$STAT1" "$SCHED0" "$SCHED1" <<'EOF'
+import json, os, sys
 d, t0, t1, hz = sys.argv[1], float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 sim0, sim1 = [list(map(int, a.split())) for a in (sys.argv[2], sys.argv[3])]
 summary = json.load(open(f"{d}/sim.json"))
@@ -141,7 +162,6 @@ stat0, stat1 = [list(map(int, a.split()[1:])) for a in (sys.argv[7], sys.argv[8]
 delta = [b - a for a, b in zip(stat0, stat1)]
 idle = (delta[3] + delta[4]) / hz
 busy = sum(delta[:8]) / hz - idle
-import os
 for who in ("server", "sim"):
     path = f"{d}/events.{who}"
     if os.path.exists(path):
@@ -149,6 +169,17 @@ for who in ("server", "sim"):
             f = line.strip().split(",")
             if len(f) > 2 and f[0].replace(".", "").isdigit():
                 print(f"{who + ' ' + f[2]:48s} {float(f[0]) / dt / rate:8.3f} per position")
+if os.path.exists(f"{d}/nstat"):
+    for line in open(f"{d}/nstat"):
+        f = line.split()
+        if len(f) >= 2 and f[1].isdigit():
+            print(f"{'kernel ' + f[0]:48s} {int(f[1]) / dt / rate:8.3f} per position")
+sched0, sched1 = [list(map(int, a.split())) for a in (sys.argv[9], sys.argv[10])]
+for name, i in (("server on CPU", 0), ("simulator on CPU", 1)):
+    ns = sched1[i] - sched0[i]
+    print(f"{name + ' (sched)':24s} {ns / 1e9 / dt * 100:6.1f} % of a core  {ns / 1e3 / dt / rate:6.2f} µs/position")
+if sched1[1] > sched0[1]:
+    print(f"{'server / simulator (sched)':24s} {(sched1[0] - sched0[0]) / (sched1[1] - sched0[1]):6.3f}")
 print(f"{'machine busy':24s} {busy / dt * 100:6.1f} % of a core  {busy / dt / rate * 1e6:6.2f} µs/position"
       f"  (idle {idle / dt * 100:.1f} % of a core)")
 EOF

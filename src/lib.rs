@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod pipeline;
+pub mod prefetch;
 pub mod registry;
 pub mod sim;
 pub mod store;

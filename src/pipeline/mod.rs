@@ -157,6 +157,11 @@ impl Ack {
         )
     }
 
+    /// Starts loading the sink (a connection's outbox), which `complete` is about to use.
+    pub fn prefetch(&self) {
+        crate::prefetch::prefetch(&*self.sink);
+    }
+
     pub fn complete(mut self, outcome: Result<Committed, CommitFailed>) {
         self.told = true;
         self.sink.complete(self.seq, outcome);

@@ -82,6 +82,13 @@ impl<S> States<S> {
         self.slots.clear();
     }
 
+    /// The state `hint` points at, which may be another key's (a stale hint).
+    fn hinted(&self, hint: &AtomicU32) -> Option<&S> {
+        self.slots
+            .get(hint.load(Ordering::Relaxed) as usize)
+            .map(|(_, state)| state)
+    }
+
     /// The state of `key`, through `hint` when it still points there, otherwise looked up (or
     /// created by `make`) and the hint set.
     fn find(&mut self, key: &Arc<str>, hint: &AtomicU32, make: impl FnOnce() -> S) -> &mut S {
@@ -335,6 +342,7 @@ impl Shard {
             signals: Vec::new(),
         };
         let mut waiting = Vec::with_capacity(msgs.len());
+        self.prefetch(msgs);
         for msg in msgs.drain(..) {
             let ShardMsg::Positions(p) = msg;
             let outcome = self.apply(&p, now_ms, &mut track, &mut writes, &mut publish);
@@ -353,6 +361,42 @@ impl Shard {
             writes,
             waiting,
             publish,
+        }
+    }
+
+    /// Starts loading the device and vehicle states the batch's frames will use, then the last
+    /// known records they will replace, so that their cache misses overlap instead of coming
+    /// one frame at a time (see `crate::prefetch`). By the second pass the first states have
+    /// mostly arrived.
+    fn prefetch(&self, msgs: &[ShardMsg]) {
+        use crate::prefetch::prefetch;
+        // A stale hint prefetches some other key's state: harmless, `find` checks the key.
+        let states = |p: &Positions| {
+            let hints = &p.route.hints;
+            let vehicle = p
+                .route
+                .vehicle_id
+                .as_ref()
+                .and(self.vehicles.hinted(&hints.vehicle));
+            (self.devices.hinted(&hints.device), vehicle)
+        };
+        for ShardMsg::Positions(p) in msgs {
+            let (device, vehicle) = states(p);
+            if let Some(d) = device {
+                prefetch(d);
+            }
+            if let Some(v) = vehicle {
+                prefetch(v);
+            }
+        }
+        for ShardMsg::Positions(p) in msgs {
+            let (device, vehicle) = states(p);
+            if let Some(lk) = device.and_then(|d| d.tracker.last_known.as_deref()) {
+                prefetch(lk);
+            }
+            if let Some(lk) = vehicle.and_then(|v| v.tracker.last_known.as_deref()) {
+                prefetch(lk);
+            }
         }
     }
 
@@ -785,6 +829,14 @@ async fn finish_commits(
                     devices,
                     signals,
                 } = batch.publish;
+                // The slots and the connections' outboxes were last used a report cycle ago:
+                // start loading them all before going through them (see `crate::prefetch`).
+                for (slot, _) in vehicles.iter().chain(&devices) {
+                    crate::prefetch::prefetch(&**slot);
+                }
+                for (done, _) in &batch.waiting {
+                    done.prefetch();
+                }
                 for (slot, lk) in vehicles.into_iter().chain(devices) {
                     slot.set(lk);
                 }
