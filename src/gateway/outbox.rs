@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 use super::admission::{Admission, SlotRef};
 use super::answer::{self, result};
+use super::control::{Control, HasControl};
 use crate::pipeline::{AckSink, CommitFailed, Committed};
 
 /// An answer waiting to be written.
@@ -48,6 +49,14 @@ enum Entry {
 
 pub(super) struct Outbox {
     inner: Mutex<Inner>,
+    /// The connection's stop signals, here to share this allocation (see `HasControl`).
+    control: Control,
+}
+
+impl HasControl for Outbox {
+    fn control(&self) -> &Control {
+        &self.control
+    }
 }
 
 struct Inner {
@@ -94,6 +103,7 @@ impl Outbox {
                 waker: None,
                 admission: None,
             }),
+            control: Control::default(),
         }
     }
 

@@ -6,15 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use std::sync::Arc;
-
-use super::control::{Control, REPLACED};
+use super::control::{ControlRef, REPLACED};
 
 /// The connected terminals. Only live connections have an entry: what outlives a connection (the
 /// platform's serial, when the terminal was last heard from) is in the store's session facts.
 #[derive(Default)]
 pub struct Sessions {
-    by_terminal: Mutex<HashMap<String, (u64, Arc<Control>)>>,
+    by_terminal: Mutex<HashMap<String, (u64, ControlRef)>>,
 }
 
 impl Sessions {
@@ -24,7 +22,7 @@ impl Sessions {
 
     /// Makes `conn_id` the connection of `terminal_id`, closing the previous one if any.
     /// Returns true when an older connection was replaced.
-    pub fn claim(&self, terminal_id: &str, conn_id: u64, close: Arc<Control>) -> bool {
+    pub fn claim(&self, terminal_id: &str, conn_id: u64, close: ControlRef) -> bool {
         let old = self
             .by_terminal
             .lock()
@@ -32,7 +30,7 @@ impl Sessions {
             .insert(terminal_id.to_string(), (conn_id, close));
         match old {
             Some((old_id, control)) if old_id != conn_id => {
-                control.signal(REPLACED);
+                control.control().signal(REPLACED);
                 true
             }
             _ => false,
@@ -63,6 +61,8 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::control::Control;
+    use std::sync::Arc;
 
     #[test]
     fn a_new_connection_replaces_the_old_one() {
