@@ -14,6 +14,9 @@
 #   PERF=1               record `perf record --call-graph dwarf` of the server to perf.data meanwhile
 #   PERF_ARGS=" "        other `perf record` options instead (a blank: flat profile, small perf.data)
 #   PERF_SIM=1           record the simulator instead of the server
+#   NSTAT="TcpOutSegs TcpExtDelayedACKs"   kernel counters (nstat names or patterns, quoted
+#                        patterns are passed as they are) per position over the window; not
+#                        together with PERF or EVENTS
 #   EVENTS=a,b           count these perf events (e.g. syscalls:sys_enter_write,sched:sched_switch)
 #                        in the server and the simulator meanwhile, printed per position
 #
@@ -90,13 +93,19 @@ proc_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 # Nanoseconds on a CPU, summed over a process's threads, from the scheduler's own accounting.
 # The tick-sampled times above can be far off on some virtual machines (session 14: a server at
 # 100 % of a core in top showed as 7 % in its ticks); this one is exact.
-sched_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{n += $1} END {print n + 0}'; }
+# A thread that ends between the glob and the read is skipped, not an error.
+sched_ns() { { cat /proc/"$1"/task/*/schedstat 2>/dev/null || true; } | awk '{n += $1} END {print n + 0}'; }
 
 # The window starts after registration and ends before the simulator drains.
 for ((i = 0; i < 600; i++)); do
     grep -q "registration ended" "$DIR/sim.err" 2>/dev/null && break
     sleep 0.1
 done
+grep -q "registration ended" "$DIR/sim.err" || {
+    echo "bench-threads: the simulator did not finish registering within 60 s" >&2
+    tail -5 "$DIR/sim.err" >&2
+    exit 1
+}
 sleep 2
 snapshot >"$DIR/t0"
 SCHED0="$(sched_ns "$PID") $(sched_ns "$SIM_PID")"
@@ -113,9 +122,14 @@ elif [[ -n "${EVENTS:-}" ]]; then
     perf stat -x, -e "$EVENTS" -p "$SIM_PID" -o "$DIR/events.sim" -- sleep $((SECONDS_RUN / 2))
     wait "$STAT"
 else
-    [[ -n "${NSTAT:-}" ]] && nstat -n
-    sleep $((SECONDS_RUN / 2))
-    [[ -n "${NSTAT:-}" ]] && nstat -z $NSTAT >"$DIR/nstat"
+    if [[ -n "${NSTAT:-}" ]]; then
+        read -ra NSTAT_NAMES <<<"$NSTAT"
+        nstat -n
+        sleep $((SECONDS_RUN / 2))
+        nstat -z "${NSTAT_NAMES[@]}" >"$DIR/nstat"
+    else
+        sleep $((SECONDS_RUN / 2))
+    fi
 fi
 snapshot >"$DIR/t1"
 SCHED1="$(sched_ns "$PID") $(sched_ns "$SIM_PID")"

@@ -60,7 +60,7 @@ pub const STORE_TRACK_FOLD_ERRORS: &str = "store_track_fold_errors_total";
 pub const STORE_TRACK_LOG_POINTS: &str = "store_track_log_points";
 /// Seconds a shard waits for `Store::commit` of one batch, queueing included (histogram).
 pub const SHARD_COMMIT_SECONDS: &str = "shard_commit_seconds";
-/// Writes per shard batch (histogram).
+/// Writes per shard batch, each track point counted as one (histogram).
 pub const SHARD_BATCH_WRITES: &str = "shard_batch_writes";
 /// Times a connection stopped reading because `jt808.max_inflight` of its frames were waiting for
 /// their answers (the store or a shard is slower than the device sends).

@@ -20,10 +20,15 @@ const LINE: usize = 64;
 pub fn prefetch<T: ?Sized>(value: &T) {
     let start = value as *const T as *const u8;
     let len = std::mem::size_of_val(value);
-    let mut offset = 0;
-    while offset < len {
-        line(start.wrapping_add(offset));
-        offset += LINE;
+    if len == 0 {
+        return;
+    }
+    // Every line the object overlaps, from the one holding its first byte to the one holding
+    // its last: an object need not start on a line boundary.
+    let first = start.addr() & !(LINE - 1);
+    let last = (start.addr() + (len - 1)) & !(LINE - 1);
+    for addr in (first..=last).step_by(LINE) {
+        line(start.with_addr(addr));
     }
 }
 

@@ -676,7 +676,9 @@ impl Connection {
                             // class.
                             let queued = {
                                 let at = ReadTime::now();
-                                self.frame_ok_at(&at);
+                                // The shard records the frame in the device's and vehicle's
+                                // activity (see `Shard::apply`).
+                                self.frame_in_order(&at);
                                 self.queue_positions(
                                     header,
                                     reports,
@@ -960,11 +962,17 @@ impl Connection {
 
     /// [`Self::frame_ok`] for a frame that arrived at `at`.
     fn frame_ok_at(&mut self, at: &ReadTime) {
-        self.bad_in_row = 0;
-        self.idle_deadline = at.instant + self.gw.config.jt808.effective_idle_timeout();
+        self.frame_in_order(at);
         if let Some(a) = &self.authed {
             a.route.touch(at.wall_ms);
         }
+    }
+
+    /// [`Self::frame_ok_at`] without recording the frame in the device's and vehicle's
+    /// activity, for position frames, which their shard records.
+    fn frame_in_order(&mut self, at: &ReadTime) {
+        self.bad_in_row = 0;
+        self.idle_deadline = at.instant + self.gw.config.jt808.effective_idle_timeout();
     }
 
     fn reject(&mut self, err: CodecError) -> Result<(), Close> {

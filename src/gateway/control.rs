@@ -73,6 +73,12 @@ impl Control {
         }
     }
 
+    /// Drops the waiting task's waker: a connection that closed no longer waits, and its outbox,
+    /// which holds this control, may outlive it (acknowledgements in flight, its session entry).
+    pub fn forget_waker(&self) {
+        drop(self.waker.take());
+    }
+
     /// Waits until any bit of `mask` is set and returns the bits.
     pub async fn any(&self, mask: u8) -> u8 {
         std::future::poll_fn(|cx| self.poll_any(cx, mask)).await

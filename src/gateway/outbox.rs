@@ -47,10 +47,15 @@ enum Entry {
     },
 }
 
+/// `repr(C)` with the control first: it then shares the allocation's first cache line with the
+/// reference counts and the lock, which every turn of the connection's loop touches anyway.
+/// Laid out by the compiler, it sat on a line of its own, still one miss per turn at 10,000
+/// terminals (session 14).
+#[repr(C)]
 pub(super) struct Outbox {
-    inner: Mutex<Inner>,
     /// The connection's stop signals, here to share this allocation (see `HasControl`).
     control: Control,
+    inner: Mutex<Inner>,
 }
 
 impl HasControl for Outbox {
@@ -253,6 +258,7 @@ impl Outbox {
         let queue = std::mem::take(&mut inner.queue);
         inner.rest = None;
         inner.waker = None;
+        self.control.forget_waker();
         let admission = inner.admission.clone();
         drop(inner);
         // Outcomes still to come find no entry: their frames leave the count now.

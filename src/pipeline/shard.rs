@@ -121,14 +121,17 @@ impl<S> States<S> {
 const MAX_BATCH: usize = 1024;
 /// Recent frame keys remembered per device for duplicate detection.
 const DEDUPE_WINDOW: usize = 16;
+// `RecentFrames` counts its entries in a `u8`.
+const _: () = assert!(DEDUPE_WINDOW <= u8::MAX as usize);
 
 /// The last [`DEDUPE_WINDOW`] frame keys of a device, kept inline in its state (a separate queue
 /// allocation was one more cache miss per position).
 ///
 /// The keys are split into their message id and serial, packed in one word, and their device
-/// times, so that the check for a duplicate scans 64 bytes (one cache line) and reads a time
-/// only where the id and serial match: an array of whole keys took 384 bytes, six lines of the
-/// device's state to bring in for every position at 10,000 terminals (session 14).
+/// times, so that the check for a duplicate scans 64 bytes of ids (one or two cache lines) and
+/// reads a time only where the id and serial match: an array of whole keys took 384 bytes,
+/// six lines of the device's state to bring in for every position at 10,000 terminals
+/// (session 14).
 #[derive(Clone, Default)]
 struct RecentFrames {
     ids: [u32; DEDUPE_WINDOW],
@@ -381,6 +384,8 @@ impl Shard {
             (self.devices.hinted(&hints.device), vehicle)
         };
         for ShardMsg::Positions(p) in msgs {
+            prefetch(&*p.route.device_activity);
+            prefetch(&*p.route.vehicle_activity);
             let (device, vehicle) = states(p);
             if let Some(d) = device {
                 prefetch(d);
@@ -449,6 +454,10 @@ impl Shard {
         // Past the first epoch a commit has failed: states are loaded from the live view, which
         // may be behind the store (see `DeviceState::reloaded`).
         let reloaded = *epoch > NO_FAILURE + 1;
+        // The connection leaves a position frame's activity to the shard, which prefetched it
+        // with the batch's states: a frame then brings the two activity lines in once, and
+        // not one frame at a time (see `crate::prefetch`).
+        route.touch(p.received_ms);
         let dev = devices.find(tid, &route.hints.device, || DeviceState {
             reloaded,
             ..load_device(live, tid, state_cfg)
@@ -776,7 +785,14 @@ async fn commit_stage(
             Queued::Nothing
         } else {
             let writes = std::mem::take(&mut batch.writes);
-            metrics::histogram!(m::SHARD_BATCH_WRITES).record(writes.len() as f64);
+            let count: u64 = writes
+                .iter()
+                .map(|w| match w {
+                    Write::Track(points) => points.len(),
+                    _ => 1,
+                })
+                .sum();
+            metrics::histogram!(m::SHARD_BATCH_WRITES).record(count as f64);
             let chain = Chain {
                 broken: broken.clone(),
                 epoch: batch.epoch,

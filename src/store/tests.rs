@@ -318,6 +318,17 @@ fn encoded_track_points_land_like_single_fixes_and_invalid_ids_refuse_the_commit
         "{err}"
     );
     assert_eq!(track_times(&store, "V1"), vec![1_000, 2_000, 3_000]);
+    // Points that were all refused still make a write, and it fails.
+    let mut points = TrackPoints::with_capacity(1);
+    points.push("", &fix("T1", 7_000, 1.0));
+    assert!(!points.is_empty());
+    assert!(matches!(
+        store.commit_blocking(vec![Write::Track(points)]),
+        Err(StoreError::InvalidId {
+            what: "vehicle id",
+            ..
+        })
+    ));
     // After a restart the points are read back from the store as committed.
     drop(store);
     let store = open(dir.path(), Durability::Fsync);

@@ -88,8 +88,10 @@ impl TrackPoints {
         self.count
     }
 
+    /// Whether nothing was pushed. A point refused for its ids counts: the write that carries
+    /// it must still go to the store, which refuses the whole commit.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.count == 0 && self.invalid.is_none()
     }
 
     /// Refuses the points if one of them had an invalid id.
