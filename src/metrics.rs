@@ -73,6 +73,9 @@ pub const ADMISSION_WAIT_TIMEOUTS: &str = "connection_admission_wait_timeouts_to
 /// Streak slots in use per shard (`pipeline.admission_limit` and more while the CPU has time to
 /// spare with devices waiting; see `gateway::admission`).
 pub const ADMISSION_SLOTS: &str = "connection_admission_slots";
+/// Reads of one streak per shard now (`pipeline.admission_streak`, fewer while the queue of
+/// waiting devices is too long for streaks that long; see `gateway::admission`).
+pub const ADMISSION_STREAK: &str = "connection_admission_streak";
 /// Sub-package resend requests (0x8003) sent.
 pub const RESEND_REQUESTS: &str = "subpackage_resend_requests_total";
 
@@ -201,6 +204,10 @@ fn describe() {
     describe_gauge!(
         ADMISSION_SLOTS,
         "Streak slots in use per shard while devices wait for their turn to read."
+    );
+    describe_gauge!(
+        ADMISSION_STREAK,
+        "Reads of one streak per shard: pipeline.admission_streak, fewer while a long queue waits."
     );
     describe_counter!(
         RESEND_REQUESTS,

@@ -241,7 +241,8 @@ pub struct PipelineConfig {
     /// Most reads a device makes with one slot before it gives the slot back. Default 16: at
     /// 10,000 terminals in a closed loop, 8 served 106k positions/s with a p99 answer time of
     /// 0.9 s, 16 served 113-118k at 1.4-1.7 s with every device served as evenly, and 32 starved
-    /// most devices (benches/RESULTS.md, session 11).
+    /// most devices (benches/RESULTS.md, session 11). A queue too long for streaks this long
+    /// to go round it within a second cuts them shorter (session 15).
     pub admission_streak: u32,
 }
 

@@ -12,7 +12,8 @@
 //! benchmark's ceiling server stay fast at 10,000 connections.
 //!
 //! So a shard has `limit` streak slots. A connection that reads takes a slot if it can and
-//! keeps it for up to `streak` reads; a slot whose holder has no frame awaiting its outcome and
+//! keeps it for up to `streak` reads (fewer while a queue too long for streaks that long waits;
+//! see [`Admission::resize`]); a slot whose holder has no frame awaiting its outcome and
 //! has been quiet for [`HOT_WINDOW`] is free for the taking (a clock hand finds such slots, as
 //! in page replacement). The shard is *behind* from the moment four times `limit` of its
 //! position frames await their commit outcome until no more than twice `limit` do (with the
@@ -51,6 +52,14 @@ pub const LONG_WAIT: Duration = Duration::from_secs(1);
 
 /// Slots the clock hand looks at for a free one before it gives up.
 const PROBES: usize = 8;
+
+/// The shortest streak that [`Admission::resize`] cuts streaks down to while devices queue for
+/// turns: below it, the first read of each streak (the one that finds the device cold) is too
+/// large a share of the reads for the streaks to be worth having.
+const MIN_STREAK: u32 = 4;
+
+/// The wait, as a share of [`LONG_WAIT`], that streaks are sized for while devices queue.
+const WAIT_TARGET: f64 = 1.0;
 
 /// The most slots in use, in multiples of `limit`. At eight, the default's 2,048 slots per
 /// shard let most of a 10,000-terminal closed loop through on a machine whose commits are slow.
@@ -93,8 +102,15 @@ pub struct SlotRef {
 pub struct Admission {
     /// Position frames in flight at which the shard is behind; 0 turns the policy off.
     limit: usize,
-    /// Most reads of one streak.
+    /// Most reads of one streak: `pipeline.admission_streak`.
     streak: u32,
+    /// Reads of one streak now: `streak`, fewer while the queue is too long for streaks that
+    /// long to go round it within [`LONG_WAIT`] (see [`Admission::resize`]).
+    streak_now: AtomicU32,
+    /// Position frames that entered the pipeline since the last [`Admission::resize`].
+    entered: AtomicU64,
+    /// When [`Admission::resize`] last ran, as [`Admission::now_ms`].
+    resized_ms: AtomicU64,
     /// `limit` times [`GROWTH`] slots, of which the first `active` are in use.
     slots: Box<[Slot]>,
     /// Slots in use: `limit`, more while the machine has idle CPU with connections waiting (see
@@ -200,6 +216,9 @@ impl Admission {
         Admission {
             limit,
             streak,
+            streak_now: AtomicU32::new(streak),
+            entered: AtomicU64::new(0),
+            resized_ms: AtomicU64::new(0),
             slots: (0..limit * GROWTH)
                 .map(|_| Slot {
                     owner: AtomicU64::new(0),
@@ -318,7 +337,7 @@ impl Admission {
         }
         if let Some(r) = s.slot {
             if self.held(r).is_some() {
-                if s.reads < self.streak {
+                if s.reads < self.streak_now.load(Ordering::Relaxed) {
                     s.reads += 1;
                     return Decision::Read;
                 }
@@ -395,6 +414,7 @@ impl Admission {
         if let Some(slot) = slot.and_then(|r| self.held(r)) {
             slot.busy.fetch_add(1, Ordering::Relaxed);
         }
+        self.entered.fetch_add(1, Ordering::Relaxed);
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.behind_at() && !self.is_behind() {
             self.behind.store(true, Ordering::Relaxed);
@@ -438,27 +458,54 @@ impl Admission {
     /// the shard thread's own waits did not work, since it waits for every commit however
     /// many devices it serves (benches/RESULTS.md, session 11).
     ///
-    /// Long waits ([`LONG_WAIT`], half the bound, or more) come first, whatever the CPU: they
-    /// mean more devices wait than the slots serve in turn within the bound (on a slower machine
-    /// each streak lasts longer), and the bound is the policy's promise to every device. So they
-    /// bring more slots into use as idle CPU does, and a busy machine takes slots out again only
-    /// after [`CALM_WINDOWS`] windows without one (session 12: a third of the waits ended at the
-    /// bound at 10,000 terminals on a machine where the slot set never grew).
+    /// The streaks are sized too (see [`Admission::fit_streak`]): the queue moves on by one
+    /// device per streak, so on a saturated machine the time it takes to go round is its length
+    /// times the streak over the rate the shard serves frames at, whatever the number of slots.
+    /// More slots do not shorten it: they only make each streak's reads slower, as more of them
+    /// wait for the same commits, and bring more devices into the cache at once. Before
+    /// session 15 long waits brought more slots into use whatever the CPU; in a 10,000-terminal
+    /// closed loop the set then swung between 300 and 1,500 slots per shard, and both the
+    /// gateway and the simulator beside it spent more per position the more devices were in
+    /// their streaks. Streaks now shorten instead, down to [`MIN_STREAK`] reads.
+    ///
+    /// Long waits ([`LONG_WAIT`], half the bound, or more) still bring more slots into use, as
+    /// idle CPU does, where the machine has some time to spare or the streaks are as short as
+    /// they get: the bound is the policy's promise to every device. A busy machine takes slots
+    /// out again only after [`CALM_WINDOWS`] windows without one (session 12: a third of the
+    /// waits ended at the bound at 10,000 terminals on a machine where the slot set never
+    /// grew).
     pub fn resize(&self, idle_share: f64) {
         let long = self.long_waits.swap(0, Ordering::Relaxed) > 0;
-        // Only this call (on the shard's thread) writes `calm`.
+        // Only this call (on the shard's thread) writes `calm`, `streak_now` and `resized_ms`.
         let calm = if long {
             0
         } else {
             self.calm.load(Ordering::Relaxed).saturating_add(1)
         };
         self.calm.store(calm, Ordering::Relaxed);
-        if !self.enabled() || !self.anyone_waiting() {
+        let entered = self.entered.swap(0, Ordering::Relaxed);
+        let now = self.now_ms();
+        let window_ms = now.saturating_sub(self.resized_ms.swap(now, Ordering::Relaxed));
+        if !self.enabled() {
             return;
         }
+        let waiting = self
+            .next_ticket
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.admitted.load(Ordering::Relaxed));
+        if waiting == 0 {
+            self.streak_now.store(self.streak, Ordering::Relaxed);
+            return;
+        }
+        let streak = self.fit_streak(entered, window_ms, waiting);
+        self.streak_now.store(streak, Ordering::Relaxed);
         let active = self.active.load(Ordering::Relaxed);
         let step = self.limit.div_ceil(4);
-        if long || idle_share > GROW_ABOVE_IDLE {
+        // Long waits with streaks already at their shortest, or with CPU to spare, take more
+        // slots; on a busy machine shorter streaks are the cure, more slots only make the
+        // devices in a streak compete for the cache.
+        let short = streak <= MIN_STREAK.min(self.streak);
+        if (long && (short || idle_share >= SHRINK_BELOW_IDLE)) || idle_share >= GROW_ABOVE_IDLE {
             let grown = (active + step).min(self.slots.len());
             if grown > active {
                 self.active.store(grown, Ordering::Relaxed);
@@ -473,6 +520,34 @@ impl Admission {
             let shrunk = active.saturating_sub(step).max(self.limit);
             self.active.store(shrunk, Ordering::Relaxed);
         }
+    }
+
+    /// The streak length for a queue of `waiting` devices, `entered` position frames having
+    /// entered the pipeline over the last `window_ms`: the queue moves on by one device per
+    /// streak, and streaks end at the rate frames enter divided by their length, so it goes
+    /// round in `waiting × streak / rate`. Sized for that to be [`WAIT_TARGET`] of
+    /// [`LONG_WAIT`], between [`MIN_STREAK`] and `pipeline.admission_streak`, and moved half
+    /// way there per window so that one window's count does not swing it.
+    fn fit_streak(&self, entered: u64, window_ms: u64, waiting: u64) -> u32 {
+        let lowest = MIN_STREAK.min(self.streak);
+        let now = self.streak_now.load(Ordering::Relaxed);
+        if window_ms == 0 {
+            return now;
+        }
+        let rate_per_ms = entered as f64 / window_ms as f64;
+        let fit = WAIT_TARGET * LONG_WAIT.as_millis() as f64 * rate_per_ms / waiting as f64;
+        let fit = (fit as u32).clamp(lowest, self.streak);
+        // Rounded towards the fit, so that it gets there.
+        if fit < now {
+            (now + fit) / 2
+        } else {
+            (now + fit).div_ceil(2)
+        }
+    }
+
+    /// Reads of one streak now (see [`Admission::resize`]).
+    pub fn streak_now(&self) -> u32 {
+        self.streak_now.load(Ordering::Relaxed)
     }
 
     /// A connection waited [`LONG_WAIT`] or more for its turn, or until [`MAX_WAIT`] without
@@ -853,27 +928,87 @@ mod tests {
         assert_eq!(b.active_slots(), 32);
     }
 
+    /// `n` connections (ids from `first` on) that take tickets and register to wait for them.
+    fn queue_up(a: &Admission, first: u64, n: u64) -> Vec<(u64, Arc<Flag>)> {
+        (first..first + n)
+            .map(|conn| {
+                let t = wait(a.decide(conn, &mut Streak::default()));
+                let (f, k) = flag();
+                assert!(poll(a, t, &k).is_pending());
+                (t, f)
+            })
+            .collect()
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn long_waits_bring_slots_into_use_on_a_busy_machine() {
+    async fn a_long_queue_shortens_streaks_to_go_round_within_the_long_wait() {
+        let a = Admission::new(4, 16);
+        let mut holders: Vec<Streak> = (0..4).map(|_| Streak::default()).collect();
+        for (i, h) in holders.iter_mut().enumerate() {
+            assert_eq!(a.decide(i as u64 + 1, h), Decision::Read);
+            a.enter(h.slot());
+        }
+        load(&a, 12);
+        // 40 devices wait; 16 frames entered over the last second: streaks of 16 would take
+        // the queue 40 s to go round, so they shorten, half way per window, down to the
+        // shortest.
+        queue_up(&a, 10, 40);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        a.resize(0.0);
+        assert_eq!(a.streak_now(), 10);
+        let mut seen = vec![a.streak_now()];
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            a.resize(0.0);
+            seen.push(a.streak_now());
+        }
+        assert_eq!(seen, [10, 7, 5, 4, 4]);
+        // A holder's streak now ends after four reads (the slot it holds is still its own).
+        let mut h = holders[0];
+        for _ in 1..MIN_STREAK {
+            assert_eq!(a.decide(1, &mut h), Decision::Read);
+        }
+        assert!(matches!(a.decide(1, &mut h), Decision::Wait(_)));
+        // Frames entering fast enough for the queue: streaks grow back towards the limit.
+        for _ in 0..400 {
+            a.enter(None);
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+        a.resize(0.0);
+        // 400 frames per 100 ms, 40 waiting: 1 s goes round in streaks of 100, capped at 16.
+        assert_eq!(a.streak_now(), 10);
+        // Nobody waiting: the configured streak at once.
+        let quiet = Admission::new(4, 16);
+        quiet.resize(0.0);
+        assert_eq!(quiet.streak_now(), 16);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_waits_on_a_busy_machine_shorten_streaks_then_bring_slots_into_use() {
         let a = behind_with_every_slot_busy();
-        let mut w = Streak::default();
-        let t = wait(a.decide(10, &mut w));
-        let (f, k) = flag();
-        assert!(poll(&a, t, &k).is_pending());
-        // No idle CPU and no long wait: nothing changes.
+        let waiting = queue_up(&a, 10, 40);
+        // No idle CPU and no long wait: the slots stay (the streaks shorten, see above).
         a.resize(0.0);
         assert_eq!(a.active_slots(), 4);
-        // Another device waited long: a quarter of the limit more, and a turn, although the
-        // machine has no time to spare.
+        // Long waits on a busy machine with streaks that can still shorten: no more slots,
+        // which would only make more devices compete for the cache.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        a.long_wait();
+        a.resize(0.0);
+        assert!(a.streak_now() > MIN_STREAK);
+        assert_eq!(a.active_slots(), 4);
+        while a.streak_now() > MIN_STREAK {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            a.resize(0.0);
+        }
+        assert_eq!(a.active_slots(), 4);
+        // At the shortest streaks, a long wait brings a quarter of the limit more, and a turn,
+        // although the machine has no time to spare.
         a.long_wait();
         a.resize(0.0);
         assert_eq!(a.active_slots(), 5);
-        assert!(woken(&f));
+        assert!(woken(&waiting[0].1));
         // A busy machine keeps them while long waits may still be ending ...
-        let mut w2 = Streak::default();
-        let t2 = wait(a.decide(11, &mut w2));
-        let (_, k2) = flag();
-        assert!(poll(&a, t2, &k2).is_pending());
         for _ in 1..CALM_WINDOWS {
             a.resize(0.0);
             assert_eq!(a.active_slots(), 5);

@@ -101,12 +101,15 @@ pub async fn sample(idle: watch::Sender<f64>, shutdown: CancellationToken) {
 /// lets the slot set grow to its cap (eight times `admission_limit`), as if admission were
 /// sized by hand that large.
 pub async fn balance(shard: usize, admission: Arc<Admission>, mut idle: watch::Receiver<f64>) {
-    let gauge = metrics::gauge!(m::ADMISSION_SLOTS, "shard" => shard.to_string());
-    gauge.set(admission.active_slots() as f64);
+    let slots = metrics::gauge!(m::ADMISSION_SLOTS, "shard" => shard.to_string());
+    let streak = metrics::gauge!(m::ADMISSION_STREAK, "shard" => shard.to_string());
+    slots.set(admission.active_slots() as f64);
+    streak.set(admission.streak_now() as f64);
     while idle.changed().await.is_ok() {
         let share = *idle.borrow_and_update();
         admission.resize(share);
-        gauge.set(admission.active_slots() as f64);
+        slots.set(admission.active_slots() as f64);
+        streak.set(admission.streak_now() as f64);
     }
 }
 
