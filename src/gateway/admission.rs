@@ -287,8 +287,12 @@ impl Admission {
     /// Finds a free slot with the clock hand and takes it for `conn`.
     fn find_slot(&self, conn: u64, now: u64) -> Option<SlotRef> {
         let active = self.active.load(Ordering::Relaxed);
-        for _ in 0..PROBES.min(active) {
-            let i = self.hand.fetch_add(1, Ordering::Relaxed) % active;
+        let probes = PROBES.min(active);
+        // The hand moves on by all the probes at once: one atomic add per search rather than
+        // one per slot looked at (with a queue, every commit outcome searches).
+        let start = self.hand.fetch_add(probes, Ordering::Relaxed);
+        for k in 0..probes {
+            let i = start.wrapping_add(k) % active;
             let slot = &self.slots[i];
             if !self.is_free(slot, now) {
                 continue;
@@ -424,13 +428,16 @@ impl Admission {
     /// A position frame's outcome came back (or its connection dropped it); `slot` as given to
     /// [`Admission::enter`].
     pub fn leave(&self, slot: Option<SlotRef>) {
+        let mut now = None;
         if let Some(slot) = slot.and_then(|r| self.held(r)) {
             let _ = slot
                 .busy
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                     Some(n.saturating_sub(1))
                 });
-            slot.last.store(self.now_ms(), Ordering::Relaxed);
+            let ms = self.now_ms();
+            slot.last.store(ms, Ordering::Relaxed);
+            now = Some(ms);
         }
         // Saturating: a miscount must not leave the shard behind for ever.
         let before = self
@@ -443,7 +450,7 @@ impl Admission {
         if before <= 2 * self.limit && self.is_behind() {
             self.behind.store(false, Ordering::Relaxed);
         }
-        self.admit();
+        self.admit_at(now);
     }
 
     /// Resizes the set of slots in use from the share of the machine's CPU time that went
@@ -573,6 +580,11 @@ impl Admission {
     /// device through in turn and brought back the cold working set this is for. Called with
     /// every outcome, every slot given back and every new wait.
     pub fn admit(&self) {
+        self.admit_at(None)
+    }
+
+    /// [`Admission::admit`] with the time, if the caller has just read the clock.
+    fn admit_at(&self, now: Option<u64>) {
         loop {
             if !self.anyone_waiting() {
                 // The queue is gone: the slots that idle time added are not needed any more.
@@ -582,13 +594,17 @@ impl Admission {
                 }
                 return;
             }
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if !self.anyone_waiting() {
-                return;
-            }
-            let Some(r) = self.find_slot(RESERVED, self.now_ms()) else {
+            // The slot first, the lock only with one: with a queue, most searches (one per
+            // commit outcome) find none.
+            let Some(r) = self.find_slot(RESERVED, now.unwrap_or_else(|| self.now_ms())) else {
                 return;
             };
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.anyone_waiting() {
+                drop(q);
+                self.give_back(r);
+                return;
+            }
             let ticket = self.admitted.fetch_add(1, Ordering::AcqRel);
             // Wakers of earlier tickets are gone already (see `cancel`); drop any left.
             q.pass(ticket);
