@@ -512,7 +512,7 @@ impl Admission {
         // slots; on a busy machine shorter streaks are the cure, more slots only make the
         // devices in a streak compete for the cache.
         let short = streak <= MIN_STREAK.min(self.streak);
-        if (long && (short || idle_share >= SHRINK_BELOW_IDLE)) || idle_share >= GROW_ABOVE_IDLE {
+        if (long && (short || idle_share >= SHRINK_BELOW_IDLE)) || idle_share > GROW_ABOVE_IDLE {
             let grown = (active + step).min(self.slots.len());
             if grown > active {
                 self.active.store(grown, Ordering::Relaxed);
