@@ -46,8 +46,10 @@ pub const HOT_WINDOW: Duration = Duration::from_millis(20);
 /// also makes a lost turn (a waiting connection that went away) cost a delay, never a stall.
 pub const MAX_WAIT: Duration = Duration::from_secs(2);
 
-/// A wait this long means the slots go round the waiting devices too slowly for the bound (see
-/// [`Admission::resize`]); half of it, so that the set grows before waits reach the bound.
+/// A wait this long means the waiting devices go round too slowly for the bound (see
+/// [`Admission::resize`]): streaks are sized to keep waits below it, and where they cannot be
+/// shortened further more slots come into use; half the bound, so that this happens before waits
+/// reach it.
 pub const LONG_WAIT: Duration = Duration::from_secs(1);
 
 /// Slots the clock hand looks at for a free one before it gives up.
@@ -58,8 +60,10 @@ const PROBES: usize = 8;
 /// large a share of the reads for the streaks to be worth having.
 const MIN_STREAK: u32 = 4;
 
-/// The wait, as a share of [`LONG_WAIT`], that streaks are sized for while devices queue.
-const WAIT_TARGET: f64 = 1.0;
+/// The wait, as a share of [`LONG_WAIT`], that streaks are sized for while devices queue: below
+/// one, so that a long wait still means that the fit fell short (a burst of newcomers, a slower
+/// window), not that it worked.
+const WAIT_TARGET: f64 = 0.75;
 
 /// The most slots in use, in multiples of `limit`. At eight, the default's 2,048 slots per
 /// shard let most of a 10,000-terminal closed loop through on a machine whose commits are slow.
@@ -113,8 +117,9 @@ pub struct Admission {
     resized_ms: AtomicU64,
     /// `limit` times [`GROWTH`] slots, of which the first `active` are in use.
     slots: Box<[Slot]>,
-    /// Slots in use: `limit`, more while the machine has idle CPU with connections waiting (see
-    /// [`Admission::resize`]), back to `limit` once nobody waits.
+    /// Slots in use: `limit`, more while the machine has idle CPU with connections waiting, or
+    /// long waits that shorter streaks cannot cure (see [`Admission::resize`]), back to `limit`
+    /// once nobody waits.
     active: AtomicUsize,
     hand: AtomicUsize,
     epoch: Instant,
@@ -304,6 +309,14 @@ impl Admission {
                 .compare_exchange(seen, conn, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
             {
+                // The probes not used go back, unless another search moved the hand meanwhile:
+                // after the set grew, the next search starts at the next new slot.
+                let _ = self.hand.compare_exchange(
+                    start.wrapping_add(probes),
+                    start.wrapping_add(k + 1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 slot.busy.store(0, Ordering::Relaxed);
                 slot.last.store(now, Ordering::Relaxed);
@@ -544,12 +557,15 @@ impl Admission {
         let rate_per_ms = entered as f64 / window_ms as f64;
         let fit = WAIT_TARGET * LONG_WAIT.as_millis() as f64 * rate_per_ms / waiting as f64;
         let fit = (fit as u32).clamp(lowest, self.streak);
-        // Rounded towards the fit, so that it gets there.
-        if fit < now {
+        // Half way, rounded towards the fit so that it gets there (in u64: the configured
+        // streak has no upper bound).
+        let (now, fit) = (u64::from(now), u64::from(fit));
+        let mid = if fit < now {
             (now + fit) / 2
         } else {
             (now + fit).div_ceil(2)
-        }
+        };
+        u32::try_from(mid).unwrap_or(u32::MAX)
     }
 
     /// Reads of one streak now (see [`Admission::resize`]).
@@ -986,13 +1002,20 @@ mod tests {
         }
         assert!(matches!(a.decide(1, &mut h), Decision::Wait(_)));
         // Frames entering fast enough for the queue: streaks grow back towards the limit.
-        for _ in 0..400 {
-            a.enter(None);
-        }
+        load(&a, 400);
         tokio::time::advance(Duration::from_millis(100)).await;
         a.resize(0.0);
-        // 400 frames per 100 ms, 40 waiting: 1 s goes round in streaks of 100, capped at 16.
+        // 400 frames per 100 ms, 40 waiting: 0.75 s goes round in streaks of 75, capped at 16.
         assert_eq!(a.streak_now(), 10);
+        // 40 frames per 100 ms: streaks of 7.5, so 7; half way from 10 is 8.
+        load(&a, 40);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        a.resize(0.0);
+        assert_eq!(a.streak_now(), 8);
+        load(&a, 40);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        a.resize(0.0);
+        assert_eq!(a.streak_now(), 7);
         // Nobody waiting: the configured streak at once.
         let quiet = Admission::new(4, 16);
         quiet.resize(0.0);

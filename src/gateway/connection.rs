@@ -227,7 +227,7 @@ impl Admitted {
     }
 
     /// The turn it waited for came: it reads next. A long wait is reported to the admission,
-    /// which brings more slots into use (see `Admission::resize`).
+    /// which shortens streaks or brings more slots into use (see `Admission::resize`).
     fn turn_came(&mut self) {
         let ticket = match self.turn {
             Turn::Waiting { ticket, until } => {

@@ -66,7 +66,7 @@ impl CpuTimes {
 /// configured size.
 pub async fn sample(idle: watch::Sender<f64>, shutdown: CancellationToken) {
     let Some(mut last) = CpuTimes::read() else {
-        tracing::info!("no /proc/stat: admission keeps pipeline.admission_limit slots per shard");
+        tracing::info!("no /proc/stat: admission keeps pipeline.admission_limit slots and pipeline.admission_streak reads per streak");
         return;
     };
     let mut warned = false;
@@ -80,7 +80,7 @@ pub async fn sample(idle: watch::Sender<f64>, shutdown: CancellationToken) {
         let Some(now) = CpuTimes::read() else {
             // Skipped, not stopped: a transient read failure must not freeze the slot sets.
             if !warned {
-                tracing::warn!("cannot read /proc/stat: admission slots not resized");
+                tracing::warn!("cannot read /proc/stat: admission slots and streaks not resized");
                 warned = true;
             }
             continue;
