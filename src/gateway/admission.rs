@@ -886,16 +886,21 @@ mod tests {
         assert!(a.queue.lock().unwrap().waiters.is_empty());
     }
 
-    /// Four slots, all held by devices with a frame in flight, and the shard behind.
-    fn behind_with_every_slot_busy() -> Admission {
-        let a = Admission::new(4, 100);
+    /// Four slots, all held by devices (ids 1 to 4) with a frame in flight, and the shard
+    /// behind; streaks of up to `streak` reads. Returns the holders' streaks too.
+    fn behind_with_busy_holders(streak: u32) -> (Admission, Vec<Streak>) {
+        let a = Admission::new(4, streak);
         let mut holders: Vec<Streak> = (0..4).map(|_| Streak::default()).collect();
         for (i, h) in holders.iter_mut().enumerate() {
             assert_eq!(a.decide(i as u64 + 1, h), Decision::Read);
             a.enter(h.slot());
         }
         load(&a, 12);
-        a
+        (a, holders)
+    }
+
+    fn behind_with_every_slot_busy() -> Admission {
+        behind_with_busy_holders(100).0
     }
 
     #[tokio::test(start_paused = true)]
@@ -974,13 +979,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_long_queue_shortens_streaks_to_go_round_within_the_long_wait() {
-        let a = Admission::new(4, 16);
-        let mut holders: Vec<Streak> = (0..4).map(|_| Streak::default()).collect();
-        for (i, h) in holders.iter_mut().enumerate() {
-            assert_eq!(a.decide(i as u64 + 1, h), Decision::Read);
-            a.enter(h.slot());
-        }
-        load(&a, 12);
+        let (a, holders) = behind_with_busy_holders(16);
         // 40 devices wait; 16 frames entered over the last second: streaks of 16 would take
         // the queue 40 s to go round, so they shorten, half way per window, down to the
         // shortest.
