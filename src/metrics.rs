@@ -51,6 +51,9 @@ pub const STORE_COMMIT_ERRORS: &str = "store_commit_errors_total";
 pub const STORE_QUEUE_DEPTH: &str = "store_queue_depth";
 /// Track points deleted by retention (recorded by the store).
 pub const STORE_RETENTION_DELETED: &str = "store_retention_deleted_total";
+/// Retention passes completed (at start, then hourly; recorded by the store): tells an operator,
+/// or a test, that the points older than `store.retention_days` at that time are gone.
+pub const STORE_RETENTION_RUNS: &str = "store_retention_runs_total";
 /// Folds of the track log into per-vehicle chunks (recorded by the store).
 pub const STORE_TRACK_FOLDS: &str = "store_track_folds_total";
 /// Folds that failed, or were refused because one failed before (recorded by the store): their
@@ -172,6 +175,10 @@ fn describe() {
         "Track points deleted because they were older than store.retention_days."
     );
     describe_counter!(
+        STORE_RETENTION_RUNS,
+        "Retention passes completed (at start, then hourly)."
+    );
+    describe_counter!(
         STORE_TRACK_FOLDS,
         "Folds of the track log into per-vehicle chunks."
     );
@@ -226,6 +233,7 @@ fn zero() {
         POSITIONS_STORED,
         STORE_COMMIT_ERRORS,
         STORE_RETENTION_DELETED,
+        STORE_RETENTION_RUNS,
         STORE_TRACK_FOLDS,
         STORE_TRACK_FOLD_ERRORS,
         RESEND_REQUESTS,

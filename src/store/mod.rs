@@ -580,6 +580,7 @@ impl Store {
             .engine
             .drop_track_before(now_ms.saturating_sub(keep_ms), self.inner.cfg.durability)?;
         metrics::counter!(crate::metrics::STORE_RETENTION_DELETED).increment(dropped);
+        metrics::counter!(crate::metrics::STORE_RETENTION_RUNS).increment(1);
         Ok(dropped)
     }
 }
