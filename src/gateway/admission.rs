@@ -48,8 +48,9 @@ pub const HOT_WINDOW: Duration = Duration::from_millis(20);
 /// connection, and the bound sets how long streaks can be (a device's reads per turn are its
 /// share of the shard's rate times the time the queue takes to go round). At 10,000 terminals
 /// in a closed loop, 4 s instead of 2 s took the gateway from 0.61-0.71x of the ceiling to
-/// 0.71-0.88x, with the p99 answer time where it was at 2 s before streaks were fitted (1.4 s)
-/// and the p90 down from 0.5-0.9 s to 0.01-0.1 s (benches/RESULTS.md, session 15).
+/// 0.71-0.88x, with the p99 answer time where it was at 2 s before streaks were fitted (1.4 s),
+/// the p90 anywhere from 0.01 to 0.9 s and the longest wait 1.6 s (benches/RESULTS.md, session
+/// 15).
 pub const MAX_WAIT: Duration = Duration::from_secs(4);
 
 /// A wait this long means the waiting devices go round too slowly for the bound (see
