@@ -346,8 +346,20 @@ impl Admission {
         }
     }
 
+    /// Tickets taken and not yet given a turn.
+    fn waiting(&self) -> u64 {
+        self.next_ticket
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.admitted.load(Ordering::Relaxed))
+    }
+
     fn anyone_waiting(&self) -> bool {
-        self.admitted.load(Ordering::Relaxed) < self.next_ticket.load(Ordering::Relaxed)
+        self.waiting() > 0
+    }
+
+    /// The shortest streak [`Admission::resize`] cuts streaks down to.
+    fn shortest_streak(&self) -> u32 {
+        MIN_STREAK.min(self.streak)
     }
 
     fn is_behind(&self) -> bool {
@@ -361,7 +373,7 @@ impl Admission {
         }
         if let Some(r) = s.slot {
             if self.held(r).is_some() {
-                if s.reads < self.streak_now.load(Ordering::Relaxed) {
+                if s.reads < self.streak_now() {
                     s.reads += 1;
                     return Decision::Read;
                 }
@@ -516,10 +528,7 @@ impl Admission {
         if !self.enabled() {
             return;
         }
-        let waiting = self
-            .next_ticket
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.admitted.load(Ordering::Relaxed));
+        let waiting = self.waiting();
         if waiting == 0 {
             self.streak_now.store(self.streak, Ordering::Relaxed);
             return;
@@ -531,7 +540,7 @@ impl Admission {
         // Long waits with streaks already at their shortest, or with CPU to spare, take more
         // slots; on a busy machine shorter streaks are the cure, more slots only make the
         // devices in a streak compete for the cache.
-        let short = streak <= MIN_STREAK.min(self.streak);
+        let short = streak <= self.shortest_streak();
         if (long && (short || idle_share >= SHRINK_BELOW_IDLE)) || idle_share > GROW_ABOVE_IDLE {
             let grown = (active + step).min(self.slots.len());
             if grown > active {
@@ -556,8 +565,8 @@ impl Admission {
     /// [`LONG_WAIT`], between [`MIN_STREAK`] and `pipeline.admission_streak`, and moved half
     /// way there per window so that one window's count does not swing it.
     fn fit_streak(&self, entered: u64, window_ms: u64, waiting: u64) -> u32 {
-        let lowest = MIN_STREAK.min(self.streak);
-        let now = self.streak_now.load(Ordering::Relaxed);
+        let lowest = self.shortest_streak();
+        let now = self.streak_now();
         if window_ms == 0 {
             return now;
         }
