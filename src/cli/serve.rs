@@ -5,7 +5,9 @@
 //! prints `listening jt808 ADDR` and `listening http ADDR` on stdout (tests and scripts read these;
 //! logs go to stderr). SIGINT/SIGTERM start a graceful shutdown: stop accepting devices, let
 //! connections answer what is in flight, drain the shards, flush the store, stop the HTTP API
-//! (which reports "shutting_down" on `/healthz` meanwhile), exit 0.
+//! (which reports "shutting_down" on `/healthz` meanwhile), exit 0. A shard worker that fails (a
+//! panic: a bug) starts the same shutdown, and the process then exits 1, for its supervisor to
+//! restart it.
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::gateway::{self, Gateway};
 use crate::http::{self, ApiState};
-use crate::pipeline::{self, live::LiveView, Pipeline};
+use crate::pipeline::{self, live::LiveView, Pipeline, ShardThread};
 use crate::store::{Store, StoreConfig};
 
 #[derive(clap::Args, Debug)]
@@ -216,7 +218,21 @@ async fn serve(
 
     let upkeep = tokio::spawn(upkeep(store.clone(), metrics, shutdown.clone()));
 
-    signals.wait().await;
+    // A shard worker that stops before a shutdown has failed (it panicked): its vehicles' positions
+    // can no longer be stored, and its devices' connections died with its thread. Rather than go
+    // on half-working (visible only on /healthz), the gateway shuts down as on SIGTERM, so that
+    // the other shards' acknowledged work is flushed, and exits with a failure for the supervisor
+    // to restart it; start-up recovery rebuilds every vehicle's state from the store.
+    let failed_shard = tokio::select! {
+        () = signals.wait() => None,
+        index = first_to_end(&shard_handles) => Some(index),
+    };
+    if let Some(index) = failed_shard {
+        tracing::error!(
+            shard = index,
+            "shard worker {index} stopped unexpectedly; shutting down so that the gateway can be restarted"
+        );
+    }
     tracing::info!("shutting down: no new connections; answering in-flight frames");
     shutdown.cancel();
 
@@ -251,8 +267,27 @@ async fn serve(
     {
         tracing::warn!("HTTP connections still open at exit");
     }
+    if let Some(index) = failed_shard {
+        anyhow::bail!("shard worker {index} stopped unexpectedly (see the log); everything acknowledged is stored");
+    }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// The index of the first shard worker whose thread ends.
+async fn first_to_end(shards: &[ShardThread]) -> usize {
+    use std::future::Future as _;
+    let mut ended: Vec<_> = shards.iter().map(|s| Box::pin(s.ended())).collect();
+    // With no shards this never completes, as nothing can end.
+    std::future::poll_fn(|cx| {
+        for (shard, end) in shards.iter().zip(ended.iter_mut()) {
+            if end.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(shard.index());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Periodic chores: metric upkeep (histogram rotation) and track retention.

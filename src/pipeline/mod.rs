@@ -9,7 +9,10 @@
 //! that they may acknowledge the frames.
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+#[cfg(test)]
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::model::{LastKnown, Signals};
@@ -217,8 +220,19 @@ pub enum TrySubmit {
 /// thread the OS runs them as soon as they are woken. Measured: 7 to 8 % less server CPU per
 /// position at a fixed 50,000 positions/s (benches/RESULTS.md, session 3).
 pub struct ShardThread {
-    stopped: oneshot::Receiver<()>,
+    index: usize,
+    /// Cancelled when the thread finishes, whether its worker returned or a panic unwound it.
+    ended: CancellationToken,
     thread: std::thread::JoinHandle<()>,
+}
+
+/// Cancels its token when dropped: at the end of a shard thread, by a return or by a panic.
+struct EndGuard(CancellationToken);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// Where a shard's runtime runs the connections of its vehicles' devices (see
@@ -237,23 +251,41 @@ impl ShardThread {
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
-        let (stopped_tx, stopped) = oneshot::channel();
+        let ended = CancellationToken::new();
+        let guard = EndGuard(ended.clone());
         let thread = std::thread::Builder::new()
             .name(format!("shard-{index}"))
             .spawn(move || {
+                let _guard = guard;
                 runtime.block_on(worker.run(rx));
-                let _ = stopped_tx.send(());
             })?;
-        Ok((ShardThread { stopped, thread }, handle))
+        Ok((
+            ShardThread {
+                index,
+                ended,
+                thread,
+            },
+            handle,
+        ))
+    }
+
+    /// The shard's number.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Completes when the worker has stopped: after a shutdown drained it, or, before one, because
+    /// it failed (a panic in the worker or its commit stage). The caller tells the two apart.
+    pub async fn ended(&self) {
+        self.ended.cancelled().await
     }
 
     /// Waits until the worker has drained its queue, committed and stopped. The worker stops when
     /// the last [`Pipeline`] handle is dropped.
     pub async fn join(self) {
-        // The receiver also completes if the thread panicked (the sender is dropped).
-        let _ = self.stopped.await;
+        self.ended.cancelled().await;
         if self.thread.join().is_err() {
-            tracing::error!("a shard worker panicked");
+            tracing::error!(shard = self.index, "a shard worker panicked");
         }
     }
 }

@@ -197,6 +197,12 @@ struct VehicleState {
 
 pub(super) struct Shard {
     index: usize,
+    /// Debug builds only: a terminal whose positions make this worker panic, from the
+    /// environment variable `LIENGATE_DEBUG_PANIC_TERMINAL`, so that a black-box test can see
+    /// what the process does when a shard worker fails (`tests/shard_failure.rs`). Release builds
+    /// have no such hook.
+    #[cfg(debug_assertions)]
+    panic_terminal: Option<String>,
     store: Store,
     live: Arc<LiveView>,
     sanitation: SanitationConfig,
@@ -237,6 +243,8 @@ impl Shard {
     pub(super) fn new(index: usize, cfg: &Config, store: Store, live: Arc<LiveView>) -> Self {
         Shard {
             index,
+            #[cfg(debug_assertions)]
+            panic_terminal: std::env::var("LIENGATE_DEBUG_PANIC_TERMINAL").ok(),
             store,
             live,
             sanitation: cfg.sanitation.clone(),
@@ -303,7 +311,7 @@ impl Shard {
             let _ = to_commit.send(batch).await;
         }
         drop(to_commit);
-        let _ = stage.await;
+        propagate_panic(stage.await);
         tracing::debug!(shard = self.index, "shard worker stopped");
     }
 
@@ -348,6 +356,13 @@ impl Shard {
         self.prefetch(msgs);
         for msg in msgs.drain(..) {
             let ShardMsg::Positions(p) = msg;
+            #[cfg(debug_assertions)]
+            if self.panic_terminal.as_deref() == Some(&*p.route.terminal_id) {
+                panic!(
+                    "LIENGATE_DEBUG_PANIC_TERMINAL: a position of {}",
+                    p.route.terminal_id
+                );
+            }
             let outcome = self.apply(&p, now_ms, &mut track, &mut writes, &mut publish);
             if let Some(done) = p.done {
                 waiting.push((done, outcome));
@@ -747,6 +762,17 @@ fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleSt
     }
 }
 
+/// Re-raises the panic of a task of the shard's own: the worker must not end as if it had drained
+/// when its commit stage died, or the thread would look stopped for a shutdown (see
+/// `ShardThread::ended`).
+fn propagate_panic(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = joined {
+        if err.is_panic() {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    }
+}
+
 /// Commits of one shard in flight at once. Queued in order, they complete in order; each one's
 /// disk sync overlaps the writing of the next, where one commit at a time left the store's
 /// committer waiting for every sync.
@@ -811,7 +837,7 @@ async fn commit_stage(
         }
     }
     drop(to_finish);
-    let _ = finisher.await;
+    propagate_panic(finisher.await);
 }
 
 /// Second half of the commit stage: outcomes in queue order.

@@ -38,8 +38,21 @@ pub fn start(config: Option<&str>) -> Server {
     start_in(dir, config.map(str::to_string))
 }
 
+/// [`start`] with extra environment variables for this run only (a restart goes without them).
+pub fn start_with_env(config: Option<&str>, env: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (child, jt808, http) = spawn(dir.path(), config, env);
+    Server {
+        child: Some(child),
+        dir,
+        jt808,
+        http,
+        config: config.map(str::to_string),
+    }
+}
+
 fn start_in(dir: tempfile::TempDir, config: Option<String>) -> Server {
-    let (child, jt808, http) = spawn(dir.path(), config.as_deref());
+    let (child, jt808, http) = spawn(dir.path(), config.as_deref(), &[]);
     Server {
         child: Some(child),
         dir,
@@ -49,7 +62,11 @@ fn start_in(dir: tempfile::TempDir, config: Option<String>) -> Server {
     }
 }
 
-fn spawn(dir: &Path, config: Option<&str>) -> (Child, SocketAddr, SocketAddr) {
+fn spawn(
+    dir: &Path,
+    config: Option<&str>,
+    env: &[(&str, &str)],
+) -> (Child, SocketAddr, SocketAddr) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_liengate"));
     cmd.arg("serve")
         .arg("--listen-jt808")
@@ -73,6 +90,7 @@ fn spawn(dir: &Path, config: Option<&str>) -> (Child, SocketAddr, SocketAddr) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr));
+    cmd.envs(env.iter().copied());
     let mut child = cmd.spawn().expect("spawn liengate");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
