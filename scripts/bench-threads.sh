@@ -19,6 +19,8 @@
 #                        together with PERF or EVENTS
 #   EVENTS=a,b           count these perf events (e.g. syscalls:sys_enter_write,sched:sched_switch)
 #                        in the server and the simulator meanwhile, printed per position
+#   SERVER_PRE='cmd'     a shell command run once the server listens, with its process id in $PID
+#                        (e.g. 'for t in /proc/$PID/task/*; do chrt -b -p 0 ${t##*/}; done')
 #
 # The gateway imports a registry pairing terminals 2k and 2k+1 as one vehicle's wired and wireless
 # trackers, as scripts/bench-e2e.sh does with REGISTRY=pairs.
@@ -68,6 +70,7 @@ ADDR=$(bench_listening "$DIR/out" "$SRV" jt808) || {
 }
 # timeout(1) runs the server as its child: measure the server itself.
 PID=$(pgrep -P "$SRV" -n)
+eval "${SERVER_PRE:-true}"
 
 # Source addresses of their own for each run: the previous runs' connections linger in
 # TIME_WAIT on theirs, and picking a free port among them made the kernel spend seconds of CPU

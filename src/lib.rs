@@ -13,5 +13,6 @@ pub mod net;
 pub mod pipeline;
 pub mod prefetch;
 pub mod registry;
+pub mod sched;
 pub mod sim;
 pub mod store;

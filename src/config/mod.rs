@@ -244,6 +244,10 @@ pub struct PipelineConfig {
     /// most devices (benches/RESULTS.md, session 11). A queue too long for streaks this long
     /// to go round it within a second cuts them shorter (session 15).
     pub admission_streak: u32,
+    /// Run the shard workers under Linux's `SCHED_BATCH` policy: they keep their share of the CPU
+    /// but do not preempt other threads when they wake, so a busy gateway switches context less
+    /// often (`crate::sched`, benches/RESULTS.md session 16). Default on; ignored on other systems.
+    pub batch_scheduling: bool,
 }
 
 /// Largest `pipeline.admission_limit`: far above any useful number of streak slots, and small
@@ -257,6 +261,7 @@ impl Default for PipelineConfig {
             queue_depth: 0,
             admission_limit: 256,
             admission_streak: 16,
+            batch_scheduling: true,
         }
     }
 }

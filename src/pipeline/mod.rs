@@ -244,6 +244,7 @@ impl ShardThread {
         index: usize,
         worker: shard::Shard,
         rx: mpsc::Receiver<ShardMsg>,
+        batch: bool,
     ) -> std::io::Result<(ShardThread, ShardRuntime)> {
         // Built here so that a failure is reported by `Pipeline::start`, not lost in the thread.
         // With I/O: the connections of the shard's devices run on it too.
@@ -253,12 +254,10 @@ impl ShardThread {
         let handle = runtime.handle().clone();
         let ended = CancellationToken::new();
         let guard = EndGuard(ended.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("shard-{index}"))
-            .spawn(move || {
-                let _guard = guard;
-                runtime.block_on(worker.run(rx));
-            })?;
+        let thread = crate::sched::spawn(&format!("shard-{index}"), batch, move || {
+            let _guard = guard;
+            runtime.block_on(worker.run(rx));
+        })?;
         Ok((
             ShardThread {
                 index,
@@ -316,7 +315,8 @@ impl Pipeline {
             let (tx, rx) = mpsc::channel(depth);
             senders.push(tx);
             let worker = shard::Shard::new(index, cfg, store.clone(), live.clone());
-            let (thread, runtime) = ShardThread::spawn(index, worker, rx)?;
+            let (thread, runtime) =
+                ShardThread::spawn(index, worker, rx, cfg.pipeline.batch_scheduling)?;
             handles.push(thread);
             runtimes.push(runtime);
         }
