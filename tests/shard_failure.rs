@@ -2,8 +2,11 @@
 //! SIGTERM (answering what the other shards have in flight and flushing the store), exits with a
 //! failure for its supervisor to restart it, and after the restart everything acknowledged is there.
 //!
-//! The failure is injected with `LIENGATE_DEBUG_PANIC_TERMINAL`, a hook that only debug builds (the
-//! ones `cargo test` runs) have: a position from that terminal makes its shard worker panic.
+//! The failure is injected with `LIENGATE_DEBUG_PANIC_TERMINAL=<stage>:<terminal>`, a hook that
+//! only debug builds (the ones `cargo test` runs) have: a position from that terminal makes its
+//! shard worker panic as it builds the batch (`build`), or the worker's commit stage once the batch
+//! is durable (`finish`).
+#![cfg(debug_assertions)]
 mod common;
 
 use std::time::Duration;
@@ -11,7 +14,18 @@ use std::time::Duration;
 use common::*;
 
 #[test]
-fn a_panicking_shard_worker_stops_the_gateway_with_a_failure_and_loses_nothing_acknowledged() {
+fn a_shard_worker_panicking_as_it_builds_a_batch_stops_the_gateway_with_a_failure() {
+    panic_stops_the_gateway_with_a_failure_and_loses_nothing_acknowledged("build");
+}
+
+/// The worker hears of its commit stage's panic at once, not at its next batch, which a quiet
+/// shard would never build: here no further frame comes.
+#[test]
+fn a_shard_commit_stage_panicking_after_a_commit_stops_the_gateway_with_a_failure() {
+    panic_stops_the_gateway_with_a_failure_and_loses_nothing_acknowledged("finish");
+}
+
+fn panic_stops_the_gateway_with_a_failure_and_loses_nothing_acknowledged(stage: &str) {
     let dir = tempfile::tempdir().unwrap();
     // Two vehicles on two shards: placement puts each new vehicle on the shard with the fewest.
     let registry = write_registry(
@@ -25,7 +39,8 @@ fn a_panicking_shard_worker_stops_the_gateway_with_a_failure_and_loses_nothing_a
         registry.display()
     );
     let (healthy, failing) = ("013800138001", "013800138002");
-    let mut server = start_with_env(Some(&config), &[("LIENGATE_DEBUG_PANIC_TERMINAL", failing)]);
+    let hook = format!("{stage}:{failing}");
+    let mut server = start_with_env(Some(&config), &[("LIENGATE_DEBUG_PANIC_TERMINAL", &hook)]);
     let base = now_s() - 600;
 
     let mut a = server.connect();
@@ -49,13 +64,18 @@ fn a_panicking_shard_worker_stops_the_gateway_with_a_failure_and_loses_nothing_a
         assert_ne!(result, 0, "a frame of the failing shard was acknowledged");
     }
 
+    // The shutdown closes the healthy device's connection (it does not hang), then the process
+    // exits with a failure, not a crash.
+    assert!(
+        a.closed_within(Duration::from_secs(30)),
+        "the healthy connection stayed open"
+    );
     let status = server.wait_exit(Duration::from_secs(30));
-    assert!(!status.success(), "exit status {status:?}");
+    assert_eq!(status.code(), Some(1), "exit status {status:?}");
     let log = server.stderr();
     assert!(log.contains("stopped unexpectedly"), "stderr:\n{log}");
     assert!(log.contains("a shard worker panicked"), "stderr:\n{log}");
-    // The healthy device's connection was closed by the shutdown, not left hanging.
-    assert!(a.closed_within(Duration::from_secs(5)));
+    assert!(log.contains("answering in-flight frames"), "stderr:\n{log}");
 
     // Restarted without the hook: the acknowledged position is the vehicle's last known one.
     let server = server.restart();

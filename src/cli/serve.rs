@@ -253,11 +253,20 @@ async fn serve(
     }
     // 3. Dropping the last pipeline handle lets the shards drain their queues and stop.
     drop(gw);
+    let mut panicked = Vec::new();
     for h in shard_handles {
-        h.join().await;
+        let index = h.index();
+        if !h.join().await {
+            panicked.push(index);
+        }
     }
     // 4. Make everything durable.
-    store.flush().await.context("flushing the store")?;
+    store.flush().await.with_context(|| match failed_shard {
+        Some(index) => {
+            format!("flushing the store after shard worker {index} stopped unexpectedly")
+        }
+        None => "flushing the store".to_string(),
+    })?;
     let _ = upkeep.await;
     http_stop.cancel();
     // HTTP clients that keep a connection open must not hold the exit up.
@@ -269,6 +278,11 @@ async fn serve(
     }
     if let Some(index) = failed_shard {
         anyhow::bail!("shard worker {index} stopped unexpectedly (see the log); everything acknowledged is stored");
+    }
+    if !panicked.is_empty() {
+        // A worker that failed while draining: the shutdown was going to happen anyway, but the
+        // exit status must still say that something went wrong.
+        anyhow::bail!("shard workers {panicked:?} panicked while stopping (see the log); everything acknowledged is stored");
     }
     tracing::info!("shutdown complete");
     Ok(())

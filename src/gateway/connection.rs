@@ -409,12 +409,11 @@ impl Connection {
     async fn serve_until_stop(&mut self) -> Close {
         let outbox = self.outbox.clone();
         // `biased`: this select is polled with every wake-up of the connection, and an unbiased
-        // one draws a random number from the runtime's thread-local generator each time (about
-        // 50 instructions per frame under callgrind). The order does not matter for fairness:
-        // the hard stop is a one-shot signal, checked with one atomic load.
+        // one draws a random number from the runtime's thread-local generator each time. The
+        // order costs no fairness: the hard stop is a one-shot signal, checked (and its waker
+        // registered) whenever `serve` is pending, as before.
         tokio::select! {
             biased;
-            _ = outbox.control().any(control::HARD_STOP) => Close::Shutdown,
             r = self.serve() => r,
             _ = outbox.control().any(control::HARD_STOP) => Close::Shutdown,
         }

@@ -221,7 +221,8 @@ pub enum TrySubmit {
 /// position at a fixed 50,000 positions/s (benches/RESULTS.md, session 3).
 pub struct ShardThread {
     index: usize,
-    /// Cancelled when the thread finishes, whether its worker returned or a panic unwound it.
+    /// Cancelled once the worker's `block_on` has returned or a panic has unwound it (its runtime
+    /// and the connection tasks on it are dropped right after).
     ended: CancellationToken,
     thread: std::thread::JoinHandle<()>,
 }
@@ -280,12 +281,14 @@ impl ShardThread {
     }
 
     /// Waits until the worker has drained its queue, committed and stopped. The worker stops when
-    /// the last [`Pipeline`] handle is dropped.
-    pub async fn join(self) {
+    /// the last [`Pipeline`] handle is dropped. Returns false if it panicked instead.
+    pub async fn join(self) -> bool {
         self.ended.cancelled().await;
-        if self.thread.join().is_err() {
+        let clean = self.thread.join().is_ok();
+        if !clean {
             tracing::error!(shard = self.index, "a shard worker panicked");
         }
+        clean
     }
 }
 

@@ -197,10 +197,8 @@ struct VehicleState {
 
 pub(super) struct Shard {
     index: usize,
-    /// Debug builds only: a terminal whose positions make this worker panic, from the
-    /// environment variable `LIENGATE_DEBUG_PANIC_TERMINAL`, so that a black-box test can see
-    /// what the process does when a shard worker fails (`tests/shard_failure.rs`). Release builds
-    /// have no such hook.
+    /// Debug builds only: a terminal whose positions make this worker panic as it builds their
+    /// batch (see [`debug_panic_terminal`]). Release builds have no such hook.
     #[cfg(debug_assertions)]
     panic_terminal: Option<String>,
     store: Store,
@@ -244,7 +242,7 @@ impl Shard {
         Shard {
             index,
             #[cfg(debug_assertions)]
-            panic_terminal: std::env::var("LIENGATE_DEBUG_PANIC_TERMINAL").ok(),
+            panic_terminal: debug_panic_terminal("build"),
             store,
             live,
             sanitation: cfg.sanitation.clone(),
@@ -263,35 +261,43 @@ impl Shard {
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<ShardMsg>) {
         let (to_commit, commits) = mpsc::channel(COMMIT_QUEUE);
-        let stage = tokio::spawn(commit_stage(
+        let mut stage = tokio::spawn(commit_stage(
             commits,
             self.store.clone(),
             self.live.clone(),
             self.failed_epoch.clone(),
             self.index,
         ));
+        // Whether `stage` has been awaited to its end (it must not be polled again).
+        let mut stage_joined = false;
         let mut msgs = Vec::with_capacity(64);
         loop {
+            // Pending last known records must reach the store even when no traffic comes to
+            // carry them.
+            let pending = self.has_pending();
+            let due = tokio::time::Instant::from_std(self.last_flush + self.flush_every);
             // Everything queued, up to a batch, at once: taking the messages one by one gave
             // each one's permit back to the channel's semaphore separately, under its lock
             // (session 13). `recv_many` waits for the first message and is cancel safe.
-            let received = if self.has_pending() {
-                // Pending last known records must reach the store even when no traffic comes to
-                // carry them.
-                let due = tokio::time::Instant::from_std(self.last_flush + self.flush_every);
-                tokio::select! {
-                    n = rx.recv_many(&mut msgs, MAX_BATCH) => n,
-                    _ = tokio::time::sleep_until(due) => {
-                        self.reset_after_failure();
-                        let batch = self.build(&mut msgs, false);
-                        if to_commit.send(batch).await.is_err() {
-                            break;
-                        }
-                        continue;
+            let received = tokio::select! {
+                biased;
+                n = rx.recv_many(&mut msgs, MAX_BATCH) => n,
+                _ = tokio::time::sleep_until(due), if pending => {
+                    self.reset_after_failure();
+                    let batch = self.build(&mut msgs, false);
+                    if to_commit.send(batch).await.is_err() {
+                        break;
                     }
+                    continue;
                 }
-            } else {
-                rx.recv_many(&mut msgs, MAX_BATCH).await
+                // The commit stage ends before `to_commit` is dropped only if it panicked: the
+                // worker fails with it at once rather than at its next batch, which a quiet
+                // shard might never build.
+                joined = &mut stage => {
+                    stage_joined = true;
+                    propagate_panic(joined);
+                    break;
+                }
             };
             if received == 0 {
                 // The channel is closed and drained.
@@ -306,12 +312,14 @@ impl Shard {
             }
         }
         // Graceful stop: write every pending last known record.
-        if self.has_pending() {
+        if self.has_pending() && !stage_joined {
             let batch = self.build(&mut msgs, true);
             let _ = to_commit.send(batch).await;
         }
         drop(to_commit);
-        propagate_panic(stage.await);
+        if !stage_joined {
+            propagate_panic(stage.await);
+        }
         tracing::debug!(shard = self.index, "shard worker stopped");
     }
 
@@ -762,6 +770,18 @@ fn load_vehicle(live: &LiveView, vid: &Arc<str>, cfg: &StateConfig) -> VehicleSt
     }
 }
 
+/// Debug builds only: the terminal whose positions make `stage` of a shard worker panic, from
+/// `LIENGATE_DEBUG_PANIC_TERMINAL=<stage>:<terminal id>` (stage `build`: the worker itself, as it
+/// builds the batch; `finish`: the commit stage's finisher, once the batch is durable), so that a
+/// black-box test can see what the process does when a shard worker fails
+/// (`tests/shard_failure.rs`).
+#[cfg(debug_assertions)]
+fn debug_panic_terminal(stage: &str) -> Option<String> {
+    let hook = std::env::var("LIENGATE_DEBUG_PANIC_TERMINAL").ok()?;
+    let (at, terminal) = hook.split_once(':')?;
+    (at == stage).then(|| terminal.to_string())
+}
+
 /// Re-raises the panic of a task of the shard's own: the worker must not end as if it had drained
 /// when its commit stage died, or the thread would look stopped for a shutdown (see
 /// `ShardThread::ended`).
@@ -797,12 +817,28 @@ async fn commit_stage(
     shard: usize,
 ) {
     let (to_finish, in_flight) = mpsc::channel(COMMITS_IN_FLIGHT);
-    let finisher = tokio::spawn(finish_commits(in_flight, live, failed_epoch.clone(), shard));
+    let mut finisher = tokio::spawn(finish_commits(in_flight, live, failed_epoch.clone(), shard));
+    // Whether `finisher` has been awaited to its end (it must not be polled again).
+    let mut finisher_joined = false;
     // The store's own mark of this shard's broken epochs, raised by the committer the moment an
     // apply fails. Kept apart from `failed_epoch`, which follows the outcomes in order: the
     // committer may mark a failure while earlier, stored batches still wait to be answered.
     let broken = Arc::new(AtomicU64::new(NO_FAILURE));
-    while let Some(mut batch) = batches.recv().await {
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = batches.recv() => next,
+            // The finisher ends before `to_finish` is dropped only if it panicked: fail with it
+            // at once (see `Shard::run`).
+            joined = &mut finisher => {
+                finisher_joined = true;
+                propagate_panic(joined);
+                break;
+            }
+        };
+        let Some(mut batch) = next else {
+            break;
+        };
         let queued = if batch.epoch <= failed_epoch.load(Ordering::Acquire) {
             // Built on top of a batch that failed: its duplicates and last known positions may
             // refer to positions that are not stored.
@@ -837,7 +873,9 @@ async fn commit_stage(
         }
     }
     drop(to_finish);
-    propagate_panic(finisher.await);
+    if !finisher_joined {
+        propagate_panic(finisher.await);
+    }
 }
 
 /// Second half of the commit stage: outcomes in queue order.
@@ -847,6 +885,8 @@ async fn finish_commits(
     failed_epoch: Arc<AtomicU64>,
     shard: usize,
 ) {
+    #[cfg(debug_assertions)]
+    let panic_terminal = debug_panic_terminal("finish");
     while let Some((batch, queued, started)) = in_flight.recv().await {
         let result = match queued {
             Queued::Nothing => Ok(()),
@@ -871,6 +911,12 @@ async fn finish_commits(
                     devices,
                     signals,
                 } = batch.publish;
+                #[cfg(debug_assertions)]
+                if let Some(t) = &panic_terminal {
+                    if devices.iter().any(|(_, lk)| *lk.fix.terminal_id == **t) {
+                        panic!("LIENGATE_DEBUG_PANIC_TERMINAL: finishing a position of {t}");
+                    }
+                }
                 // The slots and the connections' outboxes were last used a report cycle ago:
                 // start loading them all before going through them (see `crate::prefetch`).
                 for (slot, _) in vehicles.iter().chain(&devices) {
