@@ -57,9 +57,9 @@ def main(out):
         lines.append("")
     lines.append(
         "| server | devices | mode | round | acked positions/s | × ceiling | p50 ms | p90 ms | p99 ms | max ms "
-        "| positions per device p10 / p50 / p90 | registration ms | SYN drops | errors | server CPU µs/position | server RSS end MB | sim exit |"
+        "| positions per device p10 / p50 / p90 | registration ms | SYN drops | errors | server CPU µs/position | simulator CPU µs/position | server RSS end MB | sim exit |"
     )
-    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     for server, sim in runs:
         rate = sim.get("acked_positions_per_s", 0.0)
         base = ceiling.get(key(server))
@@ -71,13 +71,18 @@ def main(out):
         acked = sim.get("positions_acked_total", 0)
         cpu = server.get("server_cpu_s")
         per_pos = f"{cpu * 1e6 / acked:.1f}" if cpu is not None and acked else "–"
+        # The simulator's own CPU over the reporting phase, per position acknowledged in it: what
+        # a position costs the load generator depends on the server it talks to (session 16).
+        sim_cpu = sim.get("reporting_cpu_s")
+        in_window = sim.get("positions_acked", 0)
+        sim_per_pos = f"{sim_cpu * 1e6 / in_window:.1f}" if sim_cpu is not None and in_window else "–"
         dev = sim.get("per_device") or {}
         spread = f"{dev['p10']} / {dev['p50']} / {dev['p90']}" if dev.get("devices") else "–"
         lines.append(
             f"| {server['server']} | {server['devices']} | {server['mode']} | {server.get('round', 1)} | {rate:,.0f} | {ratio} "
             f"| {ms(lat.get('p50_us', 0))} | {ms(lat.get('p90_us', 0))} | {ms(lat.get('p99_us', 0))} "
             f"| {ms(lat.get('max_us', 0))} | {spread} | {reg if reg is not None else 'incomplete'} | {server.get('listen_overflows', '?')} | {err} | {per_pos} "
-            f"| {server.get('rss_end_kb', 0) / 1024:.1f} | {server['exit']} |"
+            f"| {sim_per_pos} | {server.get('rss_end_kb', 0) / 1024:.1f} | {server['exit']} |"
         )
     lines.append("")
     lines.append(

@@ -93,6 +93,29 @@ pub struct Timeline {
     pub registered_unix_ms: Option<u64>,
     pub reporting_started: Instant,
     pub reporting_ended: Instant,
+    /// CPU time (user + system) the simulator process spent between those two, seconds; None
+    /// where the platform does not tell.
+    pub reporting_cpu_s: Option<f64>,
+}
+
+/// CPU time (user + system) this process has used so far, in seconds; None where the platform
+/// does not tell. Benchmarks divide the reporting phase's share by the positions acknowledged
+/// in it: how much a position costs the simulator depends on the server it talks to
+/// (benches/RESULTS.md, session 16).
+#[cfg(target_os = "linux")]
+fn process_cpu_s() -> Option<f64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_cpu_s() -> Option<f64> {
+    None
 }
 
 /// A progress snapshot, handed to the caller once a second and once when registration ends.
@@ -244,6 +267,7 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
 
     // Reporting phase.
     let reporting_started = Instant::now();
+    let cpu_at_start = process_cpu_s();
     let _ = start_tx.send(true);
     let end = reporting_started + run.plan.duration;
     let mut next_progress = reporting_started + Duration::from_secs(1);
@@ -254,6 +278,9 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
     }
     tokio::time::sleep_until(end).await;
     let reporting_ended = Instant::now();
+    let reporting_cpu_s = cpu_at_start
+        .zip(process_cpu_s())
+        .map(|(start, end)| end - start);
     // Positions acknowledged after this point (during the drain) are not part of the rate.
     let acked_in_window = Stats::get(&run.stats.positions_acked);
     run.stop.cancel();
@@ -270,6 +297,7 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
         registered_unix_ms,
         reporting_started,
         reporting_ended,
+        reporting_cpu_s,
     };
     debug_assert!(run.stats.open.load(Ordering::Relaxed) <= run.plan.devices as u64);
     Ok(Summary::new(&run, &timeline, acked_in_window))

@@ -139,6 +139,10 @@ pub struct Summary {
     pub error_total: u64,
     /// Errors where the server answered against the protocol (wrong serial, id, result, frame).
     pub wrong_answers: u64,
+    /// CPU time (user + system) of the simulator process(es) during the reporting phase,
+    /// seconds; None where the platform does not tell (or a merged part did not).
+    #[serde(default)]
+    pub reporting_cpu_s: Option<f64>,
     /// The latency histograms, HdrHistogram V2 + deflate, hex: lets `--merge` combine the
     /// summaries of several simulator processes exactly.
     pub latency_hist: String,
@@ -254,6 +258,11 @@ pub fn merge(parts: &[Summary]) -> Result<Summary, MergeError> {
         latency: Latency::from(&latency),
         error_total: errors.values().sum(),
         wrong_answers: sum(|p| p.wrong_answers),
+        reporting_cpu_s: parts
+            .iter()
+            .map(|p| p.reporting_cpu_s)
+            .sum::<Option<f64>>()
+            .map(|s| rounded(s, 3)),
         errors,
         latency_hist: histogram_hex(&latency),
         registration_latency_hist: histogram_hex(&registration),
@@ -324,6 +333,7 @@ impl Summary {
                 .map(|(k, v)| (k.as_str().to_string(), v))
                 .collect(),
             wrong_answers,
+            reporting_cpu_s: timeline.reporting_cpu_s.map(|s| rounded(s, 3)),
             latency_hist: histogram_hex(&latency),
             registration_latency_hist: histogram_hex(&registration),
             per_device: PerDevice::from(&per_device),
@@ -405,6 +415,13 @@ impl fmt::Display for Summary {
                 d.top_tenth_share * 100.0
             )?;
         }
+        if let (Some(cpu), true) = (self.reporting_cpu_s, self.positions_acked > 0) {
+            writeln!(
+                f,
+                "  simulator     {cpu:.2} s of CPU while reporting, {:.2} µs per acknowledged position",
+                cpu * 1e6 / self.positions_acked as f64
+            )?;
+        }
         writeln!(
             f,
             "  other         {} heartbeats acked, {} connects, {} deferred ticks, {} platform requests",
@@ -466,6 +483,7 @@ mod tests {
             errors: BTreeMap::from([("timeout".to_string(), 2)]),
             error_total: 2,
             wrong_answers: 0,
+            reporting_cpu_s: Some(1.5),
             latency_hist: histogram_hex(&h),
             registration_latency_hist: histogram_hex(&h),
             per_device: PerDevice::from(&h),
@@ -522,13 +540,18 @@ mod tests {
         assert_eq!(m.errors["timeout"], 4);
         assert_eq!(m.error_total, 4);
         assert_eq!(m.per_device.devices, 4);
-        // A summary without per-device figures (an older simulator) still merges.
+        assert_eq!(m.reporting_cpu_s, Some(3.0));
+        // A summary without per-device or CPU figures (an older simulator) still merges; the
+        // CPU time of the whole is then unknown.
         let mut old = serde_json::to_value(part(20, 1_000, 1_400, &[100])).unwrap();
         let fields = old.as_object_mut().unwrap();
         fields.remove("per_device");
         fields.remove("per_device_hist");
+        fields.remove("reporting_cpu_s");
         let old: Summary = serde_json::from_value(old).unwrap();
-        assert_eq!(merge(&[m, old]).unwrap().per_device.devices, 4);
+        let merged = merge(&[m, old]).unwrap();
+        assert_eq!(merged.per_device.devices, 4);
+        assert_eq!(merged.reporting_cpu_s, None);
     }
 
     #[test]
