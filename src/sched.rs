@@ -7,12 +7,13 @@
 //! scheduler, with the same share of the CPU, except that its threads do not preempt on
 //! wake-up: they run when the current thread's time slice ends or it blocks. That trades a
 //! little wake-up latency (typically a few milliseconds, and only while the core is busy) for
-//! fewer, longer runs. The store's committer and syncer stay on the default policy: they run briefly and
-//! every acknowledgement waits for them, and with them under `SCHED_BATCH` too the closed loop
-//! left the CPU idle more often. Measured in benches/RESULTS.md, session 16. Any unprivileged
-//! thread may choose it for itself; `pipeline.batch_scheduling` turns it off. Threads started
-//! from a thread under `SCHED_BATCH` inherit it: nothing starts threads from a shard thread today
-//! (no `spawn_blocking` on the shard runtimes), and whatever does later should keep that in mind.
+//! fewer, longer runs. The store's committer and syncer stay on the default policy: they run
+//! briefly and every acknowledgement waits for them, and with them under `SCHED_BATCH` too the
+//! closed loop left the CPU idle more often. Measured in benches/RESULTS.md, session 16. Any
+//! unprivileged thread may choose it for itself; `pipeline.batch_scheduling` turns it off.
+//! Threads started from a thread under `SCHED_BATCH` inherit it: nothing starts threads from a
+//! shard thread today (no `spawn_blocking` on the shard runtimes), and whatever does later should
+//! keep that in mind.
 //!
 //! Written with `libc` because neither the standard library nor rustix sets a thread's
 //! scheduling policy.
@@ -35,9 +36,8 @@ where
 }
 
 /// Puts the calling thread under `SCHED_BATCH`. A failure (a kernel or sandbox that refuses the
-/// call) is logged and changes nothing else: the thread keeps the default
-/// policy.
-pub fn batch_current_thread(thread: &str) {
+/// call) is logged and changes nothing else: the thread keeps the default policy.
+fn batch_current_thread(thread: &str) {
     if let Err(err) = set_batch() {
         tracing::warn!(thread, error = %err, "cannot use SCHED_BATCH; keeping the default scheduling policy");
     }

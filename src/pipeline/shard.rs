@@ -282,7 +282,9 @@ impl Shard {
             let received = tokio::select! {
                 biased;
                 n = rx.recv_many(&mut msgs, MAX_BATCH) => n,
-                _ = tokio::time::sleep_until(due), if pending => {
+                // In an async block so that the timer is only made when the branch is enabled:
+                // a disabled branch's expression is still evaluated, once per batch.
+                () = async { tokio::time::sleep_until(due).await }, if pending => {
                     self.reset_after_failure();
                     let batch = self.build(&mut msgs, false);
                     if to_commit.send(batch).await.is_err() {

@@ -35,24 +35,17 @@ pub struct Server {
 /// `<tmp>/liengate.toml` (data_dir is always the temp dir via `--data-dir`).
 pub fn start(config: Option<&str>) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    start_in(dir, config.map(str::to_string))
+    start_in(dir, config.map(str::to_string), &[])
 }
 
 /// [`start`] with extra environment variables for this run only (a restart goes without them).
 pub fn start_with_env(config: Option<&str>, env: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (child, jt808, http) = spawn(dir.path(), config, env);
-    Server {
-        child: Some(child),
-        dir,
-        jt808,
-        http,
-        config: config.map(str::to_string),
-    }
+    start_in(dir, config.map(str::to_string), env)
 }
 
-fn start_in(dir: tempfile::TempDir, config: Option<String>) -> Server {
-    let (child, jt808, http) = spawn(dir.path(), config.as_deref(), &[]);
+fn start_in(dir: tempfile::TempDir, config: Option<String>, env: &[(&str, &str)]) -> Server {
+    let (child, jt808, http) = spawn(dir.path(), config.as_deref(), env);
     Server {
         child: Some(child),
         dir,
@@ -173,7 +166,7 @@ impl Server {
         }
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let config = self.config.take();
-        start_in(dir, config)
+        start_in(dir, config, &[])
     }
 
     pub fn connect(&self) -> Client {
