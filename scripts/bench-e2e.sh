@@ -11,6 +11,11 @@
 #   ROUNDS=1 (repeat the throughput runs, alternating the servers within each round: the report gives each
 #   round's ratio to the ceiling of the same round and their median)
 #   SERVERS="ceiling fsync buffered" MODES="closed fixed" OUT=benches/e2e/runs/<utc time>
+#   MODES may also name "interleaved": closed loop with every server of SERVERS running at once,
+#   each driven by its own simulators, which report in turns of SLICE=3 seconds (the order of
+#   the servers reversed every other turn) until each has reported DURATION seconds. The shared
+#   machine's slow and fast phases, which last tens of seconds, then hit all servers alike,
+#   where a sequential run can give one server a fast phase and the next a slow one.
 #   REGISTRY=pairs|none SKIP_BUILD=1 (use the existing binary) BIN=path/to/liengate (default target/release/liengate)
 #   CONFIG_EXTRA=$'[pipeline]\nadmission_limit = 0'   appended to the gateway's config
 #
@@ -36,6 +41,7 @@ IDLE_DEVICES=${IDLE_DEVICES:-10000}
 SERVERS=${SERVERS:-"ceiling fsync buffered"}
 ROUNDS=${ROUNDS:-1}
 MODES=${MODES:-"closed fixed"}
+SLICE=${SLICE:-3}
 # Without SOURCE_IPS, each run of simulators connects from four loopback addresses of its own
 # (127.0.<run>.1-4): a run binding the addresses of the run before found most of their ports still in
 # TIME_WAIT, and registering 10,000 terminals then took seconds of port search instead of half a
@@ -49,8 +55,9 @@ SIM_RUNS=0
 REGISTRY=${REGISTRY:-pairs}
 OUT=${OUT:-$ROOT/benches/e2e/runs/$(date -u +%Y%m%dT%H%M%SZ)}
 BIN=${BIN:-$ROOT/target/release/liengate}
-# Bound for one simulator process: registration, the run, the drain and some slack.
-SIM_TIMEOUT=$((DURATION + 150))
+# Bound for one simulator process: registration, the run (in turns with the other servers when
+# interleaved), the drain and some slack.
+SIM_TIMEOUT=$((DURATION * $(wc -w <<<"$SERVERS") + 150))
 
 log() { echo "bench-e2e: $*" >&2; }
 
@@ -78,7 +85,7 @@ log "results in $OUT"
     echo "kernel=$(uname -r)"
     echo "nofile=$NOFILE"
     echo "sizes=$SIZES duration=$DURATION rate=$RATE chunk=$CHUNK idle_devices=$IDLE_DEVICES"
-    echo "servers=$SERVERS modes=$MODES rounds=$ROUNDS source_ips=$SOURCE_IPS registry=$REGISTRY"
+    echo "servers=$SERVERS modes=$MODES slice=$SLICE rounds=$ROUNDS source_ips=$SOURCE_IPS registry=$REGISTRY"
     echo "config_extra=$(printf %q "${CONFIG_EXTRA:-}")"
 } >"$OUT/env.txt"
 
@@ -95,14 +102,23 @@ if [[ "$REGISTRY" == pairs ]]; then
 fi
 
 SRV_PID=
+SRV_JOB=
 SRV_DIR=
 SRV_ADDR=
 
+# Servers of an interleaved run, beside the one in SRV_PID / SRV_DIR.
+EXTRA_PIDS=()
+EXTRA_DIRS=()
 cleanup() {
-    if [[ -n "$SRV_PID" ]] && kill -0 "$SRV_PID" 2>/dev/null; then
-        kill -KILL "$SRV_PID" 2>/dev/null || true
-    fi
-    if [[ -n "$SRV_DIR" ]]; then rm -rf "$SRV_DIR"; fi
+    local p d
+    for p in "$SRV_PID" "${EXTRA_PIDS[@]}"; do
+        if [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; then
+            kill -KILL "$p" 2>/dev/null || true
+        fi
+    done
+    for d in "$SRV_DIR" "${EXTRA_DIRS[@]}"; do
+        if [[ -n "$d" ]]; then rm -rf "$d"; fi
+    done
 }
 trap cleanup EXIT
 
@@ -135,6 +151,7 @@ start_server() {
         ;;
     esac
     SRV_PID=$!
+    SRV_JOB=$SRV_PID
     if ! SRV_ADDR=$(bench_listening "$SRV_DIR/stdout" "$SRV_PID" jt808); then
         log "$kind server did not start; log:"
         tail -20 "$OUT/$label.server.log" >&2
@@ -159,18 +176,20 @@ stop_server() {
         log "server $SRV_PID did not stop in 20 s; killing it"
         kill -KILL "$SRV_PID" 2>/dev/null || true
     fi
-    wait 2>/dev/null || true
+    # Only this server's job: in an interleaved run the other servers still run.
+    wait "$SRV_JOB" 2>/dev/null || true
     rm -rf "$SRV_DIR"
     SRV_PID=
     SRV_DIR=
 }
 
-# run_sims N LABEL ARGS...: N terminals split over processes of at most CHUNK, started
-# together; waits for them and merges their summaries into LABEL.json.
-run_sims() {
+# start_sims N LABEL ARGS...: N terminals against SRV_ADDR, split over processes of at most
+# CHUNK, started together; their `timeout` processes' ids go to SIM_PIDS.
+start_sims() {
     local n=$1 label=$2
     shift 2
-    local procs=$(((n + CHUNK - 1) / CHUNK)) i first count pids=() ips=$SOURCE_IPS_GIVEN
+    local procs=$(((n + CHUNK - 1) / CHUNK)) i first count ips=$SOURCE_IPS_GIVEN
+    SIM_PIDS=()
     SIM_RUNS=$((SIM_RUNS + 1))
     if [[ -z "$ips" ]]; then
         local net=$((SIM_RUNS % 250 + 1))
@@ -182,9 +201,16 @@ run_sims() {
         timeout --kill-after=10 "$SIM_TIMEOUT" "$BIN" sim --target "$SRV_ADDR" \
             --devices "$count" --first-id "$first" --source-ips "$ips" --json --quiet "$@" \
             >"$OUT/$label.part$i.json" 2>"$OUT/$label.part$i.log" &
-        pids+=($!)
+        SIM_PIDS+=($!)
     done
-    local rc=0 status
+}
+
+# finish_sims LABEL PID...: waits for the simulator processes and merges their summaries into
+# LABEL.json.
+finish_sims() {
+    local label=$1
+    shift
+    local pids=("$@") i rc=0 status
     for i in "${!pids[@]}"; do
         status=0
         wait "${pids[$i]}" || status=$?
@@ -198,6 +224,28 @@ run_sims() {
     elif ((rc != 0)); then
         log "$label: sim exit status $rc (transport errors or timeout)"
     fi
+}
+
+# run_sims N LABEL ARGS...: start_sims, then finish_sims.
+run_sims() {
+    start_sims "$@"
+    finish_sims "$2" "${SIM_PIDS[@]}"
+}
+
+# wait_registered LABEL PROCS: until PROCS simulator processes of LABEL have printed the end of
+# their registration (at most 120 s).
+wait_registered() {
+    local label=$1 procs=$2 waited=0 done_count
+    while :; do
+        done_count=$(cat "$OUT/$label".part*.log 2>/dev/null | grep -c 'registration ended' || true)
+        if ((done_count >= procs)); then return 0; fi
+        if ((waited > 1200)); then
+            log "$label: registration did not end within 120 s"
+            return 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
 }
 
 # One measured run: fresh server (empty data dir), N terminals, one pacing mode.
@@ -214,14 +262,93 @@ bench_run() {
     rss0=$(rss_kb "$SRV_PID")
     log "$label: server $SRV_ADDR (pid $SRV_PID, RSS ${rss0} KB)"
     run_sims "$n" "$label" "${args[@]}"
-    local cpu1 rss1 hwm ovf1
+    server_json "$kind" "$n" "$mode" "$round" "$label" "$cpu0" "$rss0" "$ovf0"
+    stop_server
+    log "$label: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$label.json" 2>/dev/null || echo 'no summary')"
+}
+
+# server_json KIND N MODE ROUND LABEL CPU0 RSS0 OVF0: the server's figures for LABEL.server.json,
+# read from SRV_PID now that its simulators ended.
+server_json() {
+    local kind=$1 n=$2 mode=$3 round=$4 label=$5 cpu0=$6 rss0=$7 ovf0=$8 cpu1 rss1 hwm ovf1
     ovf1=$(listen_overflows)
     cpu1=$(cpu_ticks "$SRV_PID")
     rss1=$(rss_kb "$SRV_PID")
     hwm=$(hwm_kb "$SRV_PID")
     echo "{\"label\":\"$label\",\"server\":\"$kind\",\"devices\":$n,\"mode\":\"$mode\",\"round\":$round,\"rss_start_kb\":$rss0,\"rss_end_kb\":$rss1,\"rss_peak_kb\":$hwm,\"listen_overflows\":$((ovf1 - ovf0)),\"server_cpu_s\":$(awk -v a="$cpu0" -v b="$cpu1" -v t="$TICKS" 'BEGIN{printf "%.2f", (b-a)/t}')}" >"$OUT/$label.server.json"
-    stop_server
-    log "$label: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$label.json" 2>/dev/null || echo 'no summary')"
+}
+
+# Children of the `timeout` processes given: the simulators themselves, which take the pause and
+# resume signals (timeout(1) would die of them rather than pass them on).
+sim_children() {
+    local p
+    for p in "$@"; do pgrep -P "$p" || true; done
+}
+
+# One interleaved run: every server of SERVERS started at once (fresh data dirs), each with N
+# closed-loop terminals that register one server after the other (registration is timed alone)
+# and then report in turns of SLICE seconds until each has reported DURATION seconds. Servers
+# whose turn it is not sit idle with their terminals connected; throughput counts only each
+# server's own turns (the simulator's --paused).
+bench_interleaved() {
+    local n=$1 round=$2 mode=interleaved kind label
+    local kinds=()
+    read -r -a kinds <<<"$SERVERS"
+    declare -A pid job dir cpu0 rss0 ovf0 sims labels
+    for kind in "${kinds[@]}"; do
+        label="$kind-$n-$mode"
+        if ((ROUNDS > 1)); then label="$label-r$round"; fi
+        labels[$kind]=$label
+        start_server "$kind" "$label"
+        pid[$kind]=$SRV_PID
+        job[$kind]=$SRV_JOB
+        dir[$kind]=$SRV_DIR
+        EXTRA_PIDS+=("$SRV_PID")
+        EXTRA_DIRS+=("$SRV_DIR")
+        log "$label: server $SRV_ADDR (pid $SRV_PID)"
+        ovf0[$kind]=$(listen_overflows)
+        cpu0[$kind]=$(cpu_ticks "$SRV_PID")
+        rss0[$kind]=$(rss_kb "$SRV_PID")
+        start_sims "$n" "$label" --duration "$DURATION" --closed-loop --paused
+        sims[$kind]="${SIM_PIDS[*]}"
+        wait_registered "$label" $(((n + CHUNK - 1) / CHUNK)) || true
+    done
+    local turn=0 alive order children
+    while :; do
+        order=("${kinds[@]}")
+        if ((turn % 2 == 1)); then
+            local reversed=()
+            for ((i = ${#order[@]} - 1; i >= 0; i--)); do reversed+=("${order[$i]}"); done
+            order=("${reversed[@]}")
+        fi
+        alive=0
+        for kind in "${order[@]}"; do
+            # shellcheck disable=SC2086 # a list of process ids
+            children=$(sim_children ${sims[$kind]})
+            [[ -n "$children" ]] || continue
+            alive=1
+            # shellcheck disable=SC2086
+            kill -USR2 $children 2>/dev/null || true
+            sleep "$SLICE"
+            # shellcheck disable=SC2086
+            kill -USR1 $children 2>/dev/null || true
+        done
+        ((alive)) || break
+        turn=$((turn + 1))
+    done
+    for kind in "${kinds[@]}"; do
+        label=${labels[$kind]}
+        # shellcheck disable=SC2086
+        finish_sims "$label" ${sims[$kind]}
+        SRV_PID=${pid[$kind]}
+        SRV_JOB=${job[$kind]}
+        SRV_DIR=${dir[$kind]}
+        server_json "$kind" "$n" "$mode" "$round" "$label" "${cpu0[$kind]}" "${rss0[$kind]}" "${ovf0[$kind]}"
+        stop_server
+        log "$label: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$label.json" 2>/dev/null || echo 'no summary')"
+    done
+    EXTRA_PIDS=()
+    EXTRA_DIRS=()
 }
 
 # Memory per idle registered connection: RSS before and after IDLE_DEVICES terminals
@@ -238,17 +365,7 @@ bench_idle() {
     run_sims "$IDLE_DEVICES" "$label" --rate 0 --heartbeat 30 --duration "$hold" &
     local sims=$!
     # Wait until every simulator process has finished registering, then let the server settle.
-    local procs=$(((IDLE_DEVICES + CHUNK - 1) / CHUNK)) waited=0 done_count
-    while :; do
-        done_count=$(cat "$OUT/$label".part*.log 2>/dev/null | grep -c 'registration ended' || true)
-        if ((done_count >= procs)); then break; fi
-        if ((waited > 1200)); then
-            log "$label: registration did not end within 120 s"
-            break
-        fi
-        sleep 0.1
-        waited=$((waited + 1))
-    done
+    wait_registered "$label" $(((IDLE_DEVICES + CHUNK - 1) / CHUNK)) || true
     sleep 2
     local rss1 open
     rss1=$(rss_kb "$SRV_PID")
@@ -271,6 +388,10 @@ fi
 for ((round = 1; round <= ROUNDS; round++)); do
     for n in $SIZES; do
         for mode in $MODES; do
+            if [[ "$mode" == interleaved ]]; then
+                bench_interleaved "$n" "$round"
+                continue
+            fi
             for kind in $SERVERS; do
                 bench_run "$kind" "$n" "$mode" "$round"
             done

@@ -105,6 +105,12 @@ pub struct SimTuning {
     /// Allow a target outside 127.0.0.0/8 and ::1 (load tests belong on loopback).
     #[arg(long)]
     pub allow_remote: bool,
+    /// After registration, wait for SIGUSR2 before reporting; SIGUSR1 pauses reporting and
+    /// SIGUSR2 resumes it, and --duration counts only the time reporting ran. Lets a benchmark
+    /// interleave short slices against two servers, so that the shared machine's slow and fast
+    /// phases hit both alike.
+    #[arg(long)]
+    pub paused: bool,
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
@@ -182,6 +188,7 @@ fn plan(args: &SimArgs) -> anyhow::Result<Plan> {
         connect_concurrency: args.tuning.connect_concurrency.clamp(1, 100_000),
         blind_area_every: args.tuning.blind_area_every,
         seed: args.tuning.seed,
+        paused: args.tuning.paused,
     })
 }
 
@@ -238,6 +245,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         last_acked = p.positions_acked;
         let phase = if p.reporting {
             "reporting"
+        } else if p.paused {
+            "paused"
         } else {
             "registering"
         };

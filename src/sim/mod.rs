@@ -63,6 +63,9 @@ pub struct Plan {
     /// On average one coverage gap (ending in a 0x0704 blind-area batch) per this many positions; 0 = never.
     pub blind_area_every: u32,
     pub seed: u64,
+    /// Reporting waits for signals: SIGUSR2 resumes it, SIGUSR1 pauses it, and `duration`
+    /// counts only the time it ran (see [`report_when_resumed`]).
+    pub paused: bool,
 }
 
 /// Shared state of a running simulation.
@@ -70,7 +73,8 @@ pub struct Run {
     pub plan: Plan,
     pub stats: Stats,
     pub connect_gate: Semaphore,
-    /// Flips to true when the reporting phase starts.
+    /// True while terminals may report: from the start of the reporting phase on, except
+    /// while a paused run (`Plan::paused`) is paused.
     pub start: watch::Receiver<bool>,
     pub stop: CancellationToken,
     /// Signalled each time a terminal finished (or gave up) registering.
@@ -93,6 +97,8 @@ pub struct Timeline {
     pub registered_unix_ms: Option<u64>,
     pub reporting_started: Instant,
     pub reporting_ended: Instant,
+    /// How long reporting ran between those two: all of it, unless the run was paused.
+    pub reporting_active: Duration,
     /// CPU time (user + system) the simulator process spent between those two, seconds; None
     /// where the platform does not tell.
     pub reporting_cpu_s: Option<f64>,
@@ -129,6 +135,8 @@ pub struct Progress {
     pub positions_acked: u64,
     pub errors: u64,
     pub reporting: bool,
+    /// A paused run's reporting phase while it is paused.
+    pub paused: bool,
 }
 
 /// Errors in the run's parameters.
@@ -145,6 +153,8 @@ pub enum PlanError {
     },
     #[error("--devices must be at least 1")]
     NoDevices,
+    #[error("cannot install the pause signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 fn unix_ms() -> u64 {
@@ -204,6 +214,13 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
     let identities = (0..plan.devices)
         .map(|i| identity(&plan, i))
         .collect::<Result<Vec<_>, _>>()?;
+    // Installed before any terminal registers: a benchmark signals once registration ended,
+    // and a signal without a handler would end the process.
+    let pause_signals = if plan.paused {
+        Some(PauseSignals::install()?)
+    } else {
+        None
+    };
     let (start_tx, start_rx) = watch::channel(false);
     let device_epoch = (unix_ms() / 1000) as i64 - 6 * 3600;
     let started = Instant::now();
@@ -232,6 +249,7 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
         positions_acked: Stats::get(&run.stats.positions_acked),
         errors: run.stats.error_total(),
         reporting,
+        paused: false,
     };
 
     // Registration phase: wait until every terminal registered or gave up (each gives up at the
@@ -268,15 +286,29 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
     // Reporting phase.
     let reporting_started = Instant::now();
     let cpu_at_start = process_cpu_s();
-    let _ = start_tx.send(true);
-    let end = reporting_started + run.plan.duration;
-    let mut next_progress = reporting_started + Duration::from_secs(1);
-    while next_progress < end {
-        tokio::time::sleep_until(next_progress).await;
-        progress(&snapshot(&run, true));
-        next_progress += Duration::from_secs(1);
-    }
-    tokio::time::sleep_until(end).await;
+    let reporting_active = match pause_signals {
+        Some(signals) => {
+            report_when_resumed(&run, &start_tx, signals, |reporting| {
+                progress(&Progress {
+                    paused: !reporting,
+                    ..snapshot(&run, reporting)
+                })
+            })
+            .await
+        }
+        None => {
+            let _ = start_tx.send(true);
+            let end = reporting_started + run.plan.duration;
+            let mut next_progress = reporting_started + Duration::from_secs(1);
+            while next_progress < end {
+                tokio::time::sleep_until(next_progress).await;
+                progress(&snapshot(&run, true));
+                next_progress += Duration::from_secs(1);
+            }
+            tokio::time::sleep_until(end).await;
+            end.duration_since(reporting_started)
+        }
+    };
     let reporting_ended = Instant::now();
     let reporting_cpu_s = cpu_at_start
         .zip(process_cpu_s())
@@ -297,8 +329,69 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
         registered_unix_ms,
         reporting_started,
         reporting_ended,
+        reporting_active,
         reporting_cpu_s,
     };
     debug_assert!(run.stats.open.load(Ordering::Relaxed) <= run.plan.devices as u64);
     Ok(Summary::new(&run, &timeline, acked_in_window))
+}
+
+/// SIGUSR1 (pause) and SIGUSR2 (resume) for a paused run.
+struct PauseSignals {
+    pause: tokio::signal::unix::Signal,
+    resume: tokio::signal::unix::Signal,
+}
+
+impl PauseSignals {
+    fn install() -> Result<Self, PlanError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(PauseSignals {
+            pause: signal(SignalKind::user_defined1()).map_err(PlanError::Signals)?,
+            resume: signal(SignalKind::user_defined2()).map_err(PlanError::Signals)?,
+        })
+    }
+}
+
+/// The reporting phase of a paused run: reporting runs from each SIGUSR2 to the next SIGUSR1,
+/// until it has run the plan's duration in all; returns that time. Terminals in closed loop
+/// that get an answer while paused send their next report once reporting resumes, so a pause
+/// lets the frames in flight be answered and then leaves both sides idle. `progress` gets
+/// called about once a second with whether reporting runs.
+async fn report_when_resumed(
+    run: &Run,
+    start: &watch::Sender<bool>,
+    mut signals: PauseSignals,
+    mut progress: impl FnMut(bool),
+) -> Duration {
+    let duration = run.plan.duration;
+    let mut active = Duration::ZERO;
+    let mut resumed_at: Option<Instant> = None;
+    let mut next_progress = Instant::now() + Duration::from_secs(1);
+    loop {
+        let ends_at = resumed_at.map(|at| at + duration.saturating_sub(active));
+        if ends_at.is_some_and(|end| Instant::now() >= end) {
+            break;
+        }
+        tokio::select! {
+            _ = signals.resume.recv() => {
+                if resumed_at.is_none() {
+                    resumed_at = Some(Instant::now());
+                    let _ = start.send(true);
+                }
+            }
+            _ = signals.pause.recv() => {
+                if let Some(at) = resumed_at.take() {
+                    active += at.elapsed();
+                    let _ = start.send(false);
+                }
+            }
+            _ = tokio::time::sleep_until(ends_at.unwrap_or(next_progress)), if ends_at.is_some() => {}
+            _ = tokio::time::sleep_until(next_progress) => {
+                progress(resumed_at.is_some());
+                next_progress += Duration::from_secs(1);
+            }
+        }
+    }
+    let now = Instant::now();
+    active + resumed_at.map_or(Duration::ZERO, |at| now.duration_since(at))
 }

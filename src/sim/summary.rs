@@ -119,7 +119,7 @@ pub struct Summary {
     pub started_unix_ms: u64,
     pub registered_unix_ms: Option<u64>,
     pub registration_latency: Latency,
-    /// Length of the reporting phase, seconds.
+    /// How long the terminals reported, seconds (a paused run's pauses not counted).
     pub duration_s: f64,
     pub connects: u64,
     pub reports_sent: u64,
@@ -281,10 +281,7 @@ impl Summary {
             .filter(|(kind, _)| kind.is_wrong_answer())
             .map(|(_, n)| n)
             .sum();
-        let duration_s = timeline
-            .reporting_ended
-            .duration_since(timeline.reporting_started)
-            .as_secs_f64();
+        let duration_s = timeline.reporting_active.as_secs_f64();
         let (mode, rate) = match plan.mode {
             Mode::ClosedLoop => ("closed_loop", 0.0),
             Mode::FixedRate { per_second } if per_second > 0.0 => ("fixed", per_second),

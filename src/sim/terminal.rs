@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use super::frames::{
@@ -406,8 +407,20 @@ impl Terminal {
             Some(p) => now + p.mul_f64(self.rng.random_range(0.0..1.0)),
             None => now,
         };
-        if matches!(plan.mode, Mode::ClosedLoop) && self.reports_in_flight() == 0 {
-            self.queue_closed_loop_report(link, run);
+        let closed_loop = matches!(plan.mode, Mode::ClosedLoop);
+        // A paused run (`Plan::paused`) holds reports while `run.start` is false; a closed-loop
+        // terminal then owes its next report until reporting resumes. Other runs never look at
+        // the gate, so that it costs them nothing.
+        let mut gate = run.start.clone();
+        let mut owed = false;
+        let may_report =
+            |gate: &mut watch::Receiver<bool>| !plan.paused || *gate.borrow_and_update();
+        if closed_loop && self.reports_in_flight() == 0 {
+            if may_report(&mut gate) {
+                self.queue_closed_loop_report(link, run);
+            } else {
+                owed = true;
+            }
         }
         // The stop signal and the timers are created once and re-armed, not rebuilt on every
         // message: that keeps the simulator's cost per message low, so it measures the server.
@@ -430,13 +443,27 @@ impl Terminal {
                     while let Some(answer) = link.next_answer() {
                         report_answered |= self.settle(answer, link, run);
                     }
-                    if report_answered && matches!(plan.mode, Mode::ClosedLoop) && self.reports_in_flight() == 0 {
-                        self.queue_closed_loop_report(link, run);
+                    if report_answered && closed_loop && self.reports_in_flight() == 0 {
+                        if may_report(&mut gate) {
+                            self.queue_closed_loop_report(link, run);
+                        } else {
+                            owed = true;
+                        }
+                    }
+                }
+                changed = gate.changed(), if owed => {
+                    if changed.is_err() || *gate.borrow_and_update() {
+                        owed = false;
+                        if self.reports_in_flight() == 0 {
+                            self.queue_closed_loop_report(link, run);
+                        }
                     }
                 }
                 _ = &mut report_timer, if period.is_some() => {
                     let p = period.expect("guarded by the branch condition");
-                    if self.pending.len() < plan.max_in_flight {
+                    if !may_report(&mut gate) {
+                        // Paused: the tick passes without a report.
+                    } else if self.pending.len() < plan.max_in_flight {
                         self.queue_position(link, run);
                     } else {
                         Stats::add(&run.stats.deferred, 1);
@@ -462,8 +489,12 @@ impl Terminal {
                     next_expiry = now + Duration::from_secs(1);
                     expiry_timer.as_mut().reset(next_expiry);
                     let report_expired = self.expire(run, now);
-                    if report_expired && matches!(plan.mode, Mode::ClosedLoop) && self.reports_in_flight() == 0 {
-                        self.queue_closed_loop_report(link, run);
+                    if report_expired && closed_loop && self.reports_in_flight() == 0 {
+                        if may_report(&mut gate) {
+                            self.queue_closed_loop_report(link, run);
+                        } else {
+                            owed = true;
+                        }
                     }
                 }
             }
