@@ -313,7 +313,12 @@ bench_interleaved() {
         sims[$kind]="${SIM_PIDS[*]}"
         wait_registered "$label" $(((n + CHUNK - 1) / CHUNK)) || true
     done
-    local turn=0 alive order children
+    # CPU each server used during the other servers' turns (background work such as the
+    # store's folds and compactions that a pause let spill over): counted in its CPU per
+    # position, but reported apart, as it ran while another server was being measured.
+    declare -A others
+    for kind in "${kinds[@]}"; do others[$kind]=0; done
+    local turn=0 alive order children k
     while :; do
         order=("${kinds[@]}")
         if ((turn % 2 == 1)); then
@@ -327,11 +332,18 @@ bench_interleaved() {
             children=$(sim_children ${sims[$kind]})
             [[ -n "$children" ]] || continue
             alive=1
+            declare -A t0=()
+            for k in "${kinds[@]}"; do t0[$k]=$(cpu_ticks "${pid[$k]}"); done
             # shellcheck disable=SC2086
             kill -USR2 $children 2>/dev/null || true
             sleep "$SLICE"
             # shellcheck disable=SC2086
             kill -USR1 $children 2>/dev/null || true
+            for k in "${kinds[@]}"; do
+                if [[ "$k" != "$kind" ]]; then
+                    others[$k]=$((others[$k] + $(cpu_ticks "${pid[$k]}") - t0[$k]))
+                fi
+            done
         done
         ((alive)) || break
         turn=$((turn + 1))
@@ -344,6 +356,9 @@ bench_interleaved() {
         SRV_JOB=${job[$kind]}
         SRV_DIR=${dir[$kind]}
         server_json "$kind" "$n" "$mode" "$round" "$label" "${cpu0[$kind]}" "${rss0[$kind]}" "${ovf0[$kind]}"
+        jq -c --argjson s "$(awk -v a="${others[$kind]}" -v t="$TICKS" 'BEGIN{printf "%.2f", a/t}')" \
+            '. + {server_cpu_other_turns_s: $s}' "$OUT/$label.server.json" >"$OUT/$label.server.json.tmp"
+        mv "$OUT/$label.server.json.tmp" "$OUT/$label.server.json"
         stop_server
         log "$label: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$label.json" 2>/dev/null || echo 'no summary')"
     done

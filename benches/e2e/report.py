@@ -84,6 +84,17 @@ def main(out):
             f"| {ms(lat.get('max_us', 0))} | {spread} | {reg if reg is not None else 'incomplete'} | {server.get('listen_overflows', '?')} | {err} | {per_pos} "
             f"| {sim_per_pos} | {server.get('rss_end_kb', 0) / 1024:.1f} | {server['exit']} |"
         )
+    spill = [s for s, _ in runs if "server_cpu_other_turns_s" in s]
+    if spill:
+        # Background work a pause let run into another server's turn (bench-e2e.sh, interleaved).
+        lines.append("")
+        lines.append(
+            "CPU each interleaved server used during the other servers' turns (part of its CPU per position): "
+            + "; ".join(
+                f"{s['label']} {s['server_cpu_other_turns_s']:.2f} of {s.get('server_cpu_s', 0):.2f} s" for s in spill
+            )
+            + "."
+        )
     lines.append("")
     lines.append(
         "| server | idle registered connections | RSS before KB | RSS idle KB | KB per connection "
