@@ -265,3 +265,121 @@ fn a_gateway_that_falls_behind_takes_devices_in_turns_and_answers_every_position
         "the policy never engaged"
     );
 }
+
+/// Sends `signal` (a `kill -s` name) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {signal} {pid}");
+}
+
+/// The interleaved benchmark's building block: a `--paused` run reports only between SIGUSR2
+/// and SIGUSR1, and its duration counts only that time.
+#[test]
+fn a_paused_run_reports_only_while_resumed() {
+    let (_ceiling, addr) = start_ceiling();
+    let mut child = Command::new(BIN)
+        .args([
+            "sim",
+            "--target",
+            &addr,
+            "--devices",
+            "20",
+            "--closed-loop",
+            "--paused",
+            "--duration",
+            "1",
+            "--json",
+            "--drain",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start liengate sim");
+    let pid = child.id();
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("piped stderr");
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("registration ended"))
+    {
+        seen.push(
+            lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the simulator ends its registration"),
+        );
+    }
+    // Paused before the first resume, then 0.5 s of reporting, a pause of 2.5 s (at least one
+    // whole progress second inside it), and the other 0.5 s.
+    thread::sleep(Duration::from_millis(1500));
+    let resumed = std::time::Instant::now();
+    signal(pid, "USR2");
+    thread::sleep(Duration::from_millis(500));
+    signal(pid, "USR1");
+    thread::sleep(Duration::from_millis(2500));
+    signal(pid, "USR2");
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).expect("read the summary");
+    let status = child.wait().expect("wait for the simulator");
+    let reporting_wall = resumed.elapsed();
+    seen.extend(lines.try_iter());
+    let summary: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("summary is not one JSON line ({e}): {out:?}"));
+    assert_eq!(status.code(), Some(0), "summary: {summary}");
+    assert_eq!(summary["error_total"], 0, "{summary}");
+    assert!(
+        summary["positions_acked"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    // The duration is the reporting time, not the 3.5 s of wall time it spanned.
+    let duration = summary["duration_s"].as_f64().unwrap();
+    assert!((0.9..1.5).contains(&duration), "duration_s {duration}");
+    assert!(
+        reporting_wall >= Duration::from_millis(3400),
+        "{reporting_wall:?}"
+    );
+    // Progress lines: "sim 1.0s <phase>: ... acked positions N (R/s) errors E". Paused seconds
+    // come before the first reporting one and, after it, at least one acknowledges nothing.
+    let phase_rate = |l: &String| {
+        let phase = l
+            .split_whitespace()
+            .nth(2)?
+            .trim_end_matches(':')
+            .to_string();
+        let rate = l
+            .split('(')
+            .nth(1)?
+            .split('/')
+            .next()?
+            .parse::<u64>()
+            .ok()?;
+        Some((phase, rate))
+    };
+    let progress: Vec<(String, u64)> = seen.iter().filter_map(phase_rate).collect();
+    let first_reporting = progress
+        .iter()
+        .position(|(phase, rate)| phase == "reporting" && *rate > 0)
+        .unwrap_or_else(|| panic!("no reporting second with positions: {seen:#?}"));
+    assert!(
+        progress[..first_reporting]
+            .iter()
+            .any(|(phase, rate)| phase == "paused" && *rate == 0),
+        "no paused second before reporting: {seen:#?}"
+    );
+    assert!(
+        progress[first_reporting..]
+            .iter()
+            .any(|(phase, rate)| phase == "paused" && *rate == 0),
+        "no idle paused second after reporting: {seen:#?}"
+    );
+}
