@@ -12,10 +12,10 @@
 #   round's ratio to the ceiling of the same round and their median)
 #   SERVERS="ceiling fsync buffered" MODES="closed fixed" OUT=benches/e2e/runs/<utc time>
 #   MODES may also name "interleaved": closed loop with every server of SERVERS running at once,
-#   each driven by its own simulators, which report in turns of SLICE=3 seconds (the order of
-#   the servers reversed every other turn) until each has reported DURATION seconds. The shared
-#   machine's slow and fast phases, which last tens of seconds, then hit all servers alike,
-#   where a sequential run can give one server a fast phase and the next a slow one.
+#   each driven by its own simulators, which report in turns of SLICE=3 seconds (the servers in
+#   a fixed rotation) until each has reported DURATION seconds. The shared machine's slow and
+#   fast phases, which last seconds to tens of seconds, then hit all servers alike, where a
+#   sequential run can give one server a fast phase and the next a slow one.
 #   REGISTRY=pairs|none SKIP_BUILD=1 (use the existing binary) BIN=path/to/liengate (default target/release/liengate)
 #   CONFIG_EXTRA=$'[pipeline]\nadmission_limit = 0'   appended to the gateway's config
 #
@@ -56,8 +56,9 @@ REGISTRY=${REGISTRY:-pairs}
 OUT=${OUT:-$ROOT/benches/e2e/runs/$(date -u +%Y%m%dT%H%M%SZ)}
 BIN=${BIN:-$ROOT/target/release/liengate}
 # Bound for one simulator process: registration, the run (in turns with the other servers when
-# interleaved), the drain and some slack.
-SIM_TIMEOUT=$((DURATION * $(wc -w <<<"$SERVERS") + 150))
+# interleaved, after their registration too), the drain and some slack.
+NSERVERS=$(wc -w <<<"$SERVERS")
+SIM_TIMEOUT=$((DURATION * NSERVERS + 150 + 60 * (NSERVERS - 1)))
 
 log() { echo "bench-e2e: $*" >&2; }
 
@@ -109,8 +110,14 @@ SRV_ADDR=
 # Servers of an interleaved run, beside the one in SRV_PID / SRV_DIR.
 EXTRA_PIDS=()
 EXTRA_DIRS=()
+# Every simulator's `timeout` process, for cleanup: a paused simulator never ends by itself.
+ALL_SIMS=()
 cleanup() {
     local p d
+    for p in "${ALL_SIMS[@]}"; do
+        # timeout(1) passes TERM on to the simulator.
+        kill -TERM "$p" 2>/dev/null || true
+    done
     for p in "$SRV_PID" "${EXTRA_PIDS[@]}"; do
         if [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; then
             kill -KILL "$p" 2>/dev/null || true
@@ -124,8 +131,8 @@ trap cleanup EXIT
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
-# utime + stime of a process in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime + stime of a process in clock ticks (0 once it has gone, rather than failing the run).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 TICKS=$(getconf CLK_TCK)
 # SYNs dropped because a listener's accept queue was full (system-wide counter; the
 # benchmark is the only thing connecting on loopback at this rate).
@@ -202,6 +209,7 @@ start_sims() {
             --devices "$count" --first-id "$first" --source-ips "$ips" --json --quiet "$@" \
             >"$OUT/$label.part$i.json" 2>"$OUT/$label.part$i.log" &
         SIM_PIDS+=($!)
+        ALL_SIMS+=($!)
     done
 }
 
@@ -210,12 +218,17 @@ start_sims() {
 finish_sims() {
     local label=$1
     shift
-    local pids=("$@") i rc=0 status
+    local pids=("$@") i p rc=0 status left=()
     for i in "${!pids[@]}"; do
         status=0
         wait "${pids[$i]}" || status=$?
         if ((status > rc)); then rc=$status; fi
     done
+    # Reaped: their ids may be reused, so cleanup must no longer signal them.
+    for p in "${ALL_SIMS[@]}"; do
+        [[ " ${pids[*]} " == *" $p "* ]] || left+=("$p")
+    done
+    ALL_SIMS=("${left[@]}")
     cat "$OUT/$label".part*.json >"$OUT/$label.parts.jsonl"
     "$BIN" sim --merge "$OUT/$label.parts.jsonl" --json >"$OUT/$label.json" || true
     echo "$rc" >"$OUT/$label.exit"
@@ -267,15 +280,16 @@ bench_run() {
     log "$label: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$label.json" 2>/dev/null || echo 'no summary')"
 }
 
-# server_json KIND N MODE ROUND LABEL CPU0 RSS0 OVF0: the server's figures for LABEL.server.json,
-# read from SRV_PID now that its simulators ended.
+# server_json KIND N MODE ROUND LABEL CPU0 RSS0 OVF0 [EXTRA]: the server's figures for
+# LABEL.server.json, read from SRV_PID now that its simulators ended; EXTRA (",\"key\":value")
+# is added to the object.
 server_json() {
-    local kind=$1 n=$2 mode=$3 round=$4 label=$5 cpu0=$6 rss0=$7 ovf0=$8 cpu1 rss1 hwm ovf1
+    local kind=$1 n=$2 mode=$3 round=$4 label=$5 cpu0=$6 rss0=$7 ovf0=$8 extra=${9:-} cpu1 rss1 hwm ovf1
     ovf1=$(listen_overflows)
     cpu1=$(cpu_ticks "$SRV_PID")
     rss1=$(rss_kb "$SRV_PID")
     hwm=$(hwm_kb "$SRV_PID")
-    echo "{\"label\":\"$label\",\"server\":\"$kind\",\"devices\":$n,\"mode\":\"$mode\",\"round\":$round,\"rss_start_kb\":$rss0,\"rss_end_kb\":$rss1,\"rss_peak_kb\":$hwm,\"listen_overflows\":$((ovf1 - ovf0)),\"server_cpu_s\":$(awk -v a="$cpu0" -v b="$cpu1" -v t="$TICKS" 'BEGIN{printf "%.2f", (b-a)/t}')}" >"$OUT/$label.server.json"
+    echo "{\"label\":\"$label\",\"server\":\"$kind\",\"devices\":$n,\"mode\":\"$mode\",\"round\":$round,\"rss_start_kb\":$rss0,\"rss_end_kb\":$rss1,\"rss_peak_kb\":$hwm,\"listen_overflows\":$((ovf1 - ovf0)),\"server_cpu_s\":$(awk -v a="$cpu0" -v b="$cpu1" -v t="$TICKS" 'BEGIN{printf "%.2f", (b-a)/t}')$extra}" >"$OUT/$label.server.json"
 }
 
 # Children of the `timeout` processes given: the simulators themselves, which take the pause and
@@ -287,78 +301,93 @@ sim_children() {
 
 # One interleaved run: every server of SERVERS started at once (fresh data dirs), each with N
 # closed-loop terminals that register one server after the other (registration is timed alone)
-# and then report in turns of SLICE seconds until each has reported DURATION seconds. Servers
-# whose turn it is not sit idle with their terminals connected; throughput counts only each
-# server's own turns (the simulator's --paused).
+# and then report in turns of SLICE seconds, the servers in a fixed rotation, until each has
+# reported DURATION seconds. Servers whose turn it is not sit idle with their terminals
+# connected; throughput counts only each server's own turns (the simulator's --paused).
 bench_interleaved() {
-    local n=$1 round=$2 mode=interleaved kind label
-    local kinds=()
-    read -r -a kinds <<<"$SERVERS"
-    declare -A pid job dir cpu0 rss0 ovf0 sims labels
-    for kind in "${kinds[@]}"; do
-        label="$kind-$n-$mode"
+    interleaved_start "$1" "$2"
+    interleaved_turns
+    interleaved_finish "$1" "$2"
+}
+
+# interleaved_start N ROUND: starts the servers and their paused simulators, one server after
+# the other, each once the one before has registered its terminals. Fills the IL_* arrays.
+interleaved_start() {
+    local n=$1 round=$2 kind label
+    read -r -a IL_KINDS <<<"$SERVERS"
+    declare -gA IL_PID=() IL_JOB=() IL_DIR=() IL_CPU0=() IL_RSS0=() IL_OVF0=() IL_SIMS=() IL_LABEL=() IL_OTHERS=()
+    for kind in "${IL_KINDS[@]}"; do
+        label="$kind-$n-interleaved"
         if ((ROUNDS > 1)); then label="$label-r$round"; fi
-        labels[$kind]=$label
+        IL_LABEL[$kind]=$label
         start_server "$kind" "$label"
-        pid[$kind]=$SRV_PID
-        job[$kind]=$SRV_JOB
-        dir[$kind]=$SRV_DIR
+        IL_PID[$kind]=$SRV_PID
+        IL_JOB[$kind]=$SRV_JOB
+        IL_DIR[$kind]=$SRV_DIR
         EXTRA_PIDS+=("$SRV_PID")
         EXTRA_DIRS+=("$SRV_DIR")
         log "$label: server $SRV_ADDR (pid $SRV_PID)"
-        ovf0[$kind]=$(listen_overflows)
-        cpu0[$kind]=$(cpu_ticks "$SRV_PID")
-        rss0[$kind]=$(rss_kb "$SRV_PID")
+        IL_OVF0[$kind]=$(listen_overflows)
+        IL_CPU0[$kind]=$(cpu_ticks "$SRV_PID")
+        IL_RSS0[$kind]=$(rss_kb "$SRV_PID")
+        IL_OTHERS[$kind]=0
         start_sims "$n" "$label" --duration "$DURATION" --closed-loop --paused
-        sims[$kind]="${SIM_PIDS[*]}"
+        IL_SIMS[$kind]="${SIM_PIDS[*]}"
         wait_registered "$label" $(((n + CHUNK - 1) / CHUNK)) || true
     done
-    # CPU each server used during the other servers' turns (background work such as the
-    # store's folds and compactions that a pause let spill over): counted in its CPU per
-    # position, but reported apart, as it ran while another server was being measured.
-    declare -A others
-    for kind in "${kinds[@]}"; do others[$kind]=0; done
-    local turn=0 alive order children k
+}
+
+# interleaved_turns: gives the servers' simulators turns of SLICE seconds until all have ended.
+# A turn pauses the simulators that reported before it and resumes its own; a server whose turn
+# follows its own (the others having ended) just goes on, since two signals to one simulator a
+# few milliseconds apart may arrive in either order. Also adds up, per server, the CPU it used
+# in the other servers' turns (IL_OTHERS, in clock ticks): mostly the answers to the reports in
+# flight when its turn ended, which the simulator does not count in the rate.
+interleaved_turns() {
+    local running='' kind k alive children
+    declare -A t0=()
     while :; do
-        order=("${kinds[@]}")
-        if ((turn % 2 == 1)); then
-            local reversed=()
-            for ((i = ${#order[@]} - 1; i >= 0; i--)); do reversed+=("${order[$i]}"); done
-            order=("${reversed[@]}")
-        fi
         alive=0
-        for kind in "${order[@]}"; do
+        for kind in "${IL_KINDS[@]}"; do
             # shellcheck disable=SC2086 # a list of process ids
-            children=$(sim_children ${sims[$kind]})
+            children=$(sim_children ${IL_SIMS[$kind]})
             [[ -n "$children" ]] || continue
             alive=1
-            declare -A t0=()
-            for k in "${kinds[@]}"; do t0[$k]=$(cpu_ticks "${pid[$k]}"); done
-            # shellcheck disable=SC2086
-            kill -USR2 $children 2>/dev/null || true
+            for k in "${IL_KINDS[@]}"; do t0[$k]=$(cpu_ticks "${IL_PID[$k]}"); done
+            if [[ "$kind" != "$running" ]]; then
+                if [[ -n "$running" ]]; then
+                    # shellcheck disable=SC2086
+                    kill -USR1 $(sim_children ${IL_SIMS[$running]}) 2>/dev/null || true
+                fi
+                # shellcheck disable=SC2086
+                kill -USR2 $children 2>/dev/null || true
+                running=$kind
+            fi
             sleep "$SLICE"
-            # shellcheck disable=SC2086
-            kill -USR1 $children 2>/dev/null || true
-            for k in "${kinds[@]}"; do
+            for k in "${IL_KINDS[@]}"; do
                 if [[ "$k" != "$kind" ]]; then
-                    others[$k]=$((others[$k] + $(cpu_ticks "${pid[$k]}") - t0[$k]))
+                    IL_OTHERS[$k]=$((IL_OTHERS[$k] + $(cpu_ticks "${IL_PID[$k]}") - t0[$k]))
                 fi
             done
         done
         ((alive)) || break
-        turn=$((turn + 1))
     done
-    for kind in "${kinds[@]}"; do
-        label=${labels[$kind]}
+}
+
+# interleaved_finish N ROUND: merges each server's simulator summaries, records its figures and
+# stops it.
+interleaved_finish() {
+    local n=$1 round=$2 kind label other_s
+    for kind in "${IL_KINDS[@]}"; do
+        label=${IL_LABEL[$kind]}
         # shellcheck disable=SC2086
-        finish_sims "$label" ${sims[$kind]}
-        SRV_PID=${pid[$kind]}
-        SRV_JOB=${job[$kind]}
-        SRV_DIR=${dir[$kind]}
-        server_json "$kind" "$n" "$mode" "$round" "$label" "${cpu0[$kind]}" "${rss0[$kind]}" "${ovf0[$kind]}"
-        jq -c --argjson s "$(awk -v a="${others[$kind]}" -v t="$TICKS" 'BEGIN{printf "%.2f", a/t}')" \
-            '. + {server_cpu_other_turns_s: $s}' "$OUT/$label.server.json" >"$OUT/$label.server.json.tmp"
-        mv "$OUT/$label.server.json.tmp" "$OUT/$label.server.json"
+        finish_sims "$label" ${IL_SIMS[$kind]}
+        SRV_PID=${IL_PID[$kind]}
+        SRV_JOB=${IL_JOB[$kind]}
+        SRV_DIR=${IL_DIR[$kind]}
+        other_s=$(awk -v a="${IL_OTHERS[$kind]}" -v t="$TICKS" 'BEGIN{printf "%.2f", a/t}')
+        server_json "$kind" "$n" interleaved "$round" "$label" "${IL_CPU0[$kind]}" "${IL_RSS0[$kind]}" \
+            "${IL_OVF0[$kind]}" ",\"server_cpu_other_turns_s\":$other_s"
         stop_server
         log "$label: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$label.json" 2>/dev/null || echo 'no summary')"
     done

@@ -266,17 +266,9 @@ fn a_gateway_that_falls_behind_takes_devices_in_turns_and_answers_every_position
     );
 }
 
-/// Sends `signal` (a `kill -s` name) to `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -s {signal} {pid}");
-}
-
 /// The interleaved benchmark's building block: a `--paused` run reports only between SIGUSR2
-/// and SIGUSR1, and its duration counts only that time.
+/// and SIGUSR1, its duration counts only that time, and its terminals go on reporting after a
+/// pause.
 #[test]
 fn a_paused_run_reports_only_while_resumed() {
     let (_ceiling, addr) = start_ceiling();
@@ -290,7 +282,7 @@ fn a_paused_run_reports_only_while_resumed() {
             "--closed-loop",
             "--paused",
             "--duration",
-            "1",
+            "2",
             "--json",
             "--drain",
             "1",
@@ -300,9 +292,16 @@ fn a_paused_run_reports_only_while_resumed() {
         .spawn()
         .expect("start liengate sim");
     let pid = child.id();
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
+    let mut sim = Guard(child);
+    let (summary_tx, summary_rx) = std::sync::mpsc::channel::<String>();
+    thread::spawn(move || {
+        let mut out = String::new();
+        let _ = BufReader::new(stdout).read_to_string(&mut out);
+        let _ = summary_tx.send(out);
+    });
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = lines_tx.send(line);
@@ -319,67 +318,66 @@ fn a_paused_run_reports_only_while_resumed() {
                 .expect("the simulator ends its registration"),
         );
     }
-    // Paused before the first resume, then 0.5 s of reporting, a pause of 2.5 s (at least one
-    // whole progress second inside it), and the other 0.5 s.
-    thread::sleep(Duration::from_millis(1500));
-    let resumed = std::time::Instant::now();
-    signal(pid, "USR2");
-    thread::sleep(Duration::from_millis(500));
-    signal(pid, "USR1");
-    thread::sleep(Duration::from_millis(2500));
-    signal(pid, "USR2");
-    let mut out = String::new();
-    stdout.read_to_string(&mut out).expect("read the summary");
-    let status = child.wait().expect("wait for the simulator");
-    let reporting_wall = resumed.elapsed();
+    // Progress lines come once a second from the end of registration (r). Paused until r+1.3,
+    // reporting until r+2.7, paused until r+4.7 (the second from r+3 to r+4 inside the pause),
+    // then the remaining 0.6 s: every slice edge falls between two progress lines.
+    thread::sleep(Duration::from_millis(1300));
+    common::send_signal(pid, "USR2");
+    thread::sleep(Duration::from_millis(1400));
+    common::send_signal(pid, "USR1");
+    thread::sleep(Duration::from_millis(2000));
+    assert!(
+        sim.0.try_wait().expect("poll the simulator").is_none(),
+        "a paused simulator ended before its reporting time was up"
+    );
+    common::send_signal(pid, "USR2");
+    let out = summary_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the simulator ends after its reporting time");
+    let status = sim.0.wait().expect("wait for the simulator");
     seen.extend(lines.try_iter());
     let summary: serde_json::Value = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("summary is not one JSON line ({e}): {out:?}"));
     assert_eq!(status.code(), Some(0), "summary: {summary}");
     assert_eq!(summary["error_total"], 0, "{summary}");
-    assert!(
-        summary["positions_acked"].as_u64().unwrap() > 0,
-        "{summary}"
-    );
-    // The duration is the reporting time, not the 3.5 s of wall time it spanned.
+    // The duration is the reporting time, not the 4 s of wall time it spanned.
     let duration = summary["duration_s"].as_f64().unwrap();
-    assert!((0.9..1.5).contains(&duration), "duration_s {duration}");
-    assert!(
-        reporting_wall >= Duration::from_millis(3400),
-        "{reporting_wall:?}"
-    );
-    // Progress lines: "sim 1.0s <phase>: ... acked positions N (R/s) errors E". Paused seconds
-    // come before the first reporting one and, after it, at least one acknowledges nothing.
-    let phase_rate = |l: &String| {
+    assert!((1.9..2.6).contains(&duration), "duration_s {duration}");
+    // Progress lines: "sim 1.0s <phase>: ... acked positions N (R/s) errors E".
+    let parse = |l: &String| {
         let phase = l
             .split_whitespace()
             .nth(2)?
             .trim_end_matches(':')
             .to_string();
-        let rate = l
+        let after = l.split("acked positions ").nth(1)?;
+        let total = after.split_whitespace().next()?.parse::<u64>().ok()?;
+        let rate = after
             .split('(')
             .nth(1)?
             .split('/')
             .next()?
             .parse::<u64>()
             .ok()?;
-        Some((phase, rate))
+        Some((phase, total, rate))
     };
-    let progress: Vec<(String, u64)> = seen.iter().filter_map(phase_rate).collect();
+    let progress: Vec<(String, u64, u64)> = seen.iter().filter_map(parse).collect();
     let first_reporting = progress
         .iter()
-        .position(|(phase, rate)| phase == "reporting" && *rate > 0)
+        .position(|(phase, _, rate)| phase == "reporting" && *rate > 0)
         .unwrap_or_else(|| panic!("no reporting second with positions: {seen:#?}"));
     assert!(
         progress[..first_reporting]
             .iter()
-            .any(|(phase, rate)| phase == "paused" && *rate == 0),
+            .any(|(phase, _, rate)| phase == "paused" && *rate == 0),
         "no paused second before reporting: {seen:#?}"
     );
-    assert!(
-        progress[first_reporting..]
-            .iter()
-            .any(|(phase, rate)| phase == "paused" && *rate == 0),
-        "no idle paused second after reporting: {seen:#?}"
-    );
+    let idle_paused = progress[first_reporting..]
+        .iter()
+        .filter(|(phase, _, rate)| phase == "paused" && *rate == 0)
+        .last()
+        .unwrap_or_else(|| panic!("no idle paused second after reporting: {seen:#?}"));
+    // Terminals reported again after the pause.
+    let acked_total = summary["positions_acked_total"].as_u64().unwrap();
+    assert!(acked_total > idle_paused.1, "{summary} after {seen:#?}");
 }

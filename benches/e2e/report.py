@@ -86,10 +86,12 @@ def main(out):
         )
     spill = [s for s, _ in runs if "server_cpu_other_turns_s" in s]
     if spill:
-        # Background work a pause let run into another server's turn (bench-e2e.sh, interleaved).
+        # Work that ran on into another server's turn (bench-e2e.sh, interleaved): mostly the answers
+        # to the reports in flight when a turn ended, which the simulator leaves out of the rate.
         lines.append("")
         lines.append(
-            "CPU each interleaved server used during the other servers' turns (part of its CPU per position): "
+            "Interleaved runs share the machine-wide SYN drop counter. CPU each interleaved server used "
+            "during the other servers' turns (part of its CPU per position): "
             + "; ".join(
                 f"{s['label']} {s['server_cpu_other_turns_s']:.2f} of {s.get('server_cpu_s', 0):.2f} s" for s in spill
             )

@@ -105,10 +105,12 @@ pub struct SimTuning {
     /// Allow a target outside 127.0.0.0/8 and ::1 (load tests belong on loopback).
     #[arg(long)]
     pub allow_remote: bool,
-    /// After registration, wait for SIGUSR2 before reporting; SIGUSR1 pauses reporting and
-    /// SIGUSR2 resumes it, and --duration counts only the time reporting ran. Lets a benchmark
-    /// interleave short slices against two servers, so that the shared machine's slow and fast
-    /// phases hit both alike.
+    /// After registration, wait for SIGUSR2 before reporting (the run does not end without
+    /// it); SIGUSR1 pauses reporting and SIGUSR2 resumes it. --duration counts only the time
+    /// reporting ran, and the rate only the positions acknowledged meanwhile. Meant for closed
+    /// loop, and for signals some time apart (tokio does not keep the order of two different
+    /// signals that arrive together). Lets a benchmark give several servers turns of a few
+    /// seconds, so that the shared machine's slow and fast phases hit them all alike.
     #[arg(long)]
     pub paused: bool,
 }

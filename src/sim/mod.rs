@@ -64,7 +64,7 @@ pub struct Plan {
     pub blind_area_every: u32,
     pub seed: u64,
     /// Reporting waits for signals: SIGUSR2 resumes it, SIGUSR1 pauses it, and `duration`
-    /// counts only the time it ran (see [`report_when_resumed`]).
+    /// counts only the time it ran, and the rate only the positions acknowledged meanwhile.
     pub paused: bool,
 }
 
@@ -139,7 +139,7 @@ pub struct Progress {
     pub paused: bool,
 }
 
-/// Errors in the run's parameters.
+/// Why a run could not start: its parameters, or the signal handlers a paused run needs.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("terminal prefix {0:?} must be decimal digits")]
@@ -286,16 +286,16 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
     // Reporting phase.
     let reporting_started = Instant::now();
     let cpu_at_start = process_cpu_s();
-    let reporting_active = match pause_signals {
-        Some(signals) => {
+    let paused_run = match pause_signals {
+        Some(signals) => Some(
             report_when_resumed(&run, &start_tx, signals, |reporting| {
                 progress(&Progress {
                     paused: !reporting,
                     ..snapshot(&run, reporting)
                 })
             })
-            .await
-        }
+            .await,
+        ),
         None => {
             let _ = start_tx.send(true);
             let end = reporting_started + run.plan.duration;
@@ -306,7 +306,7 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
                 next_progress += Duration::from_secs(1);
             }
             tokio::time::sleep_until(end).await;
-            end.duration_since(reporting_started)
+            None
         }
     };
     let reporting_ended = Instant::now();
@@ -314,7 +314,12 @@ pub async fn run(plan: Plan, mut progress: impl FnMut(&Progress)) -> Result<Summ
         .zip(process_cpu_s())
         .map(|(start, end)| end - start);
     // Positions acknowledged after this point (during the drain) are not part of the rate.
-    let acked_in_window = Stats::get(&run.stats.positions_acked);
+    let (reporting_active, acked_in_window) = paused_run.unwrap_or_else(|| {
+        (
+            reporting_ended.duration_since(reporting_started),
+            Stats::get(&run.stats.positions_acked),
+        )
+    });
     run.stop.cancel();
 
     // Terminals stop within the drain time; a hard bound protects against a stuck peer.
@@ -353,45 +358,55 @@ impl PauseSignals {
 }
 
 /// The reporting phase of a paused run: reporting runs from each SIGUSR2 to the next SIGUSR1,
-/// until it has run the plan's duration in all; returns that time. Terminals in closed loop
-/// that get an answer while paused send their next report once reporting resumes, so a pause
-/// lets the frames in flight be answered and then leaves both sides idle. `progress` gets
-/// called about once a second with whether reporting runs.
+/// until it has run the plan's duration in all. Returns that time and the positions
+/// acknowledged within it: answers that arrive during a pause (to the reports in flight when it
+/// began) are left out, as the drain after a run is, since the server made them in another
+/// server's turn. Terminals in closed loop that get an answer while paused send their next
+/// report once reporting resumes. `progress` gets called about once a second with whether
+/// reporting runs.
 async fn report_when_resumed(
     run: &Run,
     start: &watch::Sender<bool>,
     mut signals: PauseSignals,
     mut progress: impl FnMut(bool),
-) -> Duration {
+) -> (Duration, u64) {
     let duration = run.plan.duration;
+    let acked_now = || Stats::get(&run.stats.positions_acked);
     let mut active = Duration::ZERO;
-    let mut resumed_at: Option<Instant> = None;
+    let mut acked = 0;
+    // When reporting last resumed, and the acknowledged positions then.
+    let mut resumed: Option<(Instant, u64)> = None;
     let mut next_progress = Instant::now() + Duration::from_secs(1);
     loop {
-        let ends_at = resumed_at.map(|at| at + duration.saturating_sub(active));
+        let ends_at = resumed.map(|(at, _)| at + duration.saturating_sub(active));
         if ends_at.is_some_and(|end| Instant::now() >= end) {
             break;
         }
         tokio::select! {
-            _ = signals.resume.recv() => {
-                if resumed_at.is_none() {
-                    resumed_at = Some(Instant::now());
+            Some(()) = signals.resume.recv() => {
+                if resumed.is_none() {
+                    resumed = Some((Instant::now(), acked_now()));
                     let _ = start.send(true);
                 }
             }
-            _ = signals.pause.recv() => {
-                if let Some(at) = resumed_at.take() {
+            Some(()) = signals.pause.recv() => {
+                if let Some((at, acked_then)) = resumed.take() {
                     active += at.elapsed();
+                    acked += acked_now() - acked_then;
                     let _ = start.send(false);
                 }
             }
-            _ = tokio::time::sleep_until(ends_at.unwrap_or(next_progress)), if ends_at.is_some() => {}
-            _ = tokio::time::sleep_until(next_progress) => {
-                progress(resumed_at.is_some());
-                next_progress += Duration::from_secs(1);
+            _ = tokio::time::sleep_until(ends_at.map_or(next_progress, |end| end.min(next_progress))) => {
+                if Instant::now() >= next_progress {
+                    progress(resumed.is_some());
+                    next_progress += Duration::from_secs(1);
+                }
             }
         }
     }
-    let now = Instant::now();
-    active + resumed_at.map_or(Duration::ZERO, |at| now.duration_since(at))
+    if let Some((at, acked_then)) = resumed {
+        active += at.elapsed();
+        acked += acked_now() - acked_then;
+    }
+    (active, acked)
 }

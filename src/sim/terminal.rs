@@ -344,8 +344,9 @@ impl Terminal {
                     stats.error(ErrorKind::ResultNotOk);
                 } else if is_report {
                     Stats::add(&stats.positions_acked, p.positions as u64);
-                    // Only within the reporting window: the drain after it is not counted.
-                    if !run.stop.is_cancelled() {
+                    // Only within the reporting window: neither the drain after it nor, in a
+                    // paused run, the pauses are counted.
+                    if !run.stop.is_cancelled() && (!run.plan.paused || *run.start.borrow()) {
                         self.acked += p.positions as u64;
                     }
                     stats.report_latency.record(self.index, p.sent.elapsed());
@@ -461,12 +462,13 @@ impl Terminal {
                 }
                 _ = &mut report_timer, if period.is_some() => {
                     let p = period.expect("guarded by the branch condition");
-                    if !may_report(&mut gate) {
-                        // Paused: the tick passes without a report.
-                    } else if self.pending.len() < plan.max_in_flight {
-                        self.queue_position(link, run);
-                    } else {
-                        Stats::add(&run.stats.deferred, 1);
+                    // A paused run lets the tick pass without a report.
+                    if may_report(&mut gate) {
+                        if self.pending.len() < plan.max_in_flight {
+                            self.queue_position(link, run);
+                        } else {
+                            Stats::add(&run.stats.deferred, 1);
+                        }
                     }
                     next_report += p;
                     let now = Instant::now();

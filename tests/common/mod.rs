@@ -131,13 +131,7 @@ impl Server {
 
     /// Sends `signal` (e.g. "TERM") and waits for the exit.
     pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
-        let pid = self.pid().to_string();
-        let ok = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(&pid)
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill -{signal} {pid} failed");
+        send_signal(self.pid(), signal);
         self.wait_exit(Duration::from_secs(30))
     }
 
@@ -233,6 +227,16 @@ impl Drop for Server {
 }
 
 /// Minimal HTTP/1.1 GET (the tests need nothing more; avoids an HTTP client dependency).
+/// Sends `signal` (a name such as "TERM" or "USR1") to process `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill -{signal} {pid} failed");
+}
+
 pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("http connect");
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
