@@ -374,8 +374,7 @@ fn a_paused_run_reports_only_while_resumed() {
     );
     let idle_paused = progress[first_reporting..]
         .iter()
-        .filter(|(phase, _, rate)| phase == "paused" && *rate == 0)
-        .last()
+        .rfind(|(phase, _, rate)| phase == "paused" && *rate == 0)
         .unwrap_or_else(|| panic!("no idle paused second after reporting: {seen:#?}"));
     // Terminals reported again after the pause.
     let acked_total = summary["positions_acked_total"].as_u64().unwrap();
