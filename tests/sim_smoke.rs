@@ -318,14 +318,15 @@ fn a_paused_run_reports_only_while_resumed() {
                 .expect("the simulator ends its registration"),
         );
     }
-    // Progress lines come once a second from the end of registration (r). Paused until r+1.3,
-    // reporting until r+2.7, paused until r+4.7 (the second from r+3 to r+4 inside the pause),
-    // then the remaining 0.6 s: every slice edge falls between two progress lines.
-    thread::sleep(Duration::from_millis(1300));
+    // Progress lines come once a second from the end of registration (r). Paused until r+1.5,
+    // reporting until r+2.9, paused until r+5.6 (the seconds from r+3 to r+5 inside the pause),
+    // then the remaining 0.6 s: every slice edge falls at least 0.5 s from a progress line, a
+    // margin for a loaded machine.
+    thread::sleep(Duration::from_millis(1500));
     common::send_signal(pid, "USR2");
     thread::sleep(Duration::from_millis(1400));
     common::send_signal(pid, "USR1");
-    thread::sleep(Duration::from_millis(2000));
+    thread::sleep(Duration::from_millis(2700));
     assert!(
         sim.0.try_wait().expect("poll the simulator").is_none(),
         "a paused simulator ended before its reporting time was up"
@@ -340,7 +341,7 @@ fn a_paused_run_reports_only_while_resumed() {
         .unwrap_or_else(|e| panic!("summary is not one JSON line ({e}): {out:?}"));
     assert_eq!(status.code(), Some(0), "summary: {summary}");
     assert_eq!(summary["error_total"], 0, "{summary}");
-    // The duration is the reporting time, not the 4 s of wall time it spanned.
+    // The duration is the reporting time, not the 4.7 s of wall time it spanned.
     let duration = summary["duration_s"].as_f64().unwrap();
     assert!((1.9..2.6).contains(&duration), "duration_s {duration}");
     // Progress lines: "sim 1.0s <phase>: ... acked positions N (R/s) errors E".
