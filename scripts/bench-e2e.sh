@@ -277,7 +277,12 @@ bench_run() {
     run_sims "$n" "$label" "${args[@]}"
     server_json "$kind" "$n" "$mode" "$round" "$label" "$cpu0" "$rss0" "$ovf0"
     stop_server
-    log "$label: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$label.json" 2>/dev/null || echo 'no summary')"
+    log_summary "$label"
+}
+
+# log_summary LABEL: one line of LABEL.json's headline figures.
+log_summary() {
+    log "$1: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$1.json" 2>/dev/null || echo 'no summary')"
 }
 
 # server_json KIND N MODE ROUND LABEL CPU0 RSS0 OVF0 [EXTRA]: the server's figures for
@@ -389,7 +394,7 @@ interleaved_finish() {
         server_json "$kind" "$n" interleaved "$round" "$label" "${IL_CPU0[$kind]}" "${IL_RSS0[$kind]}" \
             "${IL_OVF0[$kind]}" ",\"server_cpu_other_turns_s\":$other_s"
         stop_server
-        log "$label: $(jq -c '{acked_positions_per_s, p50_ms: (.latency.p50_us/1000), p99_ms: (.latency.p99_us/1000), registration_ms, error_total}' "$OUT/$label.json" 2>/dev/null || echo 'no summary')"
+        log_summary "$label"
     done
     EXTRA_PIDS=()
     EXTRA_DIRS=()

@@ -312,6 +312,22 @@ impl Terminal {
         while !self.queue_position(link, run) {}
     }
 
+    /// Queues the next closed-loop report unless a paused run is paused; returns whether the
+    /// report is owed until reporting resumes.
+    fn report_or_owe(
+        &mut self,
+        link: &mut Link,
+        run: &Run,
+        gate: &mut watch::Receiver<bool>,
+    ) -> bool {
+        if may_report(run, gate) {
+            self.queue_closed_loop_report(link, run);
+            false
+        } else {
+            true
+        }
+    }
+
     fn queue_heartbeat(&mut self, link: &mut Link) {
         let serial = self.queue(link, MSG_HEARTBEAT);
         self.pending.push(Pending {
@@ -410,18 +426,11 @@ impl Terminal {
         };
         let closed_loop = matches!(plan.mode, Mode::ClosedLoop);
         // A paused run (`Plan::paused`) holds reports while `run.start` is false; a closed-loop
-        // terminal then owes its next report until reporting resumes. Other runs never look at
-        // the gate, so that it costs them nothing.
+        // terminal then owes its next report until reporting resumes (see `may_report`).
         let mut gate = run.start.clone();
         let mut owed = false;
-        let may_report =
-            |gate: &mut watch::Receiver<bool>| !plan.paused || *gate.borrow_and_update();
         if closed_loop && self.reports_in_flight() == 0 {
-            if may_report(&mut gate) {
-                self.queue_closed_loop_report(link, run);
-            } else {
-                owed = true;
-            }
+            owed = self.report_or_owe(link, run, &mut gate);
         }
         // The stop signal and the timers are created once and re-armed, not rebuilt on every
         // message: that keeps the simulator's cost per message low, so it measures the server.
@@ -445,11 +454,7 @@ impl Terminal {
                         report_answered |= self.settle(answer, link, run);
                     }
                     if report_answered && closed_loop && self.reports_in_flight() == 0 {
-                        if may_report(&mut gate) {
-                            self.queue_closed_loop_report(link, run);
-                        } else {
-                            owed = true;
-                        }
+                        owed = self.report_or_owe(link, run, &mut gate);
                     }
                 }
                 changed = gate.changed(), if owed => {
@@ -463,7 +468,7 @@ impl Terminal {
                 _ = &mut report_timer, if period.is_some() => {
                     let p = period.expect("guarded by the branch condition");
                     // A paused run lets the tick pass without a report.
-                    if may_report(&mut gate) {
+                    if may_report(run, &mut gate) {
                         if self.pending.len() < plan.max_in_flight {
                             self.queue_position(link, run);
                         } else {
@@ -492,11 +497,7 @@ impl Terminal {
                     expiry_timer.as_mut().reset(next_expiry);
                     let report_expired = self.expire(run, now);
                     if report_expired && closed_loop && self.reports_in_flight() == 0 {
-                        if may_report(&mut gate) {
-                            self.queue_closed_loop_report(link, run);
-                        } else {
-                            owed = true;
-                        }
+                        owed = self.report_or_owe(link, run, &mut gate);
                     }
                 }
             }
@@ -521,4 +522,10 @@ impl Terminal {
         run.stats
             .errors_n(ErrorKind::UnansweredAtEnd, self.pending.len() as u64);
     }
+}
+
+/// Whether a terminal may send a report now: always, except while a paused run
+/// (`Plan::paused`) is paused. Other runs never read the gate, so that it costs them nothing.
+fn may_report(run: &Run, gate: &mut watch::Receiver<bool>) -> bool {
+    !run.plan.paused || *gate.borrow_and_update()
 }
