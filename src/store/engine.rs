@@ -4,7 +4,7 @@
 //! depend on the engine's types.
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fjall::{Batch, Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::fix_wire;
+use super::joined::joined;
 use super::keys;
 use super::track::{self, Pending, Seen};
 use super::{Durability, SessionFacts, StoreError, Write};
@@ -132,7 +133,6 @@ pub(super) struct Engine {
     log_seq: Arc<AtomicU64>,
     /// Size of the last track-log entry written: the next one reserves as much up front rather
     /// than growing (and copying) its buffer several times per commit.
-    log_size: Arc<AtomicUsize>,
     /// The lowest track-log sequence that can still be in the log: everything below was folded.
     /// Readers and the start-up fold scan the log from here, because below it lies one tombstone
     /// per folded log entry until the next `compact_log`, and walking those was the cost of every
@@ -157,6 +157,13 @@ pub(super) struct Applied {
     /// The track-log entry written with the batch, if it had positions: its sequence and its
     /// value (shared with the engine), for the fold.
     pub log: Option<(u64, fjall::Slice)>,
+}
+
+/// A piece of a group commit's track-log value: a batch's points as the shard encoded them, or a
+/// single point's encoding in the commit's own buffer.
+enum LogPart<'a> {
+    Track(&'a [u8]),
+    Fix(std::ops::Range<usize>),
 }
 
 /// A vehicle id's bytes and the start of an hour of device time: which chunk a point goes to.
@@ -245,7 +252,6 @@ impl Engine {
             chunks: part("track_chunks")?,
             track_log: part("track_log")?,
             log_seq: Arc::new(AtomicU64::new(0)),
-            log_size: Arc::default(),
             log_floor: Arc::new(AtomicU64::new(0)),
             fold_failed: Arc::default(),
             unfolded: Arc::new(AtomicU64::new(0)),
@@ -421,29 +427,33 @@ impl Engine {
             None => self.log_seq.fetch_add(1, Ordering::Relaxed),
         };
         let mut batch = self.keyspace.batch().durability(Some(PersistMode::Buffer));
-        // Each vehicle's points of each hour, as their encodings one after the other (a chunk's
-        // value without its length prefix), in commit order. A chunk keeps that order: readers
-        // sort each hour's points and drop re-sent copies anyway (`track::merge_sorted`), so
-        // sorting here too was work done twice (a third of the fold's cost, session 13). The
-        // points are copied as encoded in the log, never decoded.
-        let mut hours: HashMap<HourOf<'_>, (usize, Vec<u8>), foldhash::fast::RandomState> =
+        // Each vehicle's points of each hour: their encodings as they are in the log, in commit
+        // order, and their total length. A chunk keeps that order: readers sort each hour's
+        // points and drop re-sent copies anyway (`track::merge_sorted`), so sorting here too was
+        // work done twice (a third of the fold's cost, session 13). The points are never decoded
+        // and are copied once, into the chunk's value (`joined`).
+        let mut hours: HashMap<HourOf<'_>, (usize, Vec<&[u8]>), foldhash::fast::RandomState> =
             HashMap::default();
         for value in &values {
             track::log_entries(value, |vehicle, time_ms, fix| {
-                let (count, bytes) = hours
+                let (len, points) = hours
                     .entry((vehicle, keys::bucket_of(time_ms)))
                     .or_default();
-                *count += 1;
-                bytes.extend_from_slice(fix);
+                *len += fix.len();
+                points.push(fix);
             })?;
         }
         let mut key = Vec::with_capacity(64);
-        for ((vehicle, bucket), (count, bytes)) in hours {
+        for ((vehicle, bucket), (len, points)) in hours {
             let vehicle =
                 std::str::from_utf8(vehicle).map_err(|_| track::corrupt("vehicle id not UTF-8"))?;
             keys::write_chunk_key(&mut key, vehicle, bucket, seq);
-            let mut chunk = fix_wire::chunk_with_capacity(count, bytes.len());
-            chunk.extend_from_slice(&bytes);
+            let prefix = fix_wire::chunk_prefix(points.len());
+            let prefix = prefix.as_ref();
+            let chunk = joined(
+                prefix.len() + len,
+                std::iter::once(prefix).chain(points.iter().copied()),
+            );
             batch.insert(&self.chunks, key.as_slice(), chunk);
         }
         for s in &seqs {
@@ -481,8 +491,11 @@ impl Engine {
             .batch()
             .durability(Some(Self::persist_mode(durability)));
         let mut positions = 0u64;
-        // The batch's positions, as one track-log entry (see `track.rs`).
-        let mut log = Vec::with_capacity(self.log_size.load(Ordering::Relaxed));
+        // The batch's positions, as one track-log entry (see `track.rs`): the pieces it is made
+        // of, in commit order, joined at the end with one copy. Single points (`Write::Fix`)
+        // are encoded into `fixes` and referred to by range.
+        let mut log: Vec<LogPart<'_>> = Vec::new();
+        let mut fixes = Vec::new();
         // Devices written earlier in this batch: their index entries are not visible to reads
         // until the batch commits, so a second write of the same device must see the first.
         let mut devices_in_batch: HashMap<&str, Option<&str>> = HashMap::new();
@@ -492,11 +505,13 @@ impl Engine {
             for w in writes {
                 match w {
                     Write::Fix { vehicle_id, fix } => {
-                        track::append_log_entry(&mut log, vehicle_id, fix);
+                        let start = fixes.len();
+                        track::append_log_entry(&mut fixes, vehicle_id, fix);
+                        log.push(LogPart::Fix(start..fixes.len()));
                         positions += 1;
                     }
                     Write::Track(points) => {
-                        log.extend_from_slice(points.log_bytes());
+                        log.push(LogPart::Track(points.log_bytes()));
                         positions += points.len();
                     }
                     Write::LastKnown(lk) => {
@@ -527,12 +542,16 @@ impl Engine {
                 }
             }
         }
-        let log = if log.is_empty() {
+        let parts = log.iter().map(|part| match part {
+            LogPart::Track(bytes) => *bytes,
+            LogPart::Fix(range) => &fixes[range.clone()],
+        });
+        let len: usize = parts.clone().map(<[u8]>::len).sum();
+        let log = if len == 0 {
             None
         } else {
-            self.log_size.store(log.len(), Ordering::Relaxed);
             let seq = self.log_seq.fetch_add(1, Ordering::Relaxed);
-            let value = fjall::Slice::from(log);
+            let value = joined(len, parts);
             batch.insert(&self.track_log, keys::log_key(seq), value.clone());
             Some((seq, value))
         };

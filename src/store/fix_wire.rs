@@ -57,14 +57,12 @@ pub(super) fn encode_fix(out: &mut Vec<u8>, fix: &Fix) {
     out.extend_from_slice(s.bytes());
 }
 
-/// Starts a chunk value of `count` points, whose encodings the caller appends (postcard's
-/// `Vec` length prefix).
-pub(super) fn chunk_with_capacity(count: usize, bytes: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + bytes);
+/// The start of a chunk value of `count` points (postcard's `Vec` length prefix), which their
+/// encodings follow.
+pub(super) fn chunk_prefix(count: usize) -> impl AsRef<[u8]> {
     let mut len = Scratch::new();
     len.varint(count as u64);
-    out.extend_from_slice(len.bytes());
-    out
+    len
 }
 
 /// The device time of an encoded fix, read without decoding the rest; `None` if the bytes end
@@ -130,6 +128,12 @@ impl Scratch {
     }
 }
 
+impl AsRef<[u8]> for Scratch {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,7 +178,7 @@ mod tests {
 
     /// A chunk's value as the fold builds it from logged encodings.
     fn encode_fixes(fixes: &[Fix]) -> Vec<u8> {
-        let mut out = chunk_with_capacity(fixes.len(), fixes.len() * 64);
+        let mut out = chunk_prefix(fixes.len()).as_ref().to_vec();
         for fix in fixes {
             encode_fix(&mut out, fix);
         }

@@ -14,6 +14,7 @@ mod committer;
 mod engine;
 mod fix_wire;
 mod folder;
+mod joined;
 mod journal_sync;
 mod keys;
 mod track;
