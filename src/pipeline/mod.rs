@@ -25,6 +25,7 @@ mod placement;
 pub mod recover;
 pub mod sanitize;
 mod shard;
+mod spare;
 pub mod tracker;
 
 use live::{Activity, LiveView};

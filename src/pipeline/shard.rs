@@ -928,7 +928,9 @@ async fn finish_commits(
                     done.prefetch();
                 }
                 for (slot, lk) in vehicles.into_iter().chain(devices) {
-                    slot.set(lk);
+                    if let Some(old) = slot.set(lk) {
+                        super::spare::give_back(old);
+                    }
                 }
                 for (key, s) in signals {
                     live.signals.insert(key, s);

@@ -124,7 +124,7 @@ impl Tracker {
             }
             _ => Motion::Moving,
         };
-        self.last_known = Some(Arc::new(LastKnown {
+        self.last_known = Some(super::spare::share(LastKnown {
             // The tracker's own key, shared: comparing it with the record's (a string that may
             // be cold in the cache, or another copy after a restart) cost more than the clone.
             vehicle_id: key.clone(),
