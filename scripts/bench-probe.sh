@@ -76,6 +76,20 @@ for key in sorted(m1):
     if key.endswith("_count") and key.split("{")[0] in (
             "store_commit_seconds_count", "store_fsync_seconds_count", "shard_commit_seconds_count"):
         print(f"{key:60s} {(m1[key] - m0.get(key, 0)) / 5:12,.0f} /s")
+# The share of fsyncs and store commits over the window that took longer than each bucket bound:
+# the tail is what a closed loop waits on when every frame in flight is in one sync.
+for name in ("store_fsync_seconds", "store_commit_seconds"):
+    total = m1.get(f"{name}_count", 0) - m0.get(f"{name}_count", 0)
+    if total <= 0:
+        continue
+    cells = []
+    for key in m1:
+        if key.startswith(f'{name}_bucket{{le="') and "+Inf" not in key:
+            le = float(key.split('le="')[1].split('"')[0])
+            over = 1 - (m1[key] - m0.get(key, 0)) / total
+            if le >= 1e-4 and le <= 0.1:
+                cells.append((le, over))
+    print(f"{name} over: " + "  ".join(f">{le * 1000:g} ms {over * 100:.1f} %" for le, over in sorted(cells)))
 for root, dirs, files in os.walk(f"{d}/data"):
     if os.path.basename(root) == "segments":
         size = sum(os.path.getsize(os.path.join(root, f)) for f in files)
