@@ -81,6 +81,8 @@ log "results in $OUT"
 {
     echo "date_utc=$(date -u +%FT%TZ)"
     echo "git=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    # The checked-out commit need not be the binary's (BIN=): name the binary and its hash too.
+    echo "bin=$BIN sha256=$(sha256sum "$BIN" | cut -c1-16)"
     echo "cpus=$(nproc)"
     echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
     echo "kernel=$(uname -r)"

@@ -337,8 +337,9 @@ impl Inner {
         self.queue.push_back(entry);
     }
 
-    /// Writes the ready answers at the front of the queue; true when it wrote any. Does nothing
-    /// while a rest is pending (it goes first) or the socket is away.
+    /// Writes the ready answers at the front of the queue; true when it wrote any. Writes nothing
+    /// while a rest is pending (it goes first) or the socket is away. An emptied queue goes back
+    /// to the thread's pool.
     fn write_ready(&mut self) -> std::io::Result<bool> {
         if self.rest.is_some() {
             return Ok(false);

@@ -26,7 +26,8 @@ pub fn give_back(mut record: Arc<LastKnown>) {
     if Arc::get_mut(&mut record).is_none() {
         return;
     }
-    SPARE.with(|spare| {
+    // `try_with`: on a thread whose locals are being torn down the record is simply dropped.
+    let _ = SPARE.try_with(|spare| {
         let mut spare = spare.borrow_mut();
         if spare.len() < MAX_SPARE {
             spare.push(record);
@@ -36,7 +37,11 @@ pub fn give_back(mut record: Arc<LastKnown>) {
 
 /// `record` in a shared allocation, a spare one if this thread has any.
 pub fn share(record: LastKnown) -> Arc<LastKnown> {
-    match SPARE.with(|spare| spare.borrow_mut().pop()) {
+    match SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+    {
         Some(mut shared) => {
             // Spares are only ever kept while unique (`give_back`), and no one can reach them.
             *Arc::get_mut(&mut shared).expect("a spare record is held only here") = record;

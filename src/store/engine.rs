@@ -131,8 +131,6 @@ pub(super) struct Engine {
     track_log: PartitionHandle,
     /// The next track-log sequence.
     log_seq: Arc<AtomicU64>,
-    /// Size of the last track-log entry written: the next one reserves as much up front rather
-    /// than growing (and copying) its buffer several times per commit.
     /// The lowest track-log sequence that can still be in the log: everything below was folded.
     /// Readers and the start-up fold scan the log from here, because below it lies one tombstone
     /// per folded log entry until the next `compact_log`, and walking those was the cost of every

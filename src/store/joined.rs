@@ -17,9 +17,14 @@ pub(super) fn joined<'a>(len: usize, parts: impl IntoIterator<Item = &'a [u8]>) 
     };
     // `from_reader` allocates `len` bytes without zeroing them and fills them with `read_exact`;
     // our reader copies from memory and fails only if the parts are shorter than `len`, which
-    // is a bug in the caller's count.
+    // is a bug in the caller's count. It is public but hidden from the docs of fjall's value
+    // type (value-log's `Slice`), so outside its semver promise: Cargo.lock pins the version
+    // whose behaviour this relies on, and this module's tests check it.
     let value = fjall::Slice::from_reader(&mut reader, len).expect("the parts hold `len` bytes");
-    debug_assert!(reader.current.is_empty() && reader.rest.next().is_none_or(<[u8]>::is_empty));
+    debug_assert!(
+        reader.current.is_empty() && reader.rest.all(|part| part.is_empty()),
+        "the parts hold more than `len` bytes"
+    );
     value
 }
 
