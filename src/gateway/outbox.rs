@@ -348,9 +348,7 @@ impl Inner {
         // the queue then holds only the acknowledgement waiting for its commit. Going through the
         // thread's write buffer to find that out cost over a hundred instructions a frame.
         if matches!(self.queue.front(), None | Some(Entry::Ack { .. })) {
-            if self.queue.is_empty() && self.queue.capacity() > 0 {
-                spare_queues::give_back(std::mem::take(&mut self.queue));
-            }
+            self.release_empty_queue();
             return Ok(false);
         }
         let Some(stream) = &self.stream else {
@@ -384,10 +382,7 @@ impl Inner {
             }
             Ok(Some(rest.unwrap_or_default()))
         })?;
-        if self.queue.is_empty() && self.queue.capacity() > 0 {
-            // An idle connection should not keep its answer queue allocated.
-            spare_queues::give_back(std::mem::take(&mut self.queue));
-        }
+        self.release_empty_queue();
         match rest {
             None => Ok(false),
             Some(rest) => {
@@ -396,6 +391,14 @@ impl Inner {
                 }
                 Ok(true)
             }
+        }
+    }
+
+    /// Gives an emptied answer queue back to the thread's pool: an idle connection should not
+    /// keep its queue allocated.
+    fn release_empty_queue(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            spare_queues::give_back(std::mem::take(&mut self.queue));
         }
     }
 }

@@ -377,6 +377,11 @@ async fn report_when_resumed(
     // When reporting last resumed, and the acknowledged positions then.
     let mut resumed: Option<(Instant, u64)> = None;
     let mut next_progress = Instant::now() + Duration::from_secs(1);
+    // Adds the span since the last resume to the totals.
+    let close = |(at, acked_then): (Instant, u64), active: &mut Duration, acked: &mut u64| {
+        *active += at.elapsed();
+        *acked += acked_now() - acked_then;
+    };
     loop {
         let ends_at = resumed.map(|(at, _)| at + duration.saturating_sub(active));
         if ends_at.is_some_and(|end| Instant::now() >= end) {
@@ -390,9 +395,8 @@ async fn report_when_resumed(
                 }
             }
             Some(()) = signals.pause.recv() => {
-                if let Some((at, acked_then)) = resumed.take() {
-                    active += at.elapsed();
-                    acked += acked_now() - acked_then;
+                if let Some(span) = resumed.take() {
+                    close(span, &mut active, &mut acked);
                     let _ = start.send(false);
                 }
             }
@@ -404,9 +408,8 @@ async fn report_when_resumed(
             }
         }
     }
-    if let Some((at, acked_then)) = resumed {
-        active += at.elapsed();
-        acked += acked_now() - acked_then;
+    if let Some(span) = resumed {
+        close(span, &mut active, &mut acked);
     }
     (active, acked)
 }

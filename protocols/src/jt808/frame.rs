@@ -108,9 +108,13 @@ pub fn xor(bytes: &[u8]) -> u8 {
 /// (session 18, `scripts/bench-callgrind.sh`), more than the rest of the encoding.
 #[inline]
 fn has_special(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .fold(false, |any, &b| any | (b.wrapping_sub(ESC) < 2))
+    bytes.iter().fold(false, |any, &b| any | is_special(b))
+}
+
+/// Whether `b` is 0x7d or 0x7e, in one compare.
+#[inline]
+fn is_special(b: u8) -> bool {
+    b.wrapping_sub(ESC) < 2
 }
 
 /// The escaping path: most frames have nothing to escape and never come here (`has_special`).
@@ -154,10 +158,10 @@ pub fn encode_frame(header: &Header, body: &[u8], out: &mut BytesMut) {
         out.put_slice(head);
         out.put_slice(body);
     }
-    match check {
-        FLAG => out.put_slice(&[ESC, 0x02]),
-        ESC => out.put_slice(&[ESC, 0x01]),
-        _ => out.put_u8(check),
+    if is_special(check) {
+        put_escaped(out, &[check]);
+    } else {
+        out.put_u8(check);
     }
     out.put_u8(FLAG);
 }
